@@ -1,0 +1,165 @@
+"""Diffusion Transformer (DiT) denoiser: z_t, t -> logits over x0.
+
+A bidirectional transformer whose blocks are modulated by the diffusion time through adaLN-Zero
+(Peebles & Xie 2023): each block computes shift/scale/gate vectors from the time embedding ``c``,
+
+    h = x + gate_msa * Attn(LN(x) * (1 + scale_msa) + shift_msa)
+    y = h + gate_mlp * MLP(LN(h) * (1 + scale_mlp) + shift_mlp),
+
+with the modulation layers initialised to zero so every block starts as the identity.  Attention
+uses rotary position embeddings (rotate-half form) on q and k; LayerNorm has no bias and runs in
+fp32; the output projection is tied to the token embedding, and the mask logit is -inf so the
+denoiser never predicts the absorbing state.
+
+Parameter names and semantics follow nanoDD's DiT (DESIGN.md §7) so its checkpoints map 1:1:
+``vocab_embed``, ``c_embed.mlp.{0,2}``, ``rotary_emb.inv_freq``, ``blocks.i.{norm1, attn_qkv,
+attn_out, norm2, mlp.{0,2}, adaLN_modulation}``, ``norm_final``, ``adaLN_modulation``.
+The time input is whatever the method feeds (D3PM: the raw step index 1..T); ``t`` may be [B]
+(one time per sequence) or [B, L] (one per token).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class DiTConfig:
+    """DiT denoiser shape.  Defaults are nanoDD's text8 model (~92M parameters)."""
+
+    vocab_size: int = 28
+    """K, including the mask token (id K - 1)."""
+    d_model: int = 768
+    """Residual stream width d."""
+    n_heads: int = 12
+    n_blocks: int = 12
+    cond_dim: int = 128
+    """Width of the time embedding c fed to every adaLN modulation."""
+    dropout: float = 0.025
+    """Residual dropout (train mode only; it draws from torch's global generator)."""
+    time_conditioning: bool = True
+    """False: the network ignores t (it embeds t = 0), as cached samplers need."""
+    freq_dim: int = 256
+    """Width of the sinusoidal time features."""
+    max_period: float = 10000.0
+
+
+def layer_norm(x: Tensor, weight: Tensor) -> Tensor:
+    """Bias-free LayerNorm computed in fp32, returned in x's dtype."""
+    return (F.layer_norm(x.float(), x.shape[-1:]) * weight.float()).type_as(x)
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    return x * (1 + scale) + shift
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, d: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return layer_norm(x, self.weight)
+
+
+class TimestepEmbedder(nn.Module):
+    """t -> MLP(cos(t w_j), sin(t w_j)) with w_j = max_period^(-j / (freq_dim/2))."""
+
+    def __init__(self, cond_dim: int, freq_dim: int, max_period: float):
+        super().__init__()
+        self.freq_dim, self.max_period = freq_dim, max_period
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+
+    def forward(self, t: Tensor) -> Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, device=t.device) / half)
+        args = t.float()[..., None] * freqs  # [..., half]
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, rotate-half form: x * cos(p w) + rotate_half(x) * sin(p w)."""
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        self.register_buffer("inv_freq", inv_freq)
+
+    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        # q, k: [B, H, L, head_dim]
+        pos = torch.arange(q.shape[-2], device=q.device, dtype=self.inv_freq.dtype)
+        freqs = torch.outer(pos, self.inv_freq)
+        emb = torch.cat([freqs, freqs], dim=-1)  # [L, head_dim]
+        cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
+        self.norm1 = LayerNorm(d)
+        self.attn_qkv = nn.Linear(d, 3 * d, bias=False)
+        self.attn_out = nn.Linear(d, d, bias=False)
+        self.norm2 = LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"), nn.Linear(4 * d, d))
+        self.adaLN_modulation = nn.Linear(cfg.cond_dim, 6 * d)
+
+    def forward(self, x: Tensor, c: Tensor, rotary: Rotary) -> Tensor:
+        # x: [B, L, d]; c: [B, 1, cond] or [B, L, cond]
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, -1)
+        qkv = self.attn_qkv(modulate(self.norm1(x), shift_msa, scale_msa))
+        q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
+        q, k = rotary(q, k)
+        attn = rearrange(F.scaled_dot_product_attention(q, k, v), "b h l d -> b l (h d)")
+        x = x + gate_msa * F.dropout(self.attn_out(attn), self.dropout, self.training)
+        h = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x + gate_mlp * F.dropout(h, self.dropout, self.training)
+
+
+class DiT(nn.Module):
+    """The denoiser: ``forward(zt [B, L] long, t [B] or [B, L]) -> logits [B, L, K]`` (logits only)."""
+
+    def __init__(self, cfg: DiTConfig):
+        super().__init__()
+        if cfg.d_model % cfg.n_heads or (cfg.d_model // cfg.n_heads) % 2:
+            raise ValueError(f"d_model={cfg.d_model} must split into {cfg.n_heads} heads of even width")
+        self.cfg = cfg
+        self.vocab_embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.c_embed = TimestepEmbedder(cfg.cond_dim, cfg.freq_dim, cfg.max_period)
+        self.rotary_emb = Rotary(cfg.d_model // cfg.n_heads)
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.n_blocks))
+        self.norm_final = LayerNorm(cfg.d_model)
+        self.adaLN_modulation = nn.Linear(cfg.cond_dim, 2 * cfg.d_model)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.vocab_embed.weight, std=0.02)
+        for lin in [self.adaLN_modulation, *(b.adaLN_modulation for b in self.blocks)]:  # adaLN-Zero
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, zt: Tensor, t: Tensor) -> Tensor:
+        if not self.cfg.time_conditioning:
+            t = torch.zeros_like(t)
+        c = F.silu(self.c_embed(t))  # [B, cond] or [B, L, cond]
+        c = c[:, None] if c.dim() == 2 else c
+        x = self.vocab_embed(zt)  # [B, L, d]
+        for block in self.blocks:
+            x = block(x, c, self.rotary_emb)
+        shift, scale = self.adaLN_modulation(c).chunk(2, -1)
+        x = modulate(self.norm_final(x), shift, scale)
+        logits = x @ self.vocab_embed.weight.to(x.dtype).T  # tied output, [B, L, K]
+        return logits.index_fill(-1, torch.tensor([self.cfg.vocab_size - 1], device=zt.device), float("-inf"))

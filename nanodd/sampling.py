@@ -1,0 +1,74 @@
+"""Pieces every sampler shares: explicit-generator noise, categorical draws, logit transforms.
+
+A sampler step never draws random numbers itself; its loop draws them from a ``torch.Generator``
+(``uniforms``, ``gumbels``) and passes them in.  A categorical draw is then deterministic:
+
+    x ~ Cat(softmax(logits))   <=>   x = argmax(logits + g),  g_k = -log(-log U_k)  (Gumbel-max)
+
+Logit transforms (temperature, nucleus/top-p) are plain functions ``logits -> logits`` composed
+with ``compose`` and handed to a step, so no step is ever copied to add a sampling trick.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+Transform = Callable[[Tensor], Tensor]
+
+
+def uniforms(gen: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+    """U[0, 1) draws from an explicit generator, on the generator's device."""
+    return torch.rand(shape, generator=gen, device=gen.device)
+
+
+def gumbels(gen: torch.Generator, shape: tuple[int, ...]) -> Tensor:
+    """Standard Gumbel draws g = -log(-log U), with U kept inside (0, 1)."""
+    u = uniforms(gen, shape).clamp(torch.finfo(torch.float32).tiny, 1 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+def categorical(logits: Tensor, gumbel: Tensor) -> Tensor:
+    """Gumbel-max draw from softmax(logits) along the last axis: [..., K] -> [...] long."""
+    return torch.argmax(logits.float() + gumbel, dim=-1)
+
+
+def identity(logits: Tensor) -> Tensor:
+    return logits
+
+
+def temperature(tau: float) -> Transform:
+    """logits / tau: tau < 1 sharpens, tau > 1 flattens."""
+    if tau <= 0:
+        raise ValueError(f"temperature must be > 0, got {tau}")
+    return lambda logits: logits / tau
+
+
+def top_p(p: float) -> Transform:
+    """Nucleus filtering: keep the smallest set of tokens whose probability reaches p (Holtzman et
+    al. 2020); the rest get logit -inf.  The most likely token is always kept."""
+    if not 0 < p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+
+    def transform(logits: Tensor) -> Tensor:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.float().softmax(-1)
+        mass_before = probs.cumsum(-1) - probs  # probability of strictly more likely tokens
+        drop_sorted = mass_before >= p
+        drop = drop_sorted.scatter(-1, order, drop_sorted)
+        return logits.masked_fill(drop, float("-inf"))
+
+    return transform
+
+
+def compose(*transforms: Transform) -> Transform:
+    """compose(f, g)(logits) = g(f(logits)): apply transforms left to right."""
+
+    def transform(logits: Tensor) -> Tensor:
+        for f in transforms:
+            logits = f(logits)
+        return logits
+
+    return transform

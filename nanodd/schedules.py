@@ -1,0 +1,86 @@
+"""Noise schedules for masked ("absorbing") diffusion.
+
+A schedule is the probability ``alpha_t`` that a token is still clean at time ``t``:
+
+    q(z_t = x0 | x0) = alpha_t,        q(z_t = [MASK] | x0) = 1 - alpha_t.
+
+Continuous schedules map ``t in [0, 1]`` to ``alpha_t`` with ``alpha_0 ~= 1`` and ``alpha_1 ~= 0``.
+Calling one returns the value *and* its time derivative, ``(alpha_t, dalpha_t)``, because every
+continuous-time loss weight is built from both (MDLM/MD4: ``w(t) = -alpha'_t / (1 - alpha_t)``).
+Each schedule is a frozen dataclass, so it is a config value and a pure function at once.
+
+The discrete D3PM absorbing schedule (Austin et al. 2021, App. A.2) uses
+
+    beta_t = 1 / (T - t + 1),   t = 1..T,      alpha_bar_t = prod_{s<=t} (1 - beta_s) = 1 - t/T,
+
+i.e. the linear schedule read at ``t/T``: each token is masked at a uniformly random step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class Linear:
+    """alpha_t = 1 - t."""
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return 1 - t, torch.full_like(t, -1.0)
+
+
+@dataclass(frozen=True)
+class Cosine:
+    """alpha_t = 1 - cos(pi/2 (1 - t))   (MD4, Shi et al. 2024, Table 1)."""
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        angle = 0.5 * math.pi * (1 - t)
+        return 1 - torch.cos(angle), -0.5 * math.pi * torch.sin(angle)
+
+
+@dataclass(frozen=True)
+class LogLinear:
+    """alpha_t = 1 - (1 - eps) t, i.e. sigma_t = -log(1 - (1 - eps) t)   (MDLM, Sahoo et al. 2024).
+
+    ``eps`` keeps ``alpha_1 = eps > 0`` so the total noise ``sigma_1`` stays finite.
+    """
+
+    eps: float = 1e-3
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return 1 - (1 - self.eps) * t, torch.full_like(t, -(1 - self.eps))
+
+
+@dataclass(frozen=True)
+class Polynomial:
+    """alpha_t = 1 - t^w   (MD4's polynomial family; w = 1 is linear)."""
+
+    w: float = 2.0
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return 1 - t**self.w, -self.w * t ** (self.w - 1)
+
+
+Schedule = Linear | Cosine | LogLinear | Polynomial
+
+
+def d3pm_absorbing_betas(T: int) -> Tensor:
+    """beta_t = 1/(T - t + 1) for t = 1..T, with beta_0 = 0 prepended: shape [T + 1], float64."""
+    t = torch.arange(T + 1, dtype=torch.float64)
+    return torch.where(t == 0, torch.zeros_like(t), 1 / (T - t + 1))
+
+
+def alpha_bars_from_betas(betas: Tensor) -> Tensor:
+    """alpha_bar_t = prod_{s<=t} (1 - beta_s): shape [T + 1], alpha_bar_0 = 1."""
+    return torch.cumprod(1 - betas, dim=0)
+
+
+def discretize(schedule: Schedule, T: int) -> Tensor:
+    """alpha_bar_t = alpha(t/T) for t = 0..T: any continuous schedule as a T-step one, [T + 1] float64."""
+    t = torch.arange(T + 1, dtype=torch.float64) / T
+    alpha, _ = schedule(t)
+    return alpha
