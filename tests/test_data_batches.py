@@ -1,0 +1,64 @@
+"""Step-indexed training crops and canonical evaluation chunks."""
+
+import numpy as np
+import pytest
+import torch
+
+from nanodd.data import eval_batches, eval_chunks, train_batch
+
+
+@pytest.fixture
+def memmap(tmp_path):
+    path = tmp_path / "train.bin"
+    np.arange(5000, dtype=np.int64).astype(np.uint8).tofile(path)
+    return np.memmap(path, dtype=np.uint8, mode="r")
+
+
+def test_train_batch_is_a_function_of_seed_rank_step(memmap):
+    kw = dict(batch_size=4, seq_len=32, seed=7)
+    a = train_batch(memmap, 3, **kw)
+    assert a.dtype == torch.long and a.shape == (4, 32)
+    assert torch.equal(a, train_batch(memmap, 3, **kw))
+    assert torch.equal(a, train_batch(memmap, 3, **kw, rank=0))
+    assert not torch.equal(a, train_batch(memmap, 3, **kw, rank=1))
+    assert not torch.equal(a, train_batch(memmap, 4, **kw))
+    assert not torch.equal(a, train_batch(memmap, 3, batch_size=4, seq_len=32, seed=8))
+
+
+def test_train_batch_rows_are_contiguous_crops(memmap):
+    x = train_batch(memmap, 0, batch_size=64, seq_len=16, seed=0).numpy()
+    full = np.asarray(memmap)
+    for row in x:
+        starts = np.flatnonzero(full[: len(full) - 15] == row[0])
+        assert any(np.array_equal(full[s:s + 16], row) for s in starts)
+
+
+def test_train_batch_replays_a_resumed_run(memmap):
+    run = [train_batch(memmap, s, batch_size=2, seq_len=8, seed=1) for s in range(10)]
+    resumed = [train_batch(memmap, s, batch_size=2, seq_len=8, seed=1) for s in range(5, 10)]
+    assert all(torch.equal(a, b) for a, b in zip(run[5:], resumed))
+
+
+def test_train_batch_fits_exactly_sized_data():
+    data = np.arange(8, dtype=np.uint8)
+    x = train_batch(data, 0, batch_size=3, seq_len=8, seed=0)
+    assert (x == torch.arange(8)).all()
+    with pytest.raises(ValueError, match="fewer than seq_len"):
+        train_batch(data, 0, batch_size=1, seq_len=9, seed=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        train_batch(data, -1, batch_size=1, seq_len=4, seed=0)
+
+
+def test_eval_chunks_cover_the_split_contiguously(memmap):
+    n, rem = eval_chunks(memmap, 64)
+    assert (n, rem) == (78, 8)
+    batches = list(eval_batches(memmap, 64, 10))
+    assert [b.shape[0] for b in batches] == [10] * 7 + [8]
+    assert all(b.dtype == torch.long and b.shape[1] == 64 for b in batches)
+    flat = torch.cat(batches).reshape(-1).numpy()
+    assert np.array_equal(flat, np.asarray(memmap[: n * 64]))
+
+
+def test_eval_batches_of_data_shorter_than_a_chunk():
+    assert eval_chunks(np.zeros(5, np.uint8), 8) == (0, 5)
+    assert list(eval_batches(np.zeros(5, np.uint8), 8, 2)) == []

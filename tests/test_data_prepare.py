@@ -1,0 +1,112 @@
+"""prepare/load_split for builtin and local files: layout, meta, reuse, and every refusal."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nanodd.data import DataError, builtin_text, decode, default_cache_dir, load_split, prepare
+
+PROSE = "It was the best of times, it was the worst of times; 1859. " * 50
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    return path
+
+
+def test_prepare_builtin_splits_90_5_5(tmp_path):
+    out = prepare("builtin", tmp_path, progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    n = len(builtin_text())
+    n_train, n_val = n * 90 // 100, n * 5 // 100
+    assert out == tmp_path / "builtin" and meta["n_chars"] == n
+    assert meta["sizes"] == {"train": n_train, "val": n_val, "test": n - n_train - n_val}
+    splits = [load_split(out, s) for s in ("train", "val", "test")]
+    assert all(isinstance(s, np.memmap) and s.dtype == np.uint8 and not s.flags.writeable for s in splits)
+    assert decode(np.concatenate(splits)) == builtin_text()
+
+
+def test_prepare_local_file_and_reuse(tmp_path):
+    src = write(tmp_path, "A Tale.txt", "\ufeff" + PROSE)
+    out = prepare(str(src), tmp_path / "data", seq_len=64, progress=False)
+    assert out == tmp_path / "data" / "file-a-tale"
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["source"] == str(src.resolve()) and meta["n_chars"] == len(" ".join(
+        "it was the best of times it was the worst of times one eight five nine".split() * 50))
+    stamp = (out / "train.bin").stat().st_mtime_ns
+    assert prepare(str(src), tmp_path / "data", seq_len=64, progress=False) == out
+    assert (out / "train.bin").stat().st_mtime_ns == stamp
+
+
+def test_missing_split_file_is_rebuilt(tmp_path):
+    out = prepare("builtin", tmp_path, progress=False)
+    (out / "val.bin").unlink()
+    with pytest.raises(DataError, match="--data.source builtin"):
+        load_split(out, "val")
+    prepare("builtin", tmp_path, progress=False)
+    assert len(load_split(out, "val")) > 0
+
+
+def test_changed_file_is_detected_by_meta(tmp_path):
+    src = write(tmp_path, "book.txt", PROSE)
+    prepare(str(src), tmp_path, seq_len=64, progress=False)
+    src.write_text(PROSE + " and an epilogue " * 20)
+    with pytest.raises(DataError, match="prepared from another source or format .*--data.force"):
+        prepare(str(src), tmp_path, seq_len=64, progress=False)
+    out = prepare(str(src), tmp_path, seq_len=64, force=True, progress=False)
+    assert "epilogue" in decode(load_split(out, "test"))
+
+
+def test_older_format_is_detected_by_meta(tmp_path):
+    out = prepare("builtin", tmp_path, progress=False)
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(json.dumps({**meta, "format": 0}))
+    with pytest.raises(DataError, match=r"\('builtin', format 0\)"):
+        prepare("builtin", tmp_path, progress=False)
+    (out / "meta.json").write_text("{not json")
+    with pytest.raises(DataError, match="unreadable meta.json"):
+        prepare("builtin", tmp_path, progress=False)
+    assert prepare("builtin", tmp_path, force=True, progress=False) == out
+
+
+def test_file_with_no_usable_characters(tmp_path):
+    for name, text in [("empty.txt", ""), ("punct.txt", "!?.,;: —–… \n\t")]:
+        with pytest.raises(DataError, match="has no usable characters"):
+            prepare(str(write(tmp_path, name, text)), tmp_path, progress=False)
+
+
+def test_file_smaller_than_one_sequence(tmp_path):
+    src = write(tmp_path, "short.txt", "a few words of text " * 20)
+    message = r"smaller than one sequence: .* 359/19/21 tokens, .* seq_len\+1 = 257"
+    with pytest.raises(DataError, match=message):
+        prepare(str(src), tmp_path, seq_len=256, progress=False)
+    assert not (tmp_path / "file-short").exists()
+
+
+def test_undecodable_bytes(tmp_path):
+    src = write(tmp_path, "latin1.txt", PROSE.encode() + "café".encode("latin-1"))
+    with pytest.raises(DataError, match=r"latin1.txt is not UTF-8 text \(byte 0xe9 at offset 2953\)"):
+        prepare(str(src), tmp_path, seq_len=16, progress=False)
+
+
+def test_missing_file_and_unknown_split(tmp_path):
+    with pytest.raises(DataError, match="no such file: .*nope.txt .*builtin, text8"):
+        prepare(str(tmp_path / "nope.txt"), tmp_path, progress=False)
+    with pytest.raises(DataError, match=r"`python -m experiments.text8 prepare --data.source text8`"):
+        load_split(tmp_path / "text8", "train")
+    with pytest.raises(DataError, match="unknown split 'dev'"):
+        load_split(tmp_path, "dev")
+
+
+def test_default_cache_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv("NANODD_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert default_cache_dir() == Path.home() / ".cache" / "nanodd"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "nanodd"
+    monkeypatch.setenv("NANODD_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    assert prepare("builtin", progress=False) == tmp_path / "mine" / "builtin"
