@@ -38,7 +38,9 @@ class DiTConfig:
     d_model: int = 768
     """Residual stream width d."""
     n_heads: int = 12
+    """Attention heads (d_model / n_heads must be even, for rotary)."""
     n_blocks: int = 12
+    """Transformer blocks."""
     cond_dim: int = 128
     """Width of the time embedding c fed to every adaLN modulation."""
     dropout: float = 0.025
@@ -48,6 +50,7 @@ class DiTConfig:
     freq_dim: int = 256
     """Width of the sinusoidal time features."""
     max_period: float = 10000.0
+    """Longest period of the sinusoidal time features."""
 
 
 def layer_norm(x: Tensor, weight: Tensor) -> Tensor:

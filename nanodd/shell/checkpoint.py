@@ -1,0 +1,180 @@
+"""Checkpoints through orbax: asynchronous, atomic, integrity-checked.
+
+A checkpoint is a step directory ``<dir>/<step>/`` holding
+
+- ``state``: a pytree of numpy arrays (``params``, ``ema``, ``opt``), written by orbax's PyTree
+  handler (async: training goes on while it is written; atomic: a temporary directory is renamed
+  only when complete, so a kill leaves either the old or the new checkpoint, never half of one);
+- ``meta``: JSON with the format version, step, config, best validation, and the SHA-256 digest of
+  every array.  orbax restores bit-flipped array data without complaint, so every restore
+  recomputes the digests and refuses a mismatch, naming the checkpoint and the array.
+
+torch <-> numpy is exact for every dtype used; bf16 travels as its uint16 bit pattern viewed as
+``ml_dtypes.bfloat16``.  orbax (and the jax it pulls in, ~0.5 s to import) loads lazily, inside this
+module's functions.  Only rank 0 writes; every rank restores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message names the checkpoint and what is wrong."""
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu().contiguous()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.uint16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy().copy()
+
+
+def to_torch(a: np.ndarray) -> torch.Tensor:
+    a = np.asarray(a)
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(a.copy())
+
+
+def digest(a: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and bytes."""
+    a = np.ascontiguousarray(a)
+    h = hashlib.sha256(f"{a.dtype.name}{a.shape}".encode())
+    h.update(a.view(np.uint8).tobytes() if a.size else b"")
+    return h.hexdigest()
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """{'params': {'w': a}} -> {'params/w': a}."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out |= flatten(v, f"{prefix}{k}/")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+class Checkpoints:
+    """The checkpoints of one run: ``save`` (rank 0, async), ``restore``, ``restore_latest_good``."""
+
+    def __init__(self, directory: Path, *, keep: int = 3, is_main: bool = True):
+        import orbax.checkpoint as ocp
+        from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+        logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info chatter, e.g. about read-only mode
+        self.directory, self.is_main = Path(directory).absolute(), is_main
+        policy = pp.AnyPreservationPolicy([pp.LatestN(keep),
+                                           pp.BestN(get_metric_fn=lambda m: m["val_bpc"], reverse=True, n=1)])
+        options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=is_main, read_only=not is_main)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def steps(self) -> list[int]:
+        """Steps of complete (committed) checkpoints, oldest first."""
+        self.manager.reload()
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state: dict, meta: dict, val_bpc: float | None = None) -> None:
+        """Start writing ``state`` (nested dicts of tensors) and ``meta`` at ``step``; returns at once."""
+        if not self.is_main:
+            return
+        import orbax.checkpoint as ocp
+
+        arrays = {k: to_numpy(v) for k, v in flatten(state).items()}
+        meta = meta | {"format_version": FORMAT_VERSION, "step": step,
+                       "digests": {k: digest(a) for k, a in arrays.items()}}
+        tree = unflatten(arrays)
+        metrics = {"val_bpc": val_bpc} if val_bpc is not None else None
+        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta)),
+                          metrics=metrics, force=True)
+
+    def restore(self, step: int) -> tuple[dict, dict]:
+        """(state as nested dicts of tensors, meta) of one checkpoint, digests verified."""
+        import orbax.checkpoint as ocp
+
+        where = self.directory / str(step)
+        try:
+            r = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(),
+                                                                    meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for a damaged directory
+            raise CheckpointError(f"checkpoint {where} cannot be read: {type(e).__name__}: {e}") from e
+        meta, arrays = r.meta, flatten(r.state)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"checkpoint {where} has format version {meta.get('format_version')}, "
+                                  f"this nanodd reads {FORMAT_VERSION}")
+        expected = meta["digests"]
+        if set(expected) != set(arrays):
+            raise CheckpointError(f"checkpoint {where} is missing arrays {sorted(set(expected) - set(arrays))}")
+        for name, a in arrays.items():
+            if digest(a) != expected[name]:
+                raise CheckpointError(f"checkpoint {where}: array '{name}' does not match its saved digest "
+                                      "(the file was modified or corrupted)")
+        return unflatten({k: to_torch(a) for k, a in arrays.items()}), meta
+
+    def restore_latest_good(self, warn: Callable[[str], None] = warnings.warn) -> tuple[dict, dict] | None:
+        """The newest checkpoint that verifies, warning about each newer one that does not; None if none."""
+        for step in reversed(self.steps()):
+            try:
+                return self.restore(step)
+            except CheckpointError as e:
+                warn(f"warning: {e}; falling back to the previous checkpoint")
+        return None
+
+    def wait(self) -> None:
+        """Block until pending saves are committed (raises if a save failed, e.g. disk full)."""
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def unflatten(flat: dict) -> dict:
+    """{'params/w': a} -> {'params': {'w': a}}."""
+    out: dict = {}
+    for key, v in flat.items():
+        *parents, leaf = key.split("/")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return out
+
+
+def load_model(path: Path, *, ema: bool = True, device: torch.device | str = "cpu"):
+    """(model in eval mode, params to sample/evaluate with, Config) from a run directory, its
+    ``checkpoints/`` directory, or one step directory; the EMA weights unless ``ema=False``."""
+    from nanodd.config import from_dict
+    from nanodd.functional import params_of
+    from nanodd.model import DiT
+
+    path = Path(path)
+    step = None
+    if path.name.isdigit() and path.parent.is_dir():
+        path, step = path.parent, int(path.name)
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not directory.is_dir():
+        raise CheckpointError(f"{path}: not found (expected a run directory, its checkpoints/ directory, "
+                              "a step directory, or a nanoDD ckpt.pt)")
+    ckpts = Checkpoints(directory, is_main=False)
+    if step is not None:
+        restored = ckpts.restore(step)
+    elif (restored := ckpts.restore_latest_good()) is None:
+        raise CheckpointError(f"{directory}: no complete checkpoint found")
+    arrays, meta = restored
+    cfg = from_dict(meta["config"])
+    model = DiT(cfg.model).to(device).eval()
+    model.load_state_dict(arrays["params"])
+    params = {k: v.to(device) for k, v in arrays["ema"].items()} if ema else params_of(model)
+    return model, params, cfg

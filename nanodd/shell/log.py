@@ -1,0 +1,34 @@
+"""Metrics as JSON lines plus a readable progress line; rank 0 only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def duration(seconds: float) -> str:
+    """3725 -> '1h02m', 125 -> '2m05s', 7.2 -> '7s'."""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+class Log:
+    """``metrics(record)`` appends one JSON object to <out_dir>/metrics.jsonl; ``say(line)`` prints."""
+
+    def __init__(self, out_dir: Path | None, is_main: bool):
+        self.is_main = is_main
+        self.path = out_dir / "metrics.jsonl" if (is_main and out_dir is not None) else None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def metrics(self, record: dict) -> None:
+        if self.path is not None:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def say(self, line: str) -> None:
+        if self.is_main:
+            print(line, file=sys.stderr, flush=True)

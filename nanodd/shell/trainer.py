@@ -1,0 +1,295 @@
+"""The training shell: the one place with mutable state.
+
+``train(cfg)`` reads like a table of contents: set up devices and the process group, prepare the
+data, build the model / optimizer / EMA (or restore them), then repeat ``train_step`` with periodic
+validation, logging and checkpoints until max_iters or a stop signal.  The method's pure ``loss``
+is called through ``make_apply`` on the DDP wrapper (so DDP's gradient all-reduce runs) and never
+branched on: the method module is looked up from the config's type.
+
+Every random draw of step ``k`` (crop offsets, diffusion times and masks, dropout) is keyed by
+(seed, rank, k), so the run's future depends only on the step number and the saved arrays: a
+resumed run is bitwise identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from nanodd import config as config_lib
+from nanodd.config import Config, TrainConfig
+from nanodd.data import DataError, eval_batches, eval_chunks, load_split, prepare, train_batch
+from nanodd.data import VOCAB
+from nanodd.functional import make_apply, params_of
+from nanodd.methods import module_for
+from nanodd.model import DiT
+from nanodd.shell import dist
+from nanodd.shell.checkpoint import Checkpoints
+from nanodd.shell.log import Log, duration
+
+
+class StopTraining(Exception):
+    """A run that must stop with a message (non-finite loss); the last good checkpoint is kept."""
+
+
+def key(*parts: int) -> int:
+    """A 63-bit seed derived from integers, e.g. (seed, rank, step, micro)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def lr_at(step: int, tc: TrainConfig) -> float:
+    """Linear warmup to lr over warmup_iters, then cosine decay to min_lr at max_iters."""
+    if step < tc.warmup_iters:
+        return tc.lr * (step + 1) / (tc.warmup_iters + 1)
+    progress = min(1.0, (step - tc.warmup_iters) / max(1, tc.max_iters - tc.warmup_iters))
+    return tc.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (tc.lr - tc.min_lr)
+
+
+def build_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on 2-D parameters only (matrices, embeddings), fused on CUDA."""
+    params = list(model.parameters())
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=device.type == "cuda")
+
+
+@dataclass
+class State:
+    """Everything that changes during training."""
+
+    model: nn.Module  # the raw DiT; its parameters are the ones the optimizer updates in place
+    optimizer: torch.optim.AdamW
+    ema: dict[str, torch.Tensor]
+    step: int = 0
+    best_val_bpc: float = math.inf
+
+    def arrays(self) -> dict:
+        """The tensors a checkpoint holds (optimizer state flattened as '<param index>.<name>')."""
+        opt = {f"{i}.{k}": v for i, s in self.optimizer.state_dict()["state"].items() for k, v in s.items()}
+        return {"params": dict(self.model.state_dict()), "ema": self.ema, "opt": opt}
+
+    def load(self, arrays: dict, meta: dict) -> None:
+        self.model.load_state_dict(arrays["params"])
+        for k, v in arrays["ema"].items():
+            self.ema[k].copy_(v)
+        opt_state: dict = {}
+        for name, v in arrays["opt"].items():
+            i, k = name.split(".", 1)
+            opt_state.setdefault(int(i), {})[k] = v
+        groups = self.optimizer.state_dict()["param_groups"]
+        self.optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        self.step, self.best_val_bpc = meta["step"], meta.get("best_val_bpc", math.inf)
+
+
+class Trainer:
+    def __init__(self, cfg: Config, runtime: dist.Runtime, log: Log):
+        self.cfg, self.runtime, self.log = cfg, runtime, log
+        tc = cfg.train
+        self.method = module_for(cfg.method)
+        self.train_data, self.val_data = load_data(cfg, runtime)
+        torch.manual_seed(tc.seed)  # identical initial weights on every rank
+        model = DiT(cfg.model).to(runtime.device)
+        self.state = State(model, build_optimizer(model, tc, runtime.device),
+                           {k: v.detach().clone() for k, v in params_of(model).items()})
+        if tc.compile:
+            dist.check_compile_possible(runtime.device)
+        net = torch.compile(model) if tc.compile else model
+        if runtime.distributed:
+            net = DistributedDataParallel(net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+        self.net, self.apply = net, make_apply(net)  # params_of(net) carry DDP's 'module.' prefix
+        self.amp = dist.autocast_dtype(tc.dtype, runtime.device)
+        self.stop_requested = False
+
+    # --- one optimizer step ------------------------------------------------------------------
+    def micro_batch(self, micro: int, rank: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Micro-batch ``micro`` of this step for ``rank`` (default: this process): x0 and loss noise."""
+        tc, dev = self.cfg.train, self.runtime.device
+        rank = self.runtime.rank if rank is None else rank
+        index = self.state.step * tc.grad_accum + micro
+        x0 = train_batch(self.train_data, index, batch_size=tc.batch_size, seq_len=self.cfg.data.seq_len,
+                         seed=tc.seed, rank=rank).to(dev, non_blocking=True)
+        gen = torch.Generator(dev).manual_seed(key(tc.seed, rank, index))
+        return x0, self.method.loss_noise(gen, x0, self.cfg.method)
+
+    def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Accumulate grad_accum micro-batches, clip, AdamW, EMA.  Returns (loss, aux) as device tensors."""
+        tc, st = self.cfg.train, self.state
+        torch.manual_seed(key(tc.seed, self.runtime.rank, st.step, 1))  # dropout masks of this step
+        params = params_of(self.net)
+        self.net.train()
+        for micro in range(tc.grad_accum):
+            x0, noise = self.micro_batch(micro)
+            last = micro == tc.grad_accum - 1
+            sync = nullcontext() if (last or not self.runtime.distributed) else self.net.no_sync()
+            with sync:
+                with dist.autocast(self.runtime.device, self.amp):
+                    loss, aux = self.method.loss(self.apply, params, x0, noise, cfg=self.cfg.method)
+                (loss / tc.grad_accum).backward()
+        grad_norm = nn.utils.clip_grad_norm_(st.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        for group in st.optimizer.param_groups:
+            group["lr"] = lr_at(st.step, tc)
+        st.optimizer.step()
+        st.optimizer.zero_grad(set_to_none=True)
+        if tc.ema_decay > 0:
+            with torch.no_grad():
+                for k, p in params_of(st.model).items():
+                    st.ema[k].lerp_(p, 1 - tc.ema_decay)
+        st.step += 1
+        return loss.detach(), {**{k: v.detach() for k, v in aux.items()}, "grad_norm": grad_norm}
+
+    # --- validation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self) -> float:
+        """Bound in bits per character on the first eval_batches canonical val chunks (EMA weights),
+        with noise fixed across validations so successive values are comparable."""
+        tc, rt, st = self.cfg.train, self.runtime, self.state
+        params = st.ema if tc.ema_decay > 0 else params_of(st.model)
+        apply = make_apply(st.model)
+        st.model.eval()
+        total = torch.zeros(2, device=rt.device, dtype=torch.float64)  # [sum of bpc, chunks]
+        batches = eval_batches(self.val_data, self.cfg.data.seq_len, tc.batch_size)
+        for i, x0 in zip(range(tc.eval_batches), batches):
+            if i % rt.world_size != rt.rank:
+                continue
+            x0 = x0.to(rt.device)
+            gen = torch.Generator(rt.device).manual_seed(key(tc.seed, 2**31, i))
+            with dist.autocast(rt.device, self.amp):
+                _, aux = self.method.loss(apply, params, x0, self.method.loss_noise(gen, x0, self.cfg.method),
+                                          cfg=self.cfg.method)
+            total += torch.stack([aux["bound_bpt"].double() * len(x0), torch.tensor(len(x0), device=rt.device)])
+        if rt.distributed:
+            torch.distributed.all_reduce(total)
+        return float(total[0] / total[1])
+
+    # --- the loop ----------------------------------------------------------------------------
+    def run(self, ckpts: Checkpoints | None) -> dict:
+        """Train until max_iters or a stop request; validate and checkpoint every eval_interval."""
+        tc, st = self.cfg.train, self.state
+        recent: list[tuple[int, torch.Tensor, dict]] = []
+        t0, start_step, last = time.time(), st.step, {}
+        while st.step < tc.max_iters:
+            loss, aux = self.train_step()
+            recent.append((st.step, loss, aux))
+            stop = dist.any_rank(self.stop_requested, self.runtime)
+            done = st.step == tc.max_iters
+            if st.step % tc.log_interval == 0 or done or stop:
+                last = self.report(recent, (time.time() - t0) / (st.step - start_step))
+                recent = []
+            if st.step % tc.eval_interval == 0 or done or stop:
+                last["val_bpc"] = self.validate()
+                st.best_val_bpc = min(st.best_val_bpc, last["val_bpc"])
+                self.log.metrics({"step": st.step, "val_bpc": last["val_bpc"]})
+                self.log.say(f"step {st.step}: validation bound {last['val_bpc']:.3f} bits/char "
+                             f"(best {st.best_val_bpc:.3f})")
+                if ckpts is not None:
+                    ckpts.save(st.step, st.arrays(), self.meta(), val_bpc=last["val_bpc"])
+            if stop:
+                break
+        return last
+
+    def report(self, recent: list, seconds_per_step: float) -> dict:
+        """Check the recent losses for non-finite values (no per-step sync), then log and print."""
+        tc, st = self.cfg.train, self.state
+        losses = torch.stack([loss for _, loss, _ in recent]).float().cpu()
+        bad = (~torch.isfinite(losses)).nonzero()
+        if dist.any_rank(len(bad) > 0, self.runtime):
+            at = recent[int(bad[0])][0] if len(bad) else "a step on another rank"
+            raise StopTraining(f"non-finite loss at step {at}; stopping (the last checkpoint is kept). "
+                               "Try a lower --train.lr or --train.dtype fp32.")
+        mean = {k: float(torch.stack([a[k] for _, _, a in recent]).float().mean()) for k in recent[-1][2]}
+        tokens = tc.batch_size * tc.grad_accum * self.runtime.world_size * self.cfg.data.seq_len
+        record = {"step": st.step, "loss": float(losses.mean()), **mean, "lr": lr_at(st.step - 1, tc),
+                  "tokens_per_s": tokens / seconds_per_step}
+        self.log.metrics(record | {"losses": losses.tolist()})
+        self.log.say(f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | bound {mean['bound_bpt']:.3f} "
+                     f"bits/char | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:.1f}k tok/s | "
+                     f"ETA {duration((tc.max_iters - st.step) * seconds_per_step)}")
+        return record
+
+    def meta(self) -> dict:
+        return {"config": config_lib.to_dict(self.cfg), "best_val_bpc": self.state.best_val_bpc,
+                "world_size": self.runtime.world_size}
+
+
+def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarray]:
+    """Prepare the corpus once per node (local rank 0; the others wait), then memory-map train and val."""
+    data_dir = Path(cfg.data.data_dir) if cfg.data.data_dir else None
+    first = runtime.local_rank == 0
+    if first:
+        root = prepare(cfg.data.source, data_dir, seq_len=cfg.data.seq_len, force=cfg.data.force)
+    if runtime.distributed:
+        torch.distributed.barrier()
+    if not first:
+        root = prepare(cfg.data.source, data_dir, seq_len=cfg.data.seq_len, progress=False)
+    if cfg.model.vocab_size != len(VOCAB) + 1:
+        raise ValueError(f"--model.vocab-size must be {len(VOCAB) + 1} (27 text8 symbols + mask), "
+                         f"got {cfg.model.vocab_size}")
+    train_data, val_data = load_split(root, "train"), load_split(root, "val")
+    n_val, _ = eval_chunks(val_data, cfg.data.seq_len)
+    if len(train_data) <= cfg.data.seq_len or n_val == 0:
+        raise DataError(f"--data.seq-len {cfg.data.seq_len} is longer than the data allows "
+                        f"(train {len(train_data):,}, val {len(val_data):,} characters)")
+    return train_data, val_data
+
+
+def train(cfg: Config) -> dict:
+    """Run (or resume) training as configured; returns the last logged metrics."""
+    config_lib.validate(cfg)
+    runtime = dist.setup(cfg.train.device)
+    log = Log(Path(cfg.train.out_dir), runtime.is_main)
+    try:
+        trainer = Trainer(cfg, runtime, log)
+        ckpts = Checkpoints(Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints,
+                            is_main=runtime.is_main)
+        resume(trainer, ckpts, log)
+        with stop_on_signals(trainer):
+            last = trainer.run(ckpts)
+        ckpts.wait()
+        if trainer.stop_requested:
+            log.say(f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same command "
+                    "plus --train.resume")
+        return last
+    finally:
+        dist.teardown()
+
+
+def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
+    """Load the latest good checkpoint under --train.resume; refuse to overwrite one without it."""
+    if not ckpts.steps():
+        return
+    if not trainer.cfg.train.resume:
+        raise ValueError(f"{ckpts.directory} already holds checkpoints (steps {ckpts.steps()}); pass "
+                         "--train.resume to continue, or choose another --train.out-dir")
+    restored = ckpts.restore_latest_good(warn=log.say)
+    if restored is None:
+        raise ValueError(f"no checkpoint in {ckpts.directory} passes its integrity check")
+    arrays, meta = restored
+    trainer.state.load({k: {n: v.to(trainer.runtime.device) for n, v in d.items()} for k, d in arrays.items()}, meta)
+    log.say(f"resumed from step {meta['step']} ({ckpts.directory / str(meta['step'])})")
+
+
+class stop_on_signals:
+    """Within the block, SIGINT/SIGTERM ask the trainer to stop at the next step boundary."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(self, signum, frame):
+        self.trainer.log.say(f"received {signal.Signals(signum).name}: stopping after this step")
+        self.trainer.stop_requested = True
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
