@@ -1,0 +1,200 @@
+"""The training shell: DDP equivalence on 2 gloo processes, a run that learns, the CLI and its errors."""
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from experiments import text8
+from nanodd.config import Config, DataConfig, TrainConfig, from_dict, to_dict
+from nanodd.functional import params_of
+from nanodd.methods.d3pm import D3PMConfig
+from nanodd.model import DiTConfig
+from nanodd.shell import dist
+from nanodd.shell.log import Log
+from nanodd.shell.trainer import Trainer, lr_at, train
+
+WORDS = ("the quick brown fox jumps over the lazy dog while seven wizards quietly hex a jovial "
+         "sphinx of black quartz and the dog sleeps near the river bank every day").split()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small English-like text file: words from a fixed list in a fixed random order."""
+    g = torch.Generator().manual_seed(0)
+    words = [WORDS[i] for i in torch.randint(0, len(WORDS), (6000,), generator=g)]
+    path = tmp_path_factory.mktemp("corpus") / "words.txt"
+    path.write_text(" ".join(words))
+    return path
+
+
+def tiny(corpus, out_dir, **train):
+    defaults = dict(batch_size=8, grad_accum=1, max_iters=4, lr=3e-3, warmup_iters=2, eval_interval=1000,
+                    eval_batches=2, log_interval=2, ema_decay=0.9, dtype="fp32", device="cpu", out_dir=str(out_dir))
+    return Config(model=DiTConfig(d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0),
+                  method=D3PMConfig(T=100),
+                  data=DataConfig(source=str(corpus), data_dir=str(out_dir.parent / "data"), seq_len=32),
+                  train=TrainConfig(**(defaults | train)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(rank, world, port, cfg_dict, steps, out):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    runtime = dist.setup("cpu")
+    trainer = Trainer(from_dict(cfg_dict), runtime, Log(None, rank == 0))
+    for _ in range(steps):
+        trainer.train_step()
+    x0, _ = trainer.micro_batch(0)
+    torch.save({"params": {k: v.detach() for k, v in params_of(trainer.state.model).items()}, "x0": x0},
+               f"{out}/rank{rank}.pt")
+    dist.teardown()
+
+
+class GlobalBatch(Trainer):
+    """One process that sees, at every micro-step, the union of what every rank would see."""
+
+    world = 2
+
+    def micro_batch(self, micro, rank=None):
+        parts = [Trainer.micro_batch(self, micro, r) for r in range(self.world)]
+        noise = {k: torch.cat([n[k] for _, n in parts]) for k in parts[0][1]}
+        return torch.cat([x for x, _ in parts]), noise
+
+
+def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_batch(corpus, tmp_path):
+    cfg = tiny(corpus, tmp_path / "run", grad_accum=2)
+    steps = 3
+    mp.spawn(ddp_worker, args=(2, free_port(), to_dict(cfg), steps, str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert not torch.equal(r0["x0"], r1["x0"])  # each rank trained on different crops
+    for k in r0["params"]:
+        assert torch.equal(r0["params"][k], r1["params"][k]), f"{k} differs across ranks"
+
+    single = GlobalBatch(cfg, dist.setup("cpu"), Log(None, True))
+    initial = {k: v.detach().clone() for k, v in params_of(single.state.model).items()}
+    for _ in range(steps):
+        single.train_step()
+    moved = 0
+    for k, v in params_of(single.state.model).items():
+        torch.testing.assert_close(r0["params"][k], v.detach(), rtol=1e-5, atol=1e-6, msg=k)
+        moved += not torch.equal(v.detach(), initial[k])
+    assert moved > 0.8 * len(initial)
+
+
+def test_a_short_run_learns(corpus, tmp_path):
+    cfg = tiny(corpus, tmp_path / "run", max_iters=300, log_interval=20, lr=3e-3, warmup_iters=20,
+               batch_size=16, eval_interval=300)
+    last = train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    bound = [r["bound_bpt"] for r in records if "bound_bpt" in r]
+    assert bound[-1] < bound[0] - 0.7, bound  # bits per char, averaged over 20 steps each
+    assert last["val_bpc"] < 4.0  # below the ~4.1 bits of a unigram model of English
+    assert (tmp_path / "run" / "checkpoints" / "300").is_dir()
+
+
+def test_lr_schedule_warms_up_then_decays_to_min():
+    tc = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
+    lrs = [lr_at(s, tc) for s in range(111)]
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))
+    assert lrs[10] == pytest.approx(1.0) and lrs[110] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+def run_cli(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["text8", *args])
+    try:
+        text8.main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("args", [[], ["prepare"], ["train"], ["train", "d3pm-text8"], ["train", "d3pm-text8-8gpu"],
+                                  ["train", "demo"], ["sample"], ["demo"]])
+def test_help_of_every_subcommand(monkeypatch, capsys, args):
+    code, out, _ = run_cli(monkeypatch, capsys, *args, "--help")
+    assert code == 0 and "usage" in out
+
+
+def test_presets_follow_the_nanodd_recipe():
+    cfg = text8.PRESETS["d3pm-text8"][1]
+    m, t = cfg.model, cfg.train
+    assert (m.d_model, m.n_heads, m.n_blocks, m.cond_dim, m.dropout) == (768, 12, 12, 128, 0.025)
+    assert (cfg.method.T, cfg.method.hybrid_coeff, cfg.data.seq_len) == (1000, 0.05, 256)
+    assert (t.batch_size, t.grad_accum, t.lr, t.min_lr, t.warmup_iters, t.max_iters) == (256, 4, 1e-3, 1e-5, 2500, 500_000)
+    assert (t.weight_decay, t.beta1, t.beta2, t.grad_clip) == (0.1, 0.9, 0.98, 0.1) and t.ema_decay > 0
+    assert text8.PRESETS["d3pm-text8-8gpu"][1] == dataclasses.replace(
+        cfg, train=dataclasses.replace(t, grad_accum=1, out_dir="runs/d3pm-text8-8gpu"))
+
+
+TINY_ARGS = ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16",
+             "--data.seq-len", "32", "--train.batch-size", "4", "--train.max-iters", "3", "--train.warmup-iters", "1",
+             "--train.eval-batches", "1", "--train.device", "cpu"]
+
+
+def test_demo_then_sample_end_to_end(monkeypatch, capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"), "--train.out-dir", str(out)]
+    code, stdout, err = run_cli(monkeypatch, capsys, "demo", *TINY_ARGS, *common, "--sample.batch-size", "2",
+                                "--sample.steps", "50")
+    assert code == 0, err
+    assert "validation bound" in err and "masked]" in err  # progress and the (non-terminal) unmasking view
+    assert len(stdout.split("\n\n")) == 2
+    code, stdout, err = run_cli(monkeypatch, capsys, "sample", str(out), "--sample.batch-size", "3",
+                                "--sample.out", str(tmp_path / "s.txt"), "--sample.top-p", "0.9")
+    assert code == 0, err
+    lines = (tmp_path / "s.txt").read_text().splitlines()
+    assert len(lines) == 3 and all(len(s) == 32 and set(s) <= set(" abcdefghijklmnopqrstuvwxyz") for s in lines)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "no-such-preset"], "no-such-preset"),
+    (["train", "demo", "--train.no-such-field", "1"], "no-such-field"),
+    (["train", "demo", *TINY_ARGS, "--train.batch-size", "0"], "--train.batch-size must be positive"),
+    (["train", "demo", *TINY_ARGS, "--train.max-iters", "-5"], "--train.max-iters must be positive"),
+    (["train", "demo", *TINY_ARGS, "--data.seq-len", "10000000"], "seq"),
+    (["train", "demo", *TINY_ARGS, "--train.device", "cuda"], "no CUDA GPU"),
+    (["train", "demo", *TINY_ARGS, "--model.vocab-size", "30", "--method.mask-id", "29"], "vocab-size must be 28"),
+    (["train", "demo", *TINY_ARGS, "--method.mask-id", "5"], "mask-id must be"),
+    (["train", "demo", *TINY_ARGS, "--data.source", "/no/such/file.txt"], "/no/such/file.txt"),
+    (["sample", "/no/such/run"], "not found"),
+])
+def test_bad_input_gives_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, args, message):
+    if args[0] == "train":  # the case's own arguments come last and override these
+        args = [*args[:2], "--data.source", "builtin", "--data.data-dir", str(tmp_path),
+                "--train.out-dir", str(tmp_path / "run"), *args[2:]]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_compile_without_a_compiler_is_refused(monkeypatch, capsys, corpus, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    code, _, err = run_cli(monkeypatch, capsys, "train", "demo", *TINY_ARGS, "--train.compile",
+                           "--data.source", str(corpus), "--data.data-dir", str(tmp_path), "--train.out-dir",
+                           str(tmp_path / "run"))
+    assert code == 2 and "C/C++ compiler" in err
+
+
+def test_existing_checkpoints_are_not_overwritten_without_resume(monkeypatch, capsys, corpus, tmp_path):
+    args = ["train", "demo", *TINY_ARGS, "--data.source", str(corpus), "--data.data-dir", str(tmp_path),
+            "--train.out-dir", str(tmp_path / "run")]
+    assert run_cli(monkeypatch, capsys, *args)[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 2 and "--train.resume" in err
