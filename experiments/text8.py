@@ -4,7 +4,9 @@
     python -m experiments.text8 prepare --data.source text8       # download and split text8
     python -m experiments.text8 train d3pm-text8 --train.lr 3e-4  # nanoDD's recipe, any field overridable
     torchrun --standalone --nproc_per_node=8 -m experiments.text8 train d3pm-text8-8gpu
-    python -m experiments.text8 sample runs/d3pm-text8 --batch-size 4
+    python -m experiments.text8 sample runs/d3pm-text8 --sample.batch-size 4
+    python -m experiments.text8 sample nanoDD-D3PM-text8/ckpt.pt     # nanoDD's published weights
+    python -m experiments.text8 convert nanoDD-D3PM-text8/ckpt.pt runs/nanodd   # as our checkpoint
 
 Every mistake in the arguments or the data is reported as one line ``error: ...`` with exit code 2
 (set NANODD_DEBUG=1 to see the traceback instead).
@@ -23,13 +25,14 @@ import torch
 import tyro
 
 from nanodd import sampling
-from nanodd.config import Config, DataConfig, TrainConfig
+from nanodd.config import Config, DataConfig, TrainConfig, to_dict
 from nanodd.data import DataError, decode, prepare as prepare_data
+from nanodd.functional import make_apply
 from nanodd.methods import module_for
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.model import DiTConfig
 from nanodd.shell import dist
-from nanodd.shell.checkpoint import CheckpointError, load_model
+from nanodd.shell.checkpoint import CheckpointError, Checkpoints, load_model
 from nanodd.shell.trainer import StopTraining, train as run_training
 
 D3PM_TEXT8 = Config(
@@ -105,6 +108,21 @@ def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions = Sample
     generate(checkpoint, sample)
 
 
+def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional[str]) -> None:
+    """Write a nanoDD ckpt.pt as one of our checkpoints (raw and EMA weights) under OUT_DIR/checkpoints."""
+    from nanodd.shell import nanodd_ckpt
+
+    model, _, cfg, ckpt = nanodd_ckpt.load(Path(checkpoint), ema=False)
+    ema = nanodd_ckpt.dit_state(ckpt, ema=True, cfg=cfg.model)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=out_dir))
+    ckpts = Checkpoints(Path(out_dir) / "checkpoints")
+    step = int(ckpt.get("iter_num", 0))
+    ckpts.save(step, {"params": dict(model.state_dict()), "ema": {k: ema[k] for k, _ in model.named_parameters()}},
+               {"config": to_dict(cfg), "source": str(Path(checkpoint).absolute())})
+    ckpts.wait()
+    print(f"wrote {ckpts.directory / str(step)}", file=sys.stderr)
+
+
 def demo(cfg: Annotated[Config, tyro.conf.arg(name="")] = PRESETS["demo"][1],
          sample: SampleOptions = SampleOptions(batch_size=2)) -> None:
     """Train the demo preset on the built-in corpus (no download), then sample from it."""
@@ -121,8 +139,6 @@ def demo(cfg: Annotated[Config, tyro.conf.arg(name="")] = PRESETS["demo"][1],
 def generate(checkpoint: str, opt: SampleOptions) -> None:
     device = dist.setup(opt.device).device
     model, params, cfg = load_model(Path(checkpoint), ema=opt.ema, device=device)
-    from nanodd.functional import make_apply
-
     transform = sampling.compose(sampling.temperature(opt.temperature), sampling.top_p(opt.top_p))
     view = LiveView(enabled=opt.live)
     gen = torch.Generator(device).manual_seed(opt.seed)
@@ -170,7 +186,7 @@ class LiveView:
 def main() -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(
-            {"prepare": prepare, "train": train, "sample": sample, "demo": demo},
+            {"prepare": prepare, "train": train, "sample": sample, "convert": convert, "demo": demo},
             prog="python -m experiments.text8", description=__doc__.split("\n")[0],
         )
     except (ValueError, DataError, CheckpointError, StopTraining) as e:

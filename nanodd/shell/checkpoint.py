@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -97,8 +98,20 @@ class Checkpoints:
                        "digests": {k: digest(a) for k, a in arrays.items()}}
         tree = unflatten(arrays)
         metrics = {"val_bpc": val_bpc} if val_bpc is not None else None
-        self.manager.save(step, args=ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta)),
-                          metrics=metrics, force=True)
+        args = ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta))
+        with self.failure_names(step):
+            self.manager.save(step, args=args, metrics=metrics, force=True)
+
+    @contextmanager
+    def failure_names(self, step: int | str):
+        """Turn any error of a (possibly earlier, asynchronous) save into one CheckpointError line."""
+        try:
+            yield
+        except Exception as e:
+            good = [s for s in self.manager.all_steps() if s != step]
+            raise CheckpointError(f"could not write checkpoint {step} under {self.directory} ({type(e).__name__}: "
+                                  f"{e}); training stopped, the last complete checkpoint is "
+                                  f"{max(good) if good else 'none'}") from e
 
     def restore(self, step: int) -> tuple[dict, dict]:
         """(state as nested dicts of tensors, meta) of one checkpoint, digests verified."""
@@ -134,7 +147,8 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Block until pending saves are committed (raises if a save failed, e.g. disk full)."""
-        self.manager.wait_until_finished()
+        with self.failure_names("pending"):
+            self.manager.wait_until_finished()
 
     def close(self) -> None:
         self.manager.close()
@@ -153,13 +167,18 @@ def unflatten(flat: dict) -> dict:
 
 
 def load_model(path: Path, *, ema: bool = True, device: torch.device | str = "cpu"):
-    """(model in eval mode, params to sample/evaluate with, Config) from a run directory, its
-    ``checkpoints/`` directory, or one step directory; the EMA weights unless ``ema=False``."""
+    """(model in eval mode, its params, Config) from a run directory, its ``checkpoints/`` directory,
+    one step directory, or a nanoDD ``ckpt.pt``.  The model holds the EMA weights unless ``ema=False``."""
     from nanodd.config import from_dict
     from nanodd.functional import params_of
     from nanodd.model import DiT
 
     path = Path(path)
+    if path.is_file():
+        from nanodd.shell import nanodd_ckpt
+
+        model, params, cfg, _ = nanodd_ckpt.load(path, ema=ema, device=device)
+        return model, params, cfg
     step = None
     if path.name.isdigit() and path.parent.is_dir():
         path, step = path.parent, int(path.name)
@@ -175,6 +194,7 @@ def load_model(path: Path, *, ema: bool = True, device: torch.device | str = "cp
     arrays, meta = restored
     cfg = from_dict(meta["config"])
     model = DiT(cfg.model).to(device).eval()
-    model.load_state_dict(arrays["params"])
-    params = {k: v.to(device) for k, v in arrays["ema"].items()} if ema else params_of(model)
-    return model, params, cfg
+    model.load_state_dict(arrays["params"])  # the saved config built this DiT, so the shapes agree
+    if ema:
+        model.load_state_dict(arrays["ema"], strict=False)  # EMA covers the parameters, not the buffers
+    return model, params_of(model), cfg

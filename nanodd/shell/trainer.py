@@ -33,7 +33,7 @@ from nanodd.functional import make_apply, params_of
 from nanodd.methods import module_for
 from nanodd.model import DiT
 from nanodd.shell import dist
-from nanodd.shell.checkpoint import Checkpoints
+from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 from nanodd.shell.log import Log, duration
 
 
@@ -82,7 +82,7 @@ class State:
         for k, v in arrays["ema"].items():
             self.ema[k].copy_(v)
         opt_state: dict = {}
-        for name, v in arrays["opt"].items():
+        for name, v in arrays.get("opt", {}).items():  # a converted nanoDD checkpoint has no optimizer state
             i, k = name.split(".", 1)
             opt_state.setdefault(int(i), {})[k] = v
         groups = self.optimizer.state_dict()["param_groups"]
@@ -273,6 +273,11 @@ def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
     if restored is None:
         raise ValueError(f"no checkpoint in {ckpts.directory} passes its integrity check")
     arrays, meta = restored
+    saved = config_lib.from_dict(meta["config"])
+    for part in ("model", "method"):
+        if getattr(saved, part) != getattr(trainer.cfg, part):
+            raise CheckpointError(f"checkpoint step {meta['step']} in {ckpts.directory} was trained with {part} "
+                                  f"{getattr(saved, part)}, but this run asks for {getattr(trainer.cfg, part)}")
     trainer.state.load({k: {n: v.to(trainer.runtime.device) for n, v in d.items()} for k, d in arrays.items()}, meta)
     log.say(f"resumed from step {meta['step']} ({ckpts.directory / str(meta['step'])})")
 

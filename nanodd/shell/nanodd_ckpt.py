@@ -1,0 +1,78 @@
+"""Reading nanoDD's ``ckpt.pt`` (e.g. the published nanoDD-D3PM-text8 weights, ~700 MB).
+
+nanoDD saves ``torch.save({"model", "ema", "optimizer", "model_cls", "model_args", "training_args",
+"iter_num", "best_val_loss"})``.  ``model`` is the state dict of ``D3PMAbsorbing``: its DiT under
+``net.`` plus the ``betas`` / ``alpha_bars`` buffers; ``ema`` holds the same keys prefixed
+``ema_model.``.  ``model_args`` = {vocab_size (data symbols, 27 for text8: K = vocab_size + 1),
+n_embed, n_heads, n_blocks, n_cond, dropout, T, lambda_ce}.  Our DiT uses the same parameter names,
+so the mapping is a prefix strip.  Files are read with ``weights_only=True``: a pickle that needs
+arbitrary code to load is refused.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from nanodd.config import Config, DataConfig
+from nanodd.methods.d3pm import D3PMConfig
+from nanodd.model import DiT, DiTConfig
+from nanodd.shell.checkpoint import CheckpointError
+
+MODEL_ARGS = ("vocab_size", "n_embed", "n_heads", "n_blocks", "n_cond", "dropout", "T", "lambda_ce")
+
+
+def read(path: Path) -> dict:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused: loading it would run arbitrary code (weights_only=True): "
+                              f"{str(e).splitlines()[0]}") from e
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(ckpt, dict) or "model_args" not in ckpt:
+        raise CheckpointError(f"{path}: not a nanoDD checkpoint (no 'model_args')")
+    if ckpt.get("model_cls") != "D3PMAbsorbing":
+        raise CheckpointError(f"{path}: model_cls {ckpt.get('model_cls')!r} is not supported (only 'D3PMAbsorbing')")
+    if missing := [k for k in MODEL_ARGS if k not in ckpt["model_args"]]:
+        raise CheckpointError(f"{path}: model_args lacks {missing}")
+    return ckpt
+
+
+def config_of(ckpt: dict) -> Config:
+    """Our Config for a nanoDD checkpoint's model_args / training_args."""
+    a, t = ckpt["model_args"], ckpt.get("training_args", {})
+    K = a["vocab_size"] + 1
+    return Config(model=DiTConfig(vocab_size=K, d_model=a["n_embed"], n_heads=a["n_heads"], n_blocks=a["n_blocks"],
+                                  cond_dim=a["n_cond"], dropout=a["dropout"]),
+                  method=D3PMConfig(T=a["T"], hybrid_coeff=a["lambda_ce"], mask_id=K - 1),
+                  data=DataConfig(source="text8", seq_len=t.get("seq_len", 256)))
+
+
+def dit_state(ckpt: dict, *, ema: bool, cfg: DiTConfig) -> dict[str, torch.Tensor]:
+    """The DiT's state dict, from the EMA weights (keys 'ema_model.net.*') or the raw ones ('net.*')."""
+    state = ckpt["ema"] if ema else ckpt["model"]
+    prefix = "ema_model.net." if ema else "net."
+    net = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not net:
+        raise CheckpointError(f"no '{prefix}*' weights in the checkpoint's {'ema' if ema else 'model'} entry")
+    embed = net.get("vocab_embed.weight")
+    if embed is not None and embed.shape == (cfg.d_model, cfg.vocab_size) != (cfg.vocab_size, cfg.d_model):
+        net["vocab_embed.weight"] = embed.T.contiguous()  # some nanoDD versions embed with nn.Linear(K, d)
+    return net
+
+
+def load(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") -> tuple[DiT, dict, Config, dict]:
+    """(model in eval mode with the chosen weights, its params, Config, nanoDD's checkpoint dict)."""
+    ckpt = read(path)
+    cfg = config_of(ckpt)
+    model = DiT(cfg.model)
+    try:
+        model.load_state_dict(dit_state(ckpt, ema=ema, cfg=cfg.model))
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"{path}: weights do not fit the DiT its model_args describe: {detail[:400]}") from e
+    model = model.to(device).eval()
+    return model, dict(model.named_parameters()), cfg, ckpt

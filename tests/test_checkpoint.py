@@ -1,0 +1,247 @@
+"""Checkpoints: exact round trips, integrity, bitwise resume after kill -9, clean stop, nanoDD import."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanodd.config import Config
+from nanodd.model import DiT, DiTConfig
+from nanodd.shell import nanodd_ckpt
+from nanodd.shell.checkpoint import CheckpointError, Checkpoints, load_model
+
+from test_train import WORDS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def biggest_file(directory: Path) -> Path:
+    return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+def flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_round_trip_is_exact_for_every_dtype(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    state = {"params": {"w": torch.randn(7, 5, generator=g), "b16": torch.randn(33, generator=g).bfloat16(),
+                        "f64": torch.randn(3, generator=g, dtype=torch.float64)},
+             "ema": {"w": torch.randn(2, generator=g)}, "opt": {"0.step": torch.tensor(12.0), "i": torch.arange(5)}}
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(3, state, {"config": {}})
+    ckpts.wait()
+    restored, meta = ckpts.restore(3)
+    assert meta["step"] == 3 and ckpts.steps() == [3]
+    for part in state:
+        for k, v in state[part].items():
+            assert restored[part][k].dtype == v.dtype and torch.equal(restored[part][k], v), (part, k)
+
+
+def test_flipped_bytes_are_caught_by_name_and_restore_falls_back(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    big = {step: torch.randn(300_000, generator=torch.Generator().manual_seed(step)) for step in (1, 2)}
+    for step in (1, 2):  # random (incompressible) data, so the biggest file holds the array's bytes
+        ckpts.save(step, {"params": {"big": big[step], "small": torch.ones(3)}}, {})
+    ckpts.wait()
+    flip_byte(biggest_file(tmp_path / "2" / "state"))
+    with pytest.raises(CheckpointError, match=r"checkpoint .*/2: array 'params/big' does not match its saved digest"):
+        ckpts.restore(2)
+    warnings = []
+    state, meta = ckpts.restore_latest_good(warn=warnings.append)
+    assert meta["step"] == 1 and torch.equal(state["params"]["big"], big[1])
+    assert len(warnings) == 1 and "falling back" in warnings[0]
+
+
+def test_keeps_the_last_n_and_the_best(tmp_path):
+    ckpts = Checkpoints(tmp_path, keep=2)
+    for step, val in [(1, 3.0), (2, 1.0), (3, 2.0), (4, 2.5), (5, 2.6)]:
+        ckpts.save(step, {"params": {"w": torch.zeros(1)}}, {}, val_bpc=val)
+        ckpts.wait()
+    assert ckpts.steps() == [2, 4, 5]
+
+
+def test_save_failure_names_the_last_good_checkpoint(tmp_path, monkeypatch):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, {"params": {"w": torch.zeros(1)}}, {})
+    ckpts.wait()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ckpts.manager, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*last complete checkpoint is 1"):
+        ckpts.save(2, {"params": {"w": torch.zeros(1)}}, {})
+
+
+def test_missing_or_partial_checkpoint_directories_are_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nothing")
+    (tmp_path / "run" / "checkpoints" / "7.orbax-checkpoint-tmp-123").mkdir(parents=True)  # an interrupted save
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        load_model(tmp_path / "run")
+
+
+# ---- training runs in subprocesses: kill -9 and SIGTERM ---------------------------------------
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    g = torch.Generator().manual_seed(1)
+    path = tmp_path_factory.mktemp("corpus") / "words.txt"
+    path.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (6000,), generator=g)))
+    return path
+
+
+def train_cmd(corpus, out, *extra):
+    return [sys.executable, "-m", "experiments.text8", "train", "demo", "--model.d-model", "32", "--model.n-heads", "2",
+            "--model.n-blocks", "2", "--model.cond-dim", "16", "--model.dropout", "0.1", "--data.source", str(corpus),
+            "--data.data-dir", str(out.parent / "data"), "--data.seq-len", "32", "--train.batch-size", "8",
+            "--train.max-iters", "300", "--train.warmup-iters", "10", "--train.eval-interval", "40",
+            "--train.eval-batches", "1", "--train.log-interval", "1", "--train.dtype", "fp32", "--train.device", "cpu",
+            "--train.out-dir", str(out), *extra]
+
+
+def step_losses(out: Path) -> dict[int, float]:
+    """step -> loss, the last record of each step winning (a resumed run repeats a few steps)."""
+    losses = {}
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "losses" in record:
+            losses[record["step"]] = record["losses"][-1]
+    return losses
+
+
+def wait_for_step(out: Path, step: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "metrics.jsonl").exists() and max(step_losses(out), default=0) >= step:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"run did not reach step {step}: {proc.poll()}")
+
+
+def final_state(out: Path, step: int):
+    return Checkpoints(out / "checkpoints", is_main=False).restore(step)[0]
+
+
+def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    whole = tmp_path / "whole"
+    subprocess.run(train_cmd(corpus, whole), check=True, cwd=ROOT, env=env, capture_output=True)
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(train_cmd(corpus, cut), cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    wait_for_step(cut, 150, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(step_losses(cut))
+    assert killed_at < 300, "the run finished before it could be killed"
+    done = subprocess.run(train_cmd(corpus, cut, "--train.resume"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    resumed_from = int(done.stderr.split("resumed from step ")[1].split()[0])
+    assert 0 < resumed_from <= killed_at
+
+    a, b = final_state(whole, 300), final_state(cut, 300)
+    for part in ("params", "ema", "opt"):
+        assert a[part].keys() == b[part].keys()
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    la, lb = step_losses(whole), step_losses(cut)
+    assert [la[s] for s in range(resumed_from + 1, 301)] == [lb[s] for s in range(resumed_from + 1, 301)]
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint_and_resume_finishes(corpus, tmp_path):
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(corpus, out), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    wait_for_step(out, 20, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    stopped = max(step_losses(out))
+    assert stopped < 300 and f"stopped at step {stopped}" in err and "--train.resume" in err
+    assert stopped in Checkpoints(out / "checkpoints", is_main=False).steps()
+    changed = subprocess.run(train_cmd(corpus, out, "--train.resume", "--model.n-blocks", "3"), cwd=ROOT, env=env,
+                             capture_output=True, text=True)
+    assert changed.returncode == 2 and "was trained with model" in changed.stderr
+    done = subprocess.run(train_cmd(corpus, out, "--train.resume"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0 and f"resumed from step {stopped}" in done.stderr
+
+
+# ---- nanoDD's ckpt.pt ---------------------------------------------------------------------------
+
+MODEL_ARGS = dict(vocab_size=27, n_embed=32, n_heads=2, n_blocks=2, n_cond=16, dropout=0.0, T=100, lambda_ce=0.05)
+
+
+def nanodd_file(tmp_path, model: DiT, ema: DiT, **overrides) -> Path:
+    """A checkpoint laid out as nanoDD writes it: D3PMAbsorbing's state dict (DiT under 'net.', plus
+    betas / alpha_bars buffers), the EMA copy prefixed 'ema_model.', args and counters."""
+    T = MODEL_ARGS["T"]
+    buffers = {"betas": torch.rand(T + 1), "alpha_bars": torch.rand(T + 1)}
+    raw = {f"net.{k}": v for k, v in model.state_dict().items()} | buffers
+    ckpt = {"model": raw, "ema": {f"ema_model.{k}": v for k, v in
+                                  ({f"net.{k}": v for k, v in ema.state_dict().items()} | buffers).items()},
+            "optimizer": {}, "model_cls": "D3PMAbsorbing", "model_args": dict(MODEL_ARGS),
+            "training_args": {"batch_size": 4}, "iter_num": 1234, "best_val_loss": 1.5} | overrides
+    path = tmp_path / "ckpt.pt"
+    torch.save(ckpt, path)
+    return path
+
+
+def random_dit(seed):
+    torch.manual_seed(seed)
+    model = DiT(DiTConfig(vocab_size=28, d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("ema", [True, False])
+def test_nanodd_checkpoint_loads_with_identical_logits(tmp_path, ema):
+    raw, averaged = random_dit(0), random_dit(1)
+    path = nanodd_file(tmp_path, raw, averaged)
+    model, params, cfg = load_model(path, ema=ema)
+    assert (cfg.model.d_model, cfg.model.vocab_size, cfg.method.T, cfg.method.mask_id) == (32, 28, 100, 27)
+    zt, t = torch.randint(0, 28, (2, 16)), torch.tensor([3.0, 90.0])
+    expected = (averaged if ema else raw)(zt, t)
+    torch.testing.assert_close(model(zt, t), expected, rtol=0, atol=0)
+
+
+def test_nanodd_convert_then_sample(tmp_path, monkeypatch, capsys):
+    from test_train import run_cli
+
+    path = nanodd_file(tmp_path, random_dit(0), random_dit(1))
+    code, _, err = run_cli(monkeypatch, capsys, "convert", str(path), str(tmp_path / "converted"))
+    assert code == 0, err
+    model, params, cfg = load_model(tmp_path / "converted")
+    reference, _, _ = load_model(path)
+    zt, t = torch.randint(0, 28, (2, 16)), torch.tensor([3.0, 90.0])
+    torch.testing.assert_close(model(zt, t), reference(zt, t), rtol=0, atol=0)
+    code, out, err = run_cli(monkeypatch, capsys, "sample", str(path), "--sample.steps", "20", "--sample.no-live",
+                             "--sample.device", "cpu")
+    assert code == 0 and len(out.split("\n")[0]) == 256, err
+
+
+def test_nanodd_bad_files_give_clear_errors(tmp_path):
+    good = nanodd_file(tmp_path, random_dit(0), random_dit(1))
+    ckpt = torch.load(good, weights_only=True)
+    torch.save(ckpt | {"model_cls": "SEDD"}, tmp_path / "cls.pt")
+    with pytest.raises(CheckpointError, match="model_cls 'SEDD' is not supported"):
+        nanodd_ckpt.load(tmp_path / "cls.pt")
+    torch.save(ckpt | {"model_args": MODEL_ARGS | {"n_embed": 64}}, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError, match="weights do not fit the DiT"):
+        nanodd_ckpt.load(tmp_path / "shape.pt")
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump({"model_args": Config()}, f)  # unpickling needs to import and build arbitrary classes
+    with pytest.raises(CheckpointError, match="refused"):
+        nanodd_ckpt.load(tmp_path / "evil.pt")
