@@ -58,7 +58,10 @@ def sync(device: torch.device) -> None:
 
 
 def flops_per_token(model: torch.nn.Module, cfg: DiTConfig, seq_len: int) -> float:
-    n = sum(p.numel() for name, p in model.named_parameters() if name != "vocab_embed.weight")
+    """6 N for the N weights applied at every token (not the embedding lookup, and not the time MLP
+    or adaLN layers, which run once per sequence), plus 12 n_blocks L d for attention scores."""
+    per_sequence = ("vocab_embed", "c_embed", "adaLN_modulation")
+    n = sum(p.numel() for name, p in model.named_parameters() if not any(s in name for s in per_sequence))
     return 6 * n + 12 * cfg.n_blocks * seq_len * cfg.d_model
 
 

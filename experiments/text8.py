@@ -1,4 +1,4 @@
-"""text8 experiments: prepare data, train, sample, and a five-minute CPU demo.
+"""text8 experiments: prepare data, train, sample, evaluate, and a five-minute CPU demo.
 
     python -m experiments.text8 demo                              # no download: train + sample on CPU
     python -m experiments.text8 prepare --data.source text8       # download and split text8
@@ -7,6 +7,7 @@
     python -m experiments.text8 sample runs/d3pm-text8 --sample.batch-size 4
     python -m experiments.text8 sample nanoDD-D3PM-text8/ckpt.pt     # nanoDD's published weights
     python -m experiments.text8 convert nanoDD-D3PM-text8/ckpt.pt runs/nanodd   # as our checkpoint
+    python -m experiments.text8 evaluate runs/d3pm-text8 --eval.split test --eval.estimator exact
 
 Every mistake in the arguments or the data is reported as one line ``error: ...`` with exit code 2
 (set NANODD_DEBUG=1 to see the traceback instead).
@@ -15,18 +16,21 @@ Every mistake in the arguments or the data is reported as one line ``error: ...`
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import torch
 import tyro
 
-from nanodd import sampling
+from nanodd import evaluate as ev, sampling
 from nanodd.config import Config, DataConfig, TrainConfig, to_dict
-from nanodd.data import DataError, decode, prepare as prepare_data
+from nanodd.data import DataError, decode, default_cache_dir, eval_chunks, load_split, prepare as prepare_data
+from nanodd.data.prepare import dataset_name
 from nanodd.functional import make_apply
 from nanodd.methods import module_for
 from nanodd.methods.d3pm import D3PMConfig
@@ -99,6 +103,9 @@ class SampleOptions:
     """Show the unmasking of the first sequence as it happens (on a terminal)."""
     out: str | None = None
     """Write the samples to this file (one per line) instead of stdout."""
+    metrics: bool = False
+    """Print sample metrics against the training data (word-in-vocabulary fraction, character
+    entropies, word length), using the first 10M characters of its prepared training split."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to run the network ('auto': CUDA when available)."""
 
@@ -106,6 +113,86 @@ class SampleOptions:
 def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions = SampleOptions()) -> None:
     """Generate text from a checkpoint: a run directory, a checkpoint directory, or a nanoDD ckpt.pt."""
     generate(checkpoint, sample)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalOptions:
+    split: Literal["val", "test"] = "val"
+    estimator: Literal["stratified", "exact", "continuous", "elbo-vs-t"] = "stratified"
+    """stratified: the model's T-step bound L_T, t stratified over chunks (n_t network calls per chunk);
+    exact: L_T with all T steps summed for every chunk (T calls per chunk); continuous: L_inf;
+    elbo-vs-t: L_T for T in 10, 20, 100, 256, 1000 and L_inf, with shared noise."""
+    n_t: int = 1
+    """Times per chunk for stratified, continuous and elbo-vs-t."""
+    max_chunks: int | None = None
+    """Evaluate only the first N canonical chunks (default: the whole split)."""
+    seq_len: int | None = None
+    """A check, not a setting: must equal the checkpoint's sequence length, which every chunk has."""
+    batch_size: int = 64
+    """(chunk, time) pairs per network call."""
+    seed: int = 0
+    """Seed of the evaluation's generator (times and masks)."""
+    ema: bool = True
+    """Evaluate the EMA weights (--eval.no-ema: the raw weights)."""
+    data_source: str | None = None
+    """Corpus to evaluate on (default: the one the checkpoint was trained on); must be prepared."""
+    data_dir: str | None = None
+    """Where prepared data lives (default: $NANODD_CACHE, else ~/.cache/nanodd)."""
+    out: str | None = None
+    """Also write the JSON report to this file."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to run the network ('auto': CUDA when available)."""
+
+
+def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOptions()) -> None:
+    """Bits per character on the val or test split: canonical chunks, standard errors, a JSON report."""
+    device = dist.setup(eval.device).device
+    model, params, cfg = load_model(Path(checkpoint), ema=eval.ema, device=device)
+    if eval.seq_len is not None and eval.seq_len != cfg.data.seq_len:
+        raise ValueError(f"--eval.seq-len {eval.seq_len} differs from the checkpoint's sequence length "
+                         f"{cfg.data.seq_len}; the bound is defined per chunk of the model's length")
+    source = eval.data_source or cfg.data.source
+    data = load_split(prepared_dir(source, eval.data_dir or cfg.data.data_dir), eval.split)
+    n_chunks, remainder = eval_chunks(data, cfg.data.seq_len)
+    n_chunks = min(n_chunks, eval.max_chunks if eval.max_chunks is not None else n_chunks)
+    chunks = torch.from_numpy(data[: n_chunks * cfg.data.seq_len].astype("int64")).view(n_chunks, cfg.data.seq_len).to(device)
+    method = module_for(cfg.method)
+    kw = dict(generator=torch.Generator(device).manual_seed(eval.seed), mask_id=cfg.method.mask_id,
+              time_input=method.network_time(cfg.method), batch_size=eval.batch_size, on_batch=Progress())
+    apply = make_apply(model)
+    if eval.estimator == "elbo-vs-t":
+        curve = ev.elbo_vs_T(apply, params, chunks, schedule=method.SCHEDULE, n_t=eval.n_t, **kw)
+        results = {("inf" if T is None else str(T)): e.report() for T, e in curve.items()}
+    else:
+        bound = ev.Bound(method.SCHEDULE, None if eval.estimator == "continuous" else cfg.method.T)
+        if eval.estimator == "exact":
+            results = ev.exact_in_t(apply, params, chunks, bound=bound, **kw).report()
+        else:
+            results = ev.stratified(apply, params, chunks, bound=bound, n_t=eval.n_t, **kw).report()
+    report = {"checkpoint": str(checkpoint), "split": eval.split, "source": source, "estimator": eval.estimator,
+              "T": cfg.method.T, "seq_len": cfg.data.seq_len, "remainder_chars": remainder, "seed": eval.seed,
+              "batch_size": eval.batch_size, "ema": eval.ema, "results": results}
+    text = json.dumps(report, indent=2)
+    print(text)
+    if eval.out:
+        Path(eval.out).write_text(text + "\n")
+
+
+class Progress:
+    """A running estimate on one refreshed stderr line, at most ~4 updates a second."""
+
+    def __init__(self):
+        self.last = 0.0
+
+    def __call__(self, info: dict) -> None:
+        done = info["done"] == info["total"]
+        if not done and time.time() - self.last < 0.25:
+            return
+        self.last = time.time()
+        label = f"T={info['T'] or 'inf'} " if "T" in info else ""
+        sys.stderr.write(f"\r{label}{info['done']:,}/{info['total']:,} | {info['bpc']:.4f} +- {info['stderr']:.4f} "
+                         f"bits/char over {info['n_chunks']:,} chunks" + ("\n" if done else ""))
+        sys.stderr.flush()
 
 
 def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional[str]) -> None:
@@ -124,7 +211,7 @@ def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional
 
 
 def demo(cfg: Annotated[Config, tyro.conf.arg(name="")] = PRESETS["demo"][1],
-         sample: SampleOptions = SampleOptions(batch_size=2)) -> None:
+         sample: SampleOptions = SampleOptions(batch_size=2, top_p=0.9)) -> None:
     """Train the demo preset on the built-in corpus (no download), then sample from it."""
     out = Path(cfg.train.out_dir)
     if (out / "checkpoints").exists() and not cfg.train.resume:
@@ -153,6 +240,15 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
         print(f"wrote {opt.out}", file=sys.stderr)
     else:
         print("\n\n".join(texts))
+    if opt.metrics:
+        train_text = decode(load_split(prepared_dir(cfg.data.source, cfg.data.data_dir), "train")[:10_000_000])
+        metrics = ev.sample_metrics(texts, train_text, set(ev.words(train_text)))
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items()}), file=sys.stderr)
+
+
+def prepared_dir(source: str, data_dir: str | None) -> Path:
+    """Where ``prepare`` puts ``source`` (load_split names the prepare command if it is not there)."""
+    return Path(data_dir or default_cache_dir()) / dataset_name(source)
 
 
 class LiveView:
@@ -186,7 +282,8 @@ class LiveView:
 def main() -> None:
     try:
         tyro.extras.subcommand_cli_from_dict(
-            {"prepare": prepare, "train": train, "sample": sample, "convert": convert, "demo": demo},
+            {"prepare": prepare, "train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
+             "demo": demo},
             prog="python -m experiments.text8", description=__doc__.split("\n")[0],
         )
     except (ValueError, DataError, CheckpointError, StopTraining) as e:

@@ -11,7 +11,7 @@ from nanodd.functional import make_apply, params_of
 from nanodd.methods import d3pm
 from nanodd.model import DiT, DiTConfig
 from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
-from toy import entropy, exact_apply, toy_distribution
+from toy import entropy, exact_apply, exact_bound, toy_distribution
 
 
 def test_closed_form_vb_equals_generic_matrix_kl():
@@ -40,24 +40,6 @@ def test_closed_form_vb_equals_generic_matrix_kl():
         p = p / p.sum(-1, keepdim=True)
         kl = torch.where(q_post > 0, q_post * (q_post.log() - p.log()), torch.zeros_like(q_post)).sum((-1, -2))
         torch.testing.assert_close(vb.double(), kl, rtol=1e-5, atol=1e-5, msg=f"t={t}")
-
-
-def exact_bound(T, seqs, p, apply):
-    """E_{x0~p} L_vb(x0) in nats with every expectation exact: x0 weighted by p, every t, and every
-    mask pattern of z_t weighted by its probability (u = +1 masks a token, u = -1 keeps it)."""
-    N, L = seqs.shape
-    cfg = d3pm.D3PMConfig(T=T, mask_id=3)
-    patterns = torch.tensor([[(m >> i) & 1 for i in range(L)] for m in range(2**L)])  # [P, L]
-    alpha_bar = alpha_bars_from_betas(d3pm_absorbing_betas(T))
-    total = 0.0
-    for t in range(1, T + 1):
-        n_masked = patterns.sum(-1)
-        p_pattern = (1 - alpha_bar[t]) ** n_masked * alpha_bar[t] ** (L - n_masked)  # [P]
-        x0 = seqs.repeat_interleave(len(patterns), 0)
-        u = (2 * patterns - 1).float().repeat(N, 1)
-        vb, _ = d3pm.vb_terms(apply, None, x0, torch.full((len(x0),), t), u, cfg=cfg)
-        total += float((vb.double().view(N, -1) * p_pattern * p[:, None]).sum())
-    return total
 
 
 def test_exact_toy_bound_is_above_entropy_and_tightens_with_T():

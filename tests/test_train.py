@@ -157,8 +157,9 @@ def test_demo_then_sample_end_to_end(monkeypatch, capsys, corpus, tmp_path):
     assert "validation bound" in err and "masked]" in err  # progress and the (non-terminal) unmasking view
     assert len(stdout.split("\n\n")) == 2
     code, stdout, err = run_cli(monkeypatch, capsys, "sample", str(out), "--sample.batch-size", "3",
-                                "--sample.out", str(tmp_path / "s.txt"), "--sample.top-p", "0.9")
+                                "--sample.out", str(tmp_path / "s.txt"), "--sample.top-p", "0.9", "--sample.metrics")
     assert code == 0, err
+    assert '"word_in_vocab"' in err and '"bigram_entropy_data"' in err
     lines = (tmp_path / "s.txt").read_text().splitlines()
     assert len(lines) == 3 and all(len(s) == 32 and set(s) <= set(" abcdefghijklmnopqrstuvwxyz") for s in lines)
 

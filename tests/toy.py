@@ -4,6 +4,9 @@ import itertools
 
 import torch
 
+from nanodd.methods import d3pm
+from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
+
 
 def toy_distribution(n_symbols: int = 3, L: int = 3, seed: int = 0, sharpness: float = 2.0):
     """A fixed, correlated, non-uniform p over all n_symbols^L sequences: (seqs [N, L], p [N] float64)."""
@@ -31,3 +34,21 @@ def exact_apply(seqs: torch.Tensor, p: torch.Tensor, mask_id: int):
 
 def entropy(p: torch.Tensor) -> float:
     return float(-(p * p.log()).sum())
+
+
+def exact_bound(T, seqs, p, apply, mask_id=3):
+    """E_{x0~p} L_vb(x0) in nats with every expectation exact: x0 weighted by p, every t, and every
+    mask pattern of z_t weighted by its probability (u = +1 masks a token, u = -1 keeps it)."""
+    N, L = seqs.shape
+    cfg = d3pm.D3PMConfig(T=T, mask_id=mask_id)
+    patterns = torch.tensor([[(m >> i) & 1 for i in range(L)] for m in range(2**L)])  # [P, L]
+    alpha_bar = alpha_bars_from_betas(d3pm_absorbing_betas(T))
+    total = 0.0
+    for t in range(1, T + 1):
+        n_masked = patterns.sum(-1)
+        p_pattern = (1 - alpha_bar[t]) ** n_masked * alpha_bar[t] ** (L - n_masked)  # [P]
+        x0 = seqs.repeat_interleave(len(patterns), 0)
+        u = (2 * patterns - 1).float().repeat(N, 1)
+        vb, _ = d3pm.vb_terms(apply, None, x0, torch.full((len(x0),), t), u, cfg=cfg)
+        total += float((vb.double().view(N, -1) * p_pattern * p[:, None]).sum())
+    return total

@@ -44,7 +44,11 @@ from torch import Tensor
 
 from nanodd import processes, sampling
 from nanodd.functional import Apply, Params
-from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
+from nanodd.schedules import Linear, alpha_bars_from_betas, d3pm_absorbing_betas
+
+SCHEDULE = Linear()
+"""alpha_bar_t = 1 - t/T is the linear schedule read at t/T (tested), for the shared bounds of
+``nanodd.evaluate``."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ def tables(cfg: D3PMConfig, device: torch.device | str = "cpu") -> tuple[Tensor,
     r = processes.reveal_prob(alpha_bar[1:], alpha_bar[:-1])
     r = torch.cat([torch.zeros(1, dtype=r.dtype), r])  # r_0 is never used
     return alpha_bar.float().to(device), r.float().to(device)
+
+
+def network_time(cfg: D3PMConfig) -> Callable[[Tensor], Tensor]:
+    """Continuous t in (0, 1] -> the network's time input, the step t * T (nanoDD feeds raw steps)."""
+    return lambda t: t * cfg.T
 
 
 def loss_noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig) -> dict[str, Tensor]:

@@ -175,15 +175,15 @@ class Trainer:
         """Train until max_iters or a stop request; validate and checkpoint every eval_interval."""
         tc, st = self.cfg.train, self.state
         recent: list[tuple[int, torch.Tensor, dict]] = []
-        t0, start_step, last = time.time(), st.step, {}
+        t0, last = time.time(), {}
         while st.step < tc.max_iters:
             loss, aux = self.train_step()
             recent.append((st.step, loss, aux))
             stop = dist.any_rank(self.stop_requested, self.runtime)
             done = st.step == tc.max_iters
-            if st.step % tc.log_interval == 0 or done or stop:
-                last = self.report(recent, (time.time() - t0) / (st.step - start_step))
-                recent = []
+            logged = st.step % tc.log_interval == 0 or done or stop
+            if logged:
+                last = self.report(recent, (time.time() - t0) / len(recent))  # speed over this interval
             if st.step % tc.eval_interval == 0 or done or stop:
                 last["val_bpc"] = self.validate()
                 st.best_val_bpc = min(st.best_val_bpc, last["val_bpc"])
@@ -194,6 +194,8 @@ class Trainer:
                     ckpts.save(st.step, st.arrays(), self.meta(), val_bpc=last["val_bpc"])
             if stop:
                 break
+            if logged:
+                recent, t0 = [], time.time()
         return last
 
     def report(self, recent: list, seconds_per_step: float) -> dict:

@@ -1,0 +1,314 @@
+r"""Likelihood bounds of masked diffusion in bits per character, with standard errors, and sample
+metrics that need no downloaded model.
+
+**One integrand, many bounds.**  For a schedule alpha(t) (alpha(0) = 1, alpha(1) = 0) and the
+masked cross-entropy  NLL(z_t) = sum_{i : z_t^i = mask} -log p(x0^i | z_t),  every bound is
+
+    L(x0) = E_{t ~ U(0, 1]}  w(t) * E_{z_t ~ q(z_t | x0)} NLL(z_t),                              (1)
+
+and only the weight differs:
+
+    continuous (Sahoo et al. 2024 MDLM; Shi et al. 2024 MD4):   w(t) = -alpha'(t) / (1 - alpha(t)),
+    T steps (Austin et al. 2021 D3PM, eq. 1):  t is read on the grid k/T, k = ceil(t T), and
+        w = T r_k,   r_k = (alpha_bar_{k-1} - alpha_bar_k) / (1 - alpha_bar_k),   alpha_bar_k = alpha(k/T),
+
+so (1) is  L_T = sum_{k=1}^T r_k E NLL(z_{k/T})  -- the reconstruction term (k = 1, r_1 = 1) plus
+the T - 1 KL terms -- and L_inf = int_0^1 w(t) E NLL dt.  With alpha_bar_k = 1 - k/T this is
+D3PM-absorbing exactly (r_k = 1/k, ``d3pm.vb_terms``).  The prior term KL(q(z_1|x0) || p) is 0
+when alpha(1) = 0 and is left out otherwise (LogLinear's alpha(1) = eps, as MDLM does).
+L_T >= L_inf >= -log p(x0), and L_T decreases towards L_inf as T grows.
+
+**Estimators.**  Each chunk x0 [L] (canonical, contiguous, non-overlapping: no special tokens) gets
+times t_j and one z_t per time; its value is  (1/n_t) sum_j w(t_j) NLL(z_{t_j}) / (L ln 2)  bits/char.
+
+    exact in t (discrete only):  t_j = (k - 1/2)/T for every k = 1..T  -> MC over z_t only;
+    stratified:  the n * n_t times of all chunks are one per stratum ((s + 1 - u) / (n n_t), s a
+                 random permutation of 0..n n_t - 1), so t lies in (0, 1] and, read on the grid,
+                 k is stratified over 1..T.
+
+The reported value is the mean over chunks and the standard error is  std(chunk values) / sqrt(n).
+Chunks are independent under exact-in-t; under stratified times they are negatively correlated,
+so that standard error is conservative.
+
+**t -> 0.**  There w(t) ~ 1/t while a token is masked with probability ~ t, so plain MC has a heavy
+tail (log-divergent variance).  We draw z_t conditioned on at least one mask and multiply by
+P(at least one) = 1 - alpha^L (exact, as NLL = 0 without masks), so  w * (1 - alpha^L) -> L  stays bounded.
+
+**Network time.**  ``time_input`` maps t (on the bound's grid) to what ``apply`` was trained on:
+``d3pm.network_time(cfg)`` = t * T for D3PM (the integer step k when the bound's T is the model's),
+the identity for a continuous-time model.  The exact denoiser of absorbing diffusion does not depend on t.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Collection, Sequence
+
+import torch
+from torch import Tensor
+
+from nanodd import processes, sampling
+from nanodd.functional import Apply, Params
+from nanodd.schedules import Linear, Schedule, discretize
+
+TimeInput = Callable[[Tensor], Tensor]
+OnBatch = Callable[[dict], None]
+ELBO_TS = (10, 20, 100, 256, 1000, None)
+"""The T of the ELBO-vs-T curve; None is the continuous-time limit L_inf."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The bound (1): ``T`` steps of ``schedule``, or the continuous L_inf when ``T`` is None."""
+
+    schedule: Schedule = Linear()
+    T: int | None = None
+
+    def weight(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(t read on the bound's grid, alpha there, w) for t in (0, 1] float64 [B]; see (1)."""
+        if self.T is None:
+            alpha_t, dalpha_t = self.schedule(t)
+            return t, alpha_t, -dalpha_t / (1 - alpha_t)
+        k = torch.ceil(t * self.T).long().clamp(1, self.T)
+        alpha_bar = discretize(self.schedule, self.T).to(t.device)
+        r = processes.reveal_prob(alpha_bar[k], alpha_bar[k - 1])
+        return k.double() / self.T, alpha_bar[k], self.T * r
+
+
+def masked_count(alpha_t: Tensor, v: Tensor, L: int) -> Tensor:
+    """m ~ Binomial(L, 1 - alpha_t) conditioned on m >= 1, by inverting v ~ U[0, 1): [B] in 1..L."""
+    m = torch.arange(1, L + 1, dtype=torch.float64, device=alpha_t.device)
+    alpha = alpha_t.double()[:, None]
+    log_binom = math.lgamma(L + 1) - torch.lgamma(m + 1) - torch.lgamma(L - m + 1)
+    log_pmf = log_binom + torch.xlogy(m, 1 - alpha) + torch.xlogy(L - m, alpha)  # [B, L]
+    cdf = log_pmf.softmax(-1).cumsum(-1)  # softmax renormalises over m >= 1
+    return (1 + (cdf < v[:, None]).sum(-1)).clamp(max=L)
+
+
+def corrupt_some(x0: Tensor, alpha_t: Tensor, u: Tensor, v: Tensor, mask_id: int) -> tuple[Tensor, Tensor]:
+    """(z_t ~ q(z_t | x0, at least one mask), P(at least one mask) = 1 - alpha_t^L).
+
+    m = ``masked_count(alpha_t, v)`` tokens are masked, those with the m largest u: given m, every
+    set of m positions is equally likely, as under q.  x0, u: [B, L]; alpha_t, v: [B].
+    """
+    L = x0.shape[-1]
+    m = masked_count(alpha_t, v, L)
+    rank = u.argsort(-1).argsort(-1)  # 0..L-1, a uniformly random order of the positions
+    zt = processes.corrupt(x0, ((L - m) / L)[:, None], rank / L, mask_id)
+    return zt, -torch.expm1(L * torch.log(alpha_t))
+
+
+def bound_terms(apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: dict[str, Tensor], *,
+                bound: Bound, mask_id: int, time_input: TimeInput) -> Tensor:
+    """w(t) * NLL(z_t) per sequence, nats [B]: an unbiased single-(t, z_t) estimate of (1).
+
+    x0 [B, L]; t [B] in (0, 1] float64; noise ``u`` [B, L] and ``v`` [B] uniforms (``corrupt_some``).
+    """
+    t_k, alpha_t, w = bound.weight(t)
+    zt, p_some = corrupt_some(x0, alpha_t, noise["u"], noise["v"], mask_id)
+    logits = apply(params, zt, time_input(t_k).float())
+    return w * p_some * processes.masked_nll(logits, x0, zt, mask_id)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A bound in bits per character: mean and standard error over chunks."""
+
+    bpc: float
+    stderr: float
+    n_chunks: int
+    n_t: int
+    """Times per chunk (T under exact-in-t): n_chunks * n_t network evaluations in all."""
+    per_chunk: Tensor
+    """[n_chunks] float64, each chunk's own estimate in bits/char."""
+
+    def report(self) -> dict[str, float | int]:
+        """The JSON-ready numbers (without ``per_chunk``)."""
+        return {"bpc": self.bpc, "stderr": self.stderr, "n_chunks": self.n_chunks, "n_t": self.n_t}
+
+
+def summarize(per_chunk: Tensor, n_t: int) -> Estimate:
+    """Mean and std / sqrt(n) of the chunk values (stderr is nan for a single chunk)."""
+    n = per_chunk.numel()
+    mean = per_chunk.mean()
+    var = ((per_chunk - mean) ** 2).sum() / torch.tensor(n - 1.0)
+    return Estimate(float(mean), float((var / n).sqrt()), n, n_t, per_chunk)
+
+
+def check_chunks(chunks: Tensor) -> None:
+    if chunks.dim() != 2 or chunks.shape[0] == 0 or chunks.shape[1] == 0:
+        raise ValueError(f"nothing to evaluate: chunks must be [n >= 1, L >= 1] token ids, got shape "
+                         f"{tuple(chunks.shape)} (is the split shorter than one sequence?)")
+
+
+@dataclass
+class Running:
+    """Sums over the chunks finished so far, for a cheap running estimate during long evaluations."""
+
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def add(self, per_chunk: Tensor) -> None:
+        self.n += per_chunk.numel()
+        self.total += float(per_chunk.sum())
+        self.total_sq += float(per_chunk.square().sum())
+
+    def report(self) -> dict[str, float | int]:
+        mean = self.total / self.n if self.n else math.nan
+        var = (self.total_sq - self.n * mean**2) / (self.n - 1) if self.n > 1 else math.nan
+        return {"n_chunks": self.n, "bpc": mean, "stderr": math.sqrt(max(var, 0.0) / max(self.n, 1))}
+
+
+@torch.no_grad()
+def estimate_bound(apply: Apply, params: Params, chunks: Tensor, times: Tensor, *, bound: Bound,
+                   generator: torch.Generator, mask_id: int, time_input: TimeInput, batch_size: int = 256,
+                   on_batch: OnBatch | None = None) -> Estimate:
+    """Evaluate (1) on every (chunk, time) pair of chunks [n, L] and times [n, n_t] in (0, 1].
+
+    Pairs run chunk by chunk in batches of ``batch_size``, each with fresh uniforms from
+    ``generator``.  ``on_batch`` gets the pairs ``done`` of ``total`` and the running ``bpc`` and
+    ``stderr`` over the ``n_chunks`` whose every time is done.
+    """
+    check_chunks(chunks)
+    (n, L), n_t = chunks.shape, times.shape[1]
+    to_bits = 1 / (L * math.log(2))
+    nats = torch.empty(n, n_t, dtype=torch.float64, device=chunks.device)
+    running = Running()
+    for start in range(0, n * n_t, batch_size):
+        pair = torch.arange(start, min(start + batch_size, n * n_t), device=chunks.device)
+        noise = {"u": sampling.uniforms(generator, (len(pair), L)),
+                 "v": sampling.uniforms(generator, (len(pair),))}
+        nats.view(-1)[pair] = bound_terms(apply, params, chunks[pair // n_t], times.reshape(-1)[pair], noise,
+                                          bound=bound, mask_id=mask_id, time_input=time_input).double()
+        if on_batch is not None:
+            done = start + len(pair)
+            running.add(nats[running.n : done // n_t].mean(1) * to_bits)
+            on_batch({"done": done, "total": n * n_t, **running.report()})
+    return summarize(nats.mean(1) * to_bits, n_t)
+
+
+def exact_in_t_times(n: int, T: int, device: torch.device | str = "cpu") -> Tensor:
+    """Every step k = 1..T for every chunk, as the stratum midpoints t = (k - 1/2)/T: [n, T] float64."""
+    k = torch.arange(1, T + 1, dtype=torch.float64, device=device)
+    return ((k - 0.5) / T).expand(n, T)
+
+
+def stratified_times(generator: torch.Generator, n: int, n_t: int) -> Tensor:
+    """One t per stratum ((s + 1 - u) / N, N = n n_t) in random order: [n, n_t] float64 in (0, 1]."""
+    if n_t < 1:
+        raise ValueError(f"n_t must be >= 1, got {n_t}")
+    N = n * n_t
+    s = torch.randperm(N, generator=generator, device=generator.device).double()
+    u = sampling.uniforms(generator, (N,)).double()
+    return ((s + 1 - u) / N).view(n, n_t)
+
+
+def exact_in_t(apply: Apply, params: Params, chunks: Tensor, *, bound: Bound, generator: torch.Generator,
+               mask_id: int, time_input: TimeInput, batch_size: int = 256,
+               on_batch: OnBatch | None = None) -> Estimate:
+    """Discrete L_T with the sum over all T steps done exactly for every chunk (MC over z_t only)."""
+    if bound.T is None:
+        raise ValueError("exact-in-t needs a discrete bound (Bound.T); use `stratified` for L_inf")
+    check_chunks(chunks)
+    times = exact_in_t_times(chunks.shape[0], bound.T, chunks.device)
+    return estimate_bound(apply, params, chunks, times, bound=bound, generator=generator, mask_id=mask_id,
+                          time_input=time_input, batch_size=batch_size, on_batch=on_batch)
+
+
+def stratified(apply: Apply, params: Params, chunks: Tensor, *, bound: Bound, generator: torch.Generator,
+               mask_id: int, time_input: TimeInput, n_t: int = 1, batch_size: int = 256,
+               on_batch: OnBatch | None = None) -> Estimate:
+    """L_T or L_inf from ``n_t`` stratified times per chunk (see the module docstring)."""
+    check_chunks(chunks)
+    times = stratified_times(generator, chunks.shape[0], n_t)
+    return estimate_bound(apply, params, chunks, times, bound=bound, generator=generator, mask_id=mask_id,
+                          time_input=time_input, batch_size=batch_size, on_batch=on_batch)
+
+
+def elbo_vs_T(apply: Apply, params: Params, chunks: Tensor, *, schedule: Schedule, generator: torch.Generator,
+              mask_id: int, time_input: TimeInput, Ts: Sequence[int | None] = ELBO_TS, n_t: int = 1,
+              batch_size: int = 256, on_batch: OnBatch | None = None) -> dict[int | None, Estimate]:
+    """The stratified bound for every T in ``Ts`` (None: L_inf) from one model and schedule.
+
+    Every T sees the same times and the same z_t noise (common random numbers), so the differences
+    between the T are far less noisy than each value.  ``on_batch`` info carries ``"T"``.
+    """
+    check_chunks(chunks)
+    times = stratified_times(generator, chunks.shape[0], n_t)
+    state = generator.get_state()
+    curve = {}
+    for T in Ts:
+        generator.set_state(state)
+        report = None if on_batch is None else (lambda info, T=T: on_batch({"T": T, **info}))
+        curve[T] = estimate_bound(apply, params, chunks, times, bound=Bound(schedule, T), generator=generator,
+                                  mask_id=mask_id, time_input=time_input, batch_size=batch_size, on_batch=report)
+    return curve
+
+
+# ---- sample metrics: pure functions of decoded text ---------------------------------------------
+
+
+def words(text: str, min_len: int = 2) -> list[str]:
+    """Space-separated words of at least ``min_len`` characters."""
+    return [w for w in text.split() if len(w) >= min_len]
+
+
+def word_in_vocab_fraction(samples: Sequence[str], vocab: Collection[str]) -> float:
+    """Fraction of the samples' words (length >= 2) found in ``vocab`` (e.g. ``set(words(train))``)."""
+    found = [w in vocab for s in samples for w in words(s)]
+    if not found:
+        raise ValueError("the samples hold no words of length >= 2")
+    return sum(found) / len(found)
+
+
+def mean_word_length(texts: str | Sequence[str]) -> float:
+    """Mean length of the space-separated words."""
+    lengths = [len(w) for s in as_texts(texts) for w in s.split()]
+    if not lengths:
+        raise ValueError("the text holds no words")
+    return sum(lengths) / len(lengths)
+
+
+def as_texts(texts: str | Sequence[str]) -> list[str]:
+    return [texts] if isinstance(texts, str) else list(texts)
+
+
+def code_points(text: str) -> Tensor:
+    """The characters of ``text`` as int64 code points (no Python loop over characters)."""
+    return torch.frombuffer(bytearray(text.encode("utf-32-le")), dtype=torch.int32).long()
+
+
+def entropy_bits(symbols: Tensor) -> float:
+    """H = -sum_x p(x) log2 p(x) of the empirical distribution of ``symbols``."""
+    _, counts = torch.unique(symbols, return_counts=True)
+    p = counts.double() / counts.sum()
+    return float(-(p * p.log2()).sum())
+
+
+def char_entropy(texts: str | Sequence[str], order: int = 1) -> float:
+    """Empirical character entropy in bits: order 1 is H(c_i); order 2 is the conditional bigram
+    entropy H(c_i | c_{i-1}) = H(c_{i-1}, c_i) - H(c_{i-1}), bigrams taken within each text."""
+    codes = [code_points(s) for s in as_texts(texts)]
+    if order == 1:
+        symbols = torch.cat(codes)
+        if not symbols.numel():
+            raise ValueError("no characters to measure")
+        return entropy_bits(symbols)
+    if order == 2:
+        prev, cur = torch.cat([c[:-1] for c in codes]), torch.cat([c[1:] for c in codes])
+        if not prev.numel():
+            raise ValueError("no character bigrams to measure")
+        return entropy_bits(prev * 0x110000 + cur) - entropy_bits(prev)
+    raise ValueError(f"order must be 1 or 2, got {order}")
+
+
+def sample_metrics(samples: Sequence[str], data: str, vocab: Collection[str]) -> dict[str, float]:
+    """Every sample metric, with the data's own value beside each one to compare against."""
+    return {
+        "word_in_vocab": word_in_vocab_fraction(samples, vocab),
+        "unigram_entropy": char_entropy(samples, 1), "unigram_entropy_data": char_entropy(data, 1),
+        "bigram_entropy": char_entropy(samples, 2), "bigram_entropy_data": char_entropy(data, 2),
+        "mean_word_length": mean_word_length(samples), "mean_word_length_data": mean_word_length(data),
+    }
