@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from nanodd import config as config_lib
 from nanodd.config import Config, TrainConfig
-from nanodd.data import DataError, eval_batches, eval_chunks, load_split, prepare, train_batch
-from nanodd.data import VOCAB
+from nanodd import evaluate as ev
+from nanodd.data import VOCAB, DataError, eval_chunks, load_split, prepare, train_batch
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import module_for
 from nanodd.model import DiT
@@ -149,23 +149,20 @@ class Trainer:
     # --- validation --------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> float:
-        """Bound in bits per character on the first eval_batches canonical val chunks (EMA weights),
-        with noise fixed across validations so successive values are comparable."""
-        tc, rt, st = self.cfg.train, self.runtime, self.state
-        params = st.ema if tc.ema_decay > 0 else params_of(st.model)
-        apply = make_apply(st.model)
+        """The model's T-step bound L_T in bits per character (``nanodd.evaluate``, stratified t) on the
+        first eval_batches x batch_size canonical val chunks, EMA weights, a fixed seed so successive
+        validations are comparable; chunks are split across ranks and the sums all-reduced."""
+        tc, rt, st, L = self.cfg.train, self.runtime, self.state, self.cfg.data.seq_len
+        n = min(eval_chunks(self.val_data, L)[0], tc.eval_batches * tc.batch_size)
+        chunks = torch.from_numpy(self.val_data[: n * L].astype(np.int64)).view(n, L)[rt.rank :: rt.world_size]
         st.model.eval()
-        total = torch.zeros(2, device=rt.device, dtype=torch.float64)  # [sum of bpc, chunks]
-        batches = eval_batches(self.val_data, self.cfg.data.seq_len, tc.batch_size)
-        for i, x0 in zip(range(tc.eval_batches), batches):
-            if i % rt.world_size != rt.rank:
-                continue
-            x0 = x0.to(rt.device)
-            gen = torch.Generator(rt.device).manual_seed(key(tc.seed, 2**31, i))
-            with dist.autocast(rt.device, self.amp):
-                _, aux = self.method.loss(apply, params, x0, self.method.loss_noise(gen, x0, self.cfg.method),
-                                          cfg=self.cfg.method)
-            total += torch.stack([aux["bound_bpt"].double() * len(x0), torch.tensor(len(x0), device=rt.device)])
+        with dist.autocast(rt.device, self.amp):
+            estimate = ev.stratified(make_apply(st.model), st.ema if tc.ema_decay > 0 else params_of(st.model),
+                                     chunks.to(rt.device), bound=ev.Bound(self.method.SCHEDULE, self.cfg.method.T),
+                                     generator=torch.Generator(rt.device).manual_seed(key(tc.seed, rt.rank, 2**31)),
+                                     mask_id=self.cfg.method.mask_id, time_input=self.method.network_time(self.cfg.method),
+                                     batch_size=tc.batch_size)
+        total = torch.tensor([float(estimate.per_chunk.sum()), len(chunks)], device=rt.device, dtype=torch.float64)
         if rt.distributed:
             torch.distributed.all_reduce(total)
         return float(total[0] / total[1])
@@ -237,9 +234,10 @@ def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarra
                          f"got {cfg.model.vocab_size}")
     train_data, val_data = load_split(root, "train"), load_split(root, "val")
     n_val, _ = eval_chunks(val_data, cfg.data.seq_len)
-    if len(train_data) <= cfg.data.seq_len or n_val == 0:
+    if len(train_data) <= cfg.data.seq_len or n_val < runtime.world_size:
         raise DataError(f"--data.seq-len {cfg.data.seq_len} is longer than the data allows "
-                        f"(train {len(train_data):,}, val {len(val_data):,} characters)")
+                        f"(train {len(train_data):,}, val {len(val_data):,} characters, "
+                        f"{runtime.world_size} rank(s) each needing a val chunk)")
     return train_data, val_data
 
 
