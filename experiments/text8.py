@@ -217,6 +217,7 @@ def demo(cfg: Annotated[Config, tyro.conf.arg(name="")] = PRESETS["demo"][1],
     if (out / "checkpoints").exists() and not cfg.train.resume:
         shutil.rmtree(out / "checkpoints")  # the demo always starts fresh unless told to resume
         (out / "metrics.jsonl").unlink(missing_ok=True)
+        print(f"demo: starting fresh (removed the previous run in {out})", file=sys.stderr)
     last = run_training(cfg)
     print(f"validation bound: {last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)",
           file=sys.stderr)
@@ -286,7 +287,7 @@ def main() -> None:
              "demo": demo},
             prog="python -m experiments.text8", description=__doc__.split("\n")[0],
         )
-    except (ValueError, DataError, CheckpointError, StopTraining) as e:
+    except (ValueError, OSError, DataError, CheckpointError, StopTraining) as e:  # user-facing problems
         if os.environ.get("NANODD_DEBUG"):
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -175,6 +175,7 @@ def test_demo_then_sample_end_to_end(monkeypatch, capsys, corpus, tmp_path):
     (["train", "demo", *TINY_ARGS, "--method.mask-id", "5"], "mask-id must be"),
     (["train", "demo", *TINY_ARGS, "--data.source", "/no/such/file.txt"], "/no/such/file.txt"),
     (["sample", "/no/such/run"], "not found"),
+    (["train", "demo", *TINY_ARGS, "--train.out-dir", "/dev/null/run"], "/dev/null/run"),
 ])
 def test_bad_input_gives_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, args, message):
     if args[0] == "train":  # the case's own arguments come last and override these
