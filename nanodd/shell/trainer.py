@@ -121,11 +121,13 @@ class Trainer:
         return x0, self.method.loss_noise(gen, x0, self.cfg.method)
 
     def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Accumulate grad_accum micro-batches, clip, AdamW, EMA.  Returns (loss, aux) as device tensors."""
+        """Accumulate grad_accum micro-batches, clip, AdamW, EMA.  Returns the micro-batch mean of
+        (loss, aux) as device tensors (no host sync)."""
         tc, st = self.cfg.train, self.state
         torch.manual_seed(key(tc.seed, self.runtime.rank, st.step, 1))  # dropout masks of this step
         params = params_of(self.net)
         self.net.train()
+        mean: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
             x0, noise = self.micro_batch(micro)
             last = micro == tc.grad_accum - 1
@@ -134,6 +136,8 @@ class Trainer:
                 with dist.autocast(self.runtime.device, self.amp):
                     loss, aux = self.method.loss(self.apply, params, x0, noise, cfg=self.cfg.method)
                 (loss / tc.grad_accum).backward()
+            for k, v in {"loss": loss, **aux}.items():
+                mean[k] = mean.get(k, 0) + v.detach() / tc.grad_accum
         grad_norm = nn.utils.clip_grad_norm_(st.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
         for group in st.optimizer.param_groups:
             group["lr"] = lr_at(st.step, tc)
@@ -144,7 +148,7 @@ class Trainer:
                 for k, p in params_of(st.model).items():
                     st.ema[k].lerp_(p, 1 - tc.ema_decay)
         st.step += 1
-        return loss.detach(), {**{k: v.detach() for k, v in aux.items()}, "grad_norm": grad_norm}
+        return mean.pop("loss"), mean | {"grad_norm": grad_norm}
 
     # --- validation --------------------------------------------------------------------------
     @torch.no_grad()
