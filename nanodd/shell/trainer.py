@@ -180,7 +180,9 @@ class Trainer:
         while st.step < tc.max_iters:
             loss, aux = self.train_step()
             recent.append((st.step, loss, aux))
-            stop = dist.any_rank(self.stop_requested, self.runtime)
+            # ranks agree on stopping at log boundaries, so DDP runs pay no collective (host sync) per step
+            agree = not self.runtime.distributed or st.step % tc.log_interval == 0
+            stop = agree and dist.any_rank(self.stop_requested, self.runtime)
             done = st.step == tc.max_iters
             logged = st.step % tc.log_interval == 0 or done or stop
             if logged:
