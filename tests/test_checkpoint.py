@@ -113,7 +113,8 @@ def train_cmd(corpus, out, *extra):
 def step_losses(out: Path) -> dict[int, float]:
     """step -> loss, the last record of each step winning (a resumed run repeats a few steps)."""
     losses = {}
-    for line in (out / "metrics.jsonl").read_text().splitlines():
+    text = (out / "metrics.jsonl").read_text()
+    for line in text[: text.rfind("\n") + 1].splitlines():  # the writer may be mid-line while we poll
         record = json.loads(line)
         if "losses" in record:
             losses[record["step"]] = record["losses"][-1]

@@ -200,3 +200,11 @@ def test_existing_checkpoints_are_not_overwritten_without_resume(monkeypatch, ca
     assert run_cli(monkeypatch, capsys, *args)[0] == 0
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and "--train.resume" in err
+
+
+def test_metrics_log_drops_a_partial_last_record_before_appending(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n{"step": 2, "lo')  # killed mid-record
+    log = Log(tmp_path, is_main=True)
+    log.metrics({"step": 2})
+    assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+        {"step": 1}, {"step": 2}]

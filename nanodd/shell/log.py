@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,12 +24,27 @@ class Log:
         self.path = out_dir / "metrics.jsonl" if (is_main and out_dir is not None) else None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            drop_partial_line(self.path)
 
     def metrics(self, record: dict) -> None:
+        """Append one line with a single write(2), so a killed run never leaves half a record."""
         if self.path is not None:
-            with self.path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (json.dumps(record) + "\n").encode())
+            finally:
+                os.close(fd)
 
     def say(self, line: str) -> None:
         if self.is_main:
             print(line, file=sys.stderr, flush=True)
+
+
+def drop_partial_line(path: Path) -> None:
+    """Cut a trailing record without its newline (a crash mid-write on some filesystems) before appending."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with path.open("r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
