@@ -2,19 +2,28 @@
 
 Every field's docstring is its ``--help`` text.  Presets (``experiments/text8.py``) are ordinary
 ``Config`` instances, and any field can be overridden on the command line
-(``python -m experiments.text8 train d3pm-text8 --train.lr 3e-4``).  The method is a union type:
-its config holds only the fields that method reads, and the trainer looks its functions up by type.
+(``python -m experiments.text8 train d3pm-text8 --train.lr 3e-4``).  The method is a union built
+from the method registry (``nanodd.methods.METHODS``): each member holds only the fields its method
+reads, and the command line picks one with ``method:<name>`` (e.g. ``method:mdlm``).
+
+This module sits between the core and the shell: it names the CLI's choices (so it imports
+``tyro.conf``), and it (de)serialises configs for checkpoints without knowing any method.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
-from typing import Literal, get_args
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Annotated, Literal, Union
 
-from nanodd.methods.d3pm import D3PMConfig
+import tyro
+
+from nanodd.methods import METHODS, method_of
 from nanodd.model import DiTConfig
 
-Method = D3PMConfig
+MethodConfig = Union[tuple(Annotated[m.Config, tyro.conf.subcommand(name)] for name, m in METHODS.items())]
 
 
 @dataclass(frozen=True)
@@ -78,19 +87,29 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     model: DiTConfig = field(default_factory=DiTConfig)
-    method: Method = field(default_factory=D3PMConfig)
+    method: MethodConfig = field(default_factory=next(iter(METHODS.values())).Config)
+    """The objective (default: the first registered method, d3pm); pick another with method:<name>."""
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def network_config(cfg: Config) -> DiTConfig:
+    """The DiT's config with its vocabulary taken from the method's process (K ids)."""
+    K = method_of(cfg.method).diffusion(cfg.method).process.K
+    if cfg.model.vocab_size not in (None, K):
+        raise ValueError(f"--model.vocab-size must be {K} for this method's process (or left unset), "
+                         f"got {cfg.model.vocab_size}")
+    return dataclasses.replace(cfg.model, vocab_size=K)
+
+
 def validate(cfg: Config) -> None:
-    """Raise ValueError with one readable line for any inconsistent or out-of-range setting."""
+    """Raise ValueError with one readable line for any inconsistent or out-of-range setting.
+    (Method, process and schedule configs check their own fields when they are built.)"""
     t, m = cfg.train, cfg.model
     positive = {"train.batch_size": t.batch_size, "train.grad_accum": t.grad_accum, "train.max_iters": t.max_iters,
                 "train.eval_interval": t.eval_interval, "train.eval_batches": t.eval_batches,
                 "train.log_interval": t.log_interval, "data.seq_len": cfg.data.seq_len, "model.d_model": m.d_model,
-                "model.n_heads": m.n_heads, "model.n_blocks": m.n_blocks, "model.cond_dim": m.cond_dim,
-                "method.T": cfg.method.T}
+                "model.n_heads": m.n_heads, "model.n_blocks": m.n_blocks, "model.cond_dim": m.cond_dim}
     for name, value in positive.items():
         if value <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -98,28 +117,47 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"need 0 <= --train.min-lr <= --train.lr and lr > 0, got lr={t.lr}, min_lr={t.min_lr}")
     if not 0 <= t.ema_decay < 1 or not 0 <= m.dropout < 1 or t.warmup_iters < 0 or t.seed < 0:
         raise ValueError("need 0 <= ema_decay < 1, 0 <= dropout < 1, warmup_iters >= 0 and seed >= 0")
-    if cfg.method.mask_id != m.vocab_size - 1:
-        raise ValueError(f"--method.mask-id must be --model.vocab-size - 1 = {m.vocab_size - 1}, "
-                         f"got {cfg.method.mask_id}")
+    network_config(cfg)
 
 
-METHODS: dict[str, type] = {cls.__name__: cls for cls in get_args(Method) or (Method,)}
-
-
-def to_dict(cfg: Config) -> dict:
-    """A JSON-ready dict of the config; the method's class name is stored beside its fields."""
-    return asdict(cfg) | {"method_type": type(cfg.method).__name__}
+def to_dict(cfg) -> dict:
+    """A JSON-ready dict of a config; every nested dataclass carries its class name under "type"."""
+    if is_dataclass(cfg):
+        return {"type": type(cfg).__name__} | {f.name: to_dict(getattr(cfg, f.name)) for f in fields(cfg)}
+    return cfg
 
 
 def from_dict(d: dict) -> Config:
-    """Inverse of ``to_dict``; unknown keys (from a newer version) are an error, missing ones default."""
-    sections = {"model": DiTConfig, "method": METHODS[d.get("method_type", "D3PMConfig")],
-                "data": DataConfig, "train": TrainConfig}
-    kwargs = {}
-    for name, cls in sections.items():
-        known = {f.name for f in fields(cls)}
-        values = d.get(name, {})
-        if unknown := set(values) - known:
-            raise ValueError(f"config section '{name}' has unknown fields {sorted(unknown)}")
-        kwargs[name] = cls(**values)
-    return Config(**kwargs)
+    """Inverse of ``to_dict``; unknown fields (from a newer version) are an error, missing ones default."""
+    if "method_type" in d:  # format of nanodd 0.1: the method's class beside the sections, its mask id a field
+        d, method = dict(d), dict(d["method"])
+        d["method"] = method | {"type": d.pop("method_type"), "process": {"n_symbols": method.pop("mask_id")}}
+    return decode(Config, d, "config")
+
+
+def decode(hint, value, where: str):
+    """Build the dataclass that ``hint`` (a class or a union of classes) names, from a dict."""
+    options = {c.__name__: c for c in dataclass_options(hint)}
+    if not isinstance(value, dict) or not options:
+        return value
+    methods = {m.Config.__name__: m.Config for m in METHODS.values()}
+    if set(options) & set(methods):
+        options |= methods  # a method field also takes methods registered at run time
+    name = value.get("type", next(iter(options)) if len(options) == 1 else None)
+    if name not in options:
+        raise ValueError(f"{where} has type {name!r}, expected one of {sorted(options)}")
+    cls, values = options[name], {k: v for k, v in value.items() if k != "type"}
+    known = {f.name for f in fields(cls)}
+    if unknown := set(values) - known:
+        raise ValueError(f"{where} ({name}) has unknown fields {sorted(unknown)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: decode(hints[k], v, f"{where}.{k}") for k, v in values.items()})
+
+
+def dataclass_options(hint) -> list[type]:
+    """The dataclasses a type hint allows: itself, or the members of a union (None dropped)."""
+    if is_dataclass(hint):
+        return [hint]
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return [c for arg in typing.get_args(hint) for c in dataclass_options(arg)]
+    return []

@@ -1,46 +1,27 @@
-r"""Likelihood bounds of masked diffusion in bits per character, with standard errors, and sample
-metrics that need no downloaded model.
+r"""Likelihood bounds in bits per character, with standard errors, and sample metrics that need no
+downloaded model.
 
-**One integrand, many bounds.**  For a schedule alpha(t) (alpha(0) = 1, alpha(1) = 0) and the
-masked cross-entropy  NLL(z_t) = sum_{i : z_t^i = mask} -log p(x0^i | z_t),  every bound is
-
-    L(x0) = E_{t ~ U(0, 1]}  w(t) * E_{z_t ~ q(z_t | x0)} NLL(z_t),                              (1)
-
-and only the weight differs:
-
-    continuous (Sahoo et al. 2024 MDLM; Shi et al. 2024 MD4):   w(t) = -alpha'(t) / (1 - alpha(t)),
-    T steps (Austin et al. 2021 D3PM, eq. 1):  t is read on the grid k/T, k = ceil(t T), and
-        w = T r_k,   r_k = (alpha_bar_{k-1} - alpha_bar_k) / (1 - alpha_bar_k),   alpha_bar_k = alpha(k/T),
-
-so (1) is  L_T = sum_{k=1}^T r_k E NLL(z_{k/T})  -- the reconstruction term (k = 1, r_1 = 1) plus
-the T - 1 KL terms -- and L_inf = int_0^1 w(t) E NLL dt.  With alpha_bar_k = 1 - k/T this is
-D3PM-absorbing exactly (r_k = 1/k, ``d3pm.vb_terms``).  The prior term KL(q(z_1|x0) || p) is 0
-when alpha(1) = 0 and is left out otherwise (LogLinear's alpha(1) = eps, as MDLM does).
-L_T >= L_inf >= -log p(x0), and L_T decreases towards L_inf as T grows.
+**A bound is an integrand.**  Every method states its bound as  L(x0) = E_{t ~ U(0, 1]} E f(x0, t)
+(``nanodd.protocols.Integrand``; absorbing diffusion's is ``nanodd.bounds.MaskedBound``, whose
+docstring derives it), so one set of estimators serves them all.
 
 **Estimators.**  Each chunk x0 [L] (canonical, contiguous, non-overlapping: no special tokens) gets
-times t_j and one z_t per time; its value is  (1/n_t) sum_j w(t_j) NLL(z_{t_j}) / (L ln 2)  bits/char.
+times t_j and one noise draw per time; its value is  (1/n_t) sum_j f(x0, t_j) / (L ln 2)  bits/char.
 
-    exact in t (discrete only):  t_j = (k - 1/2)/T for every k = 1..T  -> MC over z_t only;
+    exact in t (discrete bounds only):  t_j = (k - 1/2)/T for every k = 1..T  -> MC over z_t only;
     stratified:  the n * n_t times of all chunks are one per stratum ((s + 1 - u) / (n n_t), s a
                  random permutation of 0..n n_t - 1), so t lies in (0, 1] and, read on the grid,
                  k is stratified over 1..T.
 
 The reported value is the mean over chunks and the standard error is  std(chunk values) / sqrt(n).
 Chunks are independent under exact-in-t; under stratified times they are negatively correlated,
-so that standard error is conservative.
-
-**t -> 0.**  There w(t) ~ 1/t while a token is masked with probability ~ t, so plain MC has a heavy
-tail (log-divergent variance).  We draw z_t conditioned on at least one mask and multiply by
-P(at least one) = 1 - alpha^L (exact, as NLL = 0 without masks), so  w * (1 - alpha^L) -> L  stays bounded.
-
-**Network time.**  ``time_input`` maps t (on the bound's grid) to what ``apply`` was trained on:
-``d3pm.network_time(cfg)`` = t * T for D3PM (the integer step k when the bound's T is the model's),
-the identity for a continuous-time model.  The exact denoiser of absorbing diffusion does not depend on t.
+so that standard error is conservative.  ``elbo_vs_T`` evaluates the same integrand on several
+grids (``dataclasses.replace(integrand, T=...)``) with common random numbers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Collection, Sequence
@@ -48,67 +29,13 @@ from typing import Callable, Collection, Sequence
 import torch
 from torch import Tensor
 
-from nanodd import processes, sampling
+from nanodd import sampling
 from nanodd.functional import Apply, Params
-from nanodd.schedules import Linear, Schedule, discretize
+from nanodd.protocols import Integrand
 
-TimeInput = Callable[[Tensor], Tensor]
 OnBatch = Callable[[dict], None]
 ELBO_TS = (10, 20, 100, 256, 1000, None)
 """The T of the ELBO-vs-T curve; None is the continuous-time limit L_inf."""
-
-
-@dataclass(frozen=True)
-class Bound:
-    """The bound (1): ``T`` steps of ``schedule``, or the continuous L_inf when ``T`` is None."""
-
-    schedule: Schedule = Linear()
-    T: int | None = None
-
-    def weight(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(t read on the bound's grid, alpha there, w) for t in (0, 1] float64 [B]; see (1)."""
-        if self.T is None:
-            alpha_t, dalpha_t = self.schedule(t)
-            return t, alpha_t, -dalpha_t / (1 - alpha_t)
-        k = torch.ceil(t * self.T).long().clamp(1, self.T)
-        alpha_bar = discretize(self.schedule, self.T).to(t.device)
-        r = processes.reveal_prob(alpha_bar[k], alpha_bar[k - 1])
-        return k.double() / self.T, alpha_bar[k], self.T * r
-
-
-def masked_count(alpha_t: Tensor, v: Tensor, L: int) -> Tensor:
-    """m ~ Binomial(L, 1 - alpha_t) conditioned on m >= 1, by inverting v ~ U[0, 1): [B] in 1..L."""
-    m = torch.arange(1, L + 1, dtype=torch.float64, device=alpha_t.device)
-    alpha = alpha_t.double()[:, None]
-    log_binom = math.lgamma(L + 1) - torch.lgamma(m + 1) - torch.lgamma(L - m + 1)
-    log_pmf = log_binom + torch.xlogy(m, 1 - alpha) + torch.xlogy(L - m, alpha)  # [B, L]
-    cdf = log_pmf.softmax(-1).cumsum(-1)  # softmax renormalises over m >= 1
-    return (1 + (cdf < v[:, None]).sum(-1)).clamp(max=L)
-
-
-def corrupt_some(x0: Tensor, alpha_t: Tensor, u: Tensor, v: Tensor, mask_id: int) -> tuple[Tensor, Tensor]:
-    """(z_t ~ q(z_t | x0, at least one mask), P(at least one mask) = 1 - alpha_t^L).
-
-    m = ``masked_count(alpha_t, v)`` tokens are masked, those with the m largest u: given m, every
-    set of m positions is equally likely, as under q.  x0, u: [B, L]; alpha_t, v: [B].
-    """
-    L = x0.shape[-1]
-    m = masked_count(alpha_t, v, L)
-    rank = u.argsort(-1).argsort(-1)  # 0..L-1, a uniformly random order of the positions
-    zt = processes.corrupt(x0, ((L - m) / L)[:, None], rank / L, mask_id)
-    return zt, -torch.expm1(L * torch.log(alpha_t))
-
-
-def bound_terms(apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: dict[str, Tensor], *,
-                bound: Bound, mask_id: int, time_input: TimeInput) -> Tensor:
-    """w(t) * NLL(z_t) per sequence, nats [B]: an unbiased single-(t, z_t) estimate of (1).
-
-    x0 [B, L]; t [B] in (0, 1] float64; noise ``u`` [B, L] and ``v`` [B] uniforms (``corrupt_some``).
-    """
-    t_k, alpha_t, w = bound.weight(t)
-    zt, p_some = corrupt_some(x0, alpha_t, noise["u"], noise["v"], mask_id)
-    logits = apply(params, zt, time_input(t_k).float())
-    return w * p_some * processes.masked_nll(logits, x0, zt, mask_id)
 
 
 @dataclass(frozen=True)
@@ -162,14 +89,13 @@ class Running:
 
 
 @torch.no_grad()
-def estimate_bound(apply: Apply, params: Params, chunks: Tensor, times: Tensor, *, bound: Bound,
-                   generator: torch.Generator, mask_id: int, time_input: TimeInput, batch_size: int = 256,
-                   on_batch: OnBatch | None = None) -> Estimate:
-    """Evaluate (1) on every (chunk, time) pair of chunks [n, L] and times [n, n_t] in (0, 1].
+def estimate_bound(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, times: Tensor, *,
+                   generator: torch.Generator, batch_size: int = 256, on_batch: OnBatch | None = None) -> Estimate:
+    """Evaluate the integrand on every (chunk, time) pair of chunks [n, L] and times [n, n_t] in (0, 1].
 
-    Pairs run chunk by chunk in batches of ``batch_size``, each with fresh uniforms from
-    ``generator``.  ``on_batch`` gets the pairs ``done`` of ``total`` and the running ``bpc`` and
-    ``stderr`` over the ``n_chunks`` whose every time is done.
+    Pairs run chunk by chunk in batches of ``batch_size``, each with fresh noise from ``generator``.
+    ``on_batch`` gets the pairs ``done`` of ``total`` and the running ``bpc`` and ``stderr`` over the
+    ``n_chunks`` whose every time is done.
     """
     check_chunks(chunks)
     (n, L), n_t = chunks.shape, times.shape[1]
@@ -178,10 +104,8 @@ def estimate_bound(apply: Apply, params: Params, chunks: Tensor, times: Tensor, 
     running = Running()
     for start in range(0, n * n_t, batch_size):
         pair = torch.arange(start, min(start + batch_size, n * n_t), device=chunks.device)
-        noise = {"u": sampling.uniforms(generator, (len(pair), L)),
-                 "v": sampling.uniforms(generator, (len(pair),))}
-        nats.view(-1)[pair] = bound_terms(apply, params, chunks[pair // n_t], times.reshape(-1)[pair], noise,
-                                          bound=bound, mask_id=mask_id, time_input=time_input).double()
+        x0 = chunks[pair // n_t]
+        nats.view(-1)[pair] = integrand(apply, params, x0, times.reshape(-1)[pair], integrand.noise(generator, x0)).double()
         if on_batch is not None:
             done = start + len(pair)
             running.add(nats[running.n : done // n_t].mean(1) * to_bits)
@@ -205,34 +129,32 @@ def stratified_times(generator: torch.Generator, n: int, n_t: int) -> Tensor:
     return ((s + 1 - u) / N).view(n, n_t)
 
 
-def exact_in_t(apply: Apply, params: Params, chunks: Tensor, *, bound: Bound, generator: torch.Generator,
-               mask_id: int, time_input: TimeInput, batch_size: int = 256,
-               on_batch: OnBatch | None = None) -> Estimate:
-    """Discrete L_T with the sum over all T steps done exactly for every chunk (MC over z_t only)."""
-    if bound.T is None:
-        raise ValueError("exact-in-t needs a discrete bound (Bound.T); use `stratified` for L_inf")
+def exact_in_t(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, *, generator: torch.Generator,
+               batch_size: int = 256, on_batch: OnBatch | None = None) -> Estimate:
+    """A discrete bound L_T with the sum over all T steps done exactly for every chunk (MC over z_t only)."""
+    if integrand.T is None:
+        raise ValueError("exact-in-t needs a discrete bound (T steps); this one is continuous: use `stratified`")
     check_chunks(chunks)
-    times = exact_in_t_times(chunks.shape[0], bound.T, chunks.device)
-    return estimate_bound(apply, params, chunks, times, bound=bound, generator=generator, mask_id=mask_id,
-                          time_input=time_input, batch_size=batch_size, on_batch=on_batch)
+    times = exact_in_t_times(chunks.shape[0], integrand.T, chunks.device)
+    return estimate_bound(integrand, apply, params, chunks, times, generator=generator, batch_size=batch_size,
+                          on_batch=on_batch)
 
 
-def stratified(apply: Apply, params: Params, chunks: Tensor, *, bound: Bound, generator: torch.Generator,
-               mask_id: int, time_input: TimeInput, n_t: int = 1, batch_size: int = 256,
-               on_batch: OnBatch | None = None) -> Estimate:
-    """L_T or L_inf from ``n_t`` stratified times per chunk (see the module docstring)."""
+def stratified(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, *, generator: torch.Generator,
+               n_t: int = 1, batch_size: int = 256, on_batch: OnBatch | None = None) -> Estimate:
+    """The bound from ``n_t`` stratified times per chunk (see the module docstring)."""
     check_chunks(chunks)
     times = stratified_times(generator, chunks.shape[0], n_t)
-    return estimate_bound(apply, params, chunks, times, bound=bound, generator=generator, mask_id=mask_id,
-                          time_input=time_input, batch_size=batch_size, on_batch=on_batch)
+    return estimate_bound(integrand, apply, params, chunks, times, generator=generator, batch_size=batch_size,
+                          on_batch=on_batch)
 
 
-def elbo_vs_T(apply: Apply, params: Params, chunks: Tensor, *, schedule: Schedule, generator: torch.Generator,
-              mask_id: int, time_input: TimeInput, Ts: Sequence[int | None] = ELBO_TS, n_t: int = 1,
-              batch_size: int = 256, on_batch: OnBatch | None = None) -> dict[int | None, Estimate]:
-    """The stratified bound for every T in ``Ts`` (None: L_inf) from one model and schedule.
+def elbo_vs_T(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, *, generator: torch.Generator,
+              Ts: Sequence[int | None] = ELBO_TS, n_t: int = 1, batch_size: int = 256,
+              on_batch: OnBatch | None = None) -> dict[int | None, Estimate]:
+    """The stratified bound on every grid in ``Ts`` (None: L_inf) from one model and integrand.
 
-    Every T sees the same times and the same z_t noise (common random numbers), so the differences
+    Every T sees the same times and the same noise (common random numbers), so the differences
     between the T are far less noisy than each value.  ``on_batch`` info carries ``"T"``.
     """
     check_chunks(chunks)
@@ -242,8 +164,8 @@ def elbo_vs_T(apply: Apply, params: Params, chunks: Tensor, *, schedule: Schedul
     for T in Ts:
         generator.set_state(state)
         report = None if on_batch is None else (lambda info, T=T: on_batch({"T": T, **info}))
-        curve[T] = estimate_bound(apply, params, chunks, times, bound=Bound(schedule, T), generator=generator,
-                                  mask_id=mask_id, time_input=time_input, batch_size=batch_size, on_batch=report)
+        curve[T] = estimate_bound(dataclasses.replace(integrand, T=T), apply, params, chunks, times,
+                                  generator=generator, batch_size=batch_size, on_batch=report)
     return curve
 
 

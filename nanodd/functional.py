@@ -6,8 +6,12 @@
 
 Everything downstream (losses, samplers, evaluation) sees only ``apply`` and ``params``, so it can
 be differentiated with ``torch.func.grad``, vmapped with ``torch.func.vmap`` and compiled.  Buffers
-(e.g. rotary frequencies) stay inside the module.  Wrap a DDP model itself, not ``ddp.module``:
-calling ``functional_call`` on the inner module silently skips DDP's gradient all-reduce.
+(e.g. rotary frequencies) stay inside the module.
+
+Wrappers rename parameters (DDP adds ``module.``, ``torch.compile`` adds ``_orig_mod.``).
+``make_apply(model, wrapper)`` runs the wrapper but takes ``params`` under the model's own names, so
+a loss that addresses a parameter by name behaves the same in every mode.  It must call the wrapper
+itself: ``functional_call`` on ``ddp.module`` would silently skip DDP's gradient all-reduce.
 """
 
 from __future__ import annotations
@@ -26,10 +30,14 @@ def params_of(model: nn.Module) -> Params:
     return dict(model.named_parameters())
 
 
-def make_apply(model: nn.Module) -> Apply:
-    """apply(params, zt, t) = model(zt, t) evaluated with ``params`` in place of its own."""
+def make_apply(model: nn.Module, wrapper: nn.Module | None = None) -> Apply:
+    """apply(params, zt, t) = model(zt, t) evaluated with ``params`` in place of its own.
 
-    def apply(params: Params, zt: Tensor, t: Tensor) -> Tensor:
-        return functional_call(model, params, (zt, t))
-
-    return apply
+    With ``wrapper`` (DDP and/or torch.compile around ``model``) the wrapper runs, and ``params``
+    keep ``model``'s names: each is renamed to the wrapper's name for the same tensor.
+    """
+    if wrapper is None:
+        return lambda params, zt, t: functional_call(model, params, (zt, t))
+    own = {id(p): name for name, p in model.named_parameters()}
+    wrapped = {own[id(p)]: name for name, p in wrapper.named_parameters()}  # canonical -> wrapper name
+    return lambda params, zt, t: functional_call(wrapper, {wrapped[k]: v for k, v in params.items()}, (zt, t))

@@ -1,4 +1,4 @@
-"""Diffusion Transformer (DiT) denoiser: z_t, t -> logits over x0.
+"""Diffusion Transformer (DiT) denoiser: z_t, t -> logits.
 
 A bidirectional transformer whose blocks are modulated by the diffusion time through adaLN-Zero
 (Peebles & Xie 2023): each block computes shift/scale/gate vectors from the time embedding ``c``,
@@ -8,8 +8,9 @@ A bidirectional transformer whose blocks are modulated by the diffusion time thr
 
 with the modulation layers initialised to zero so every block starts as the identity.  Attention
 uses rotary position embeddings (rotate-half form) on q and k; LayerNorm has no bias and runs in
-fp32; the output projection is tied to the token embedding, and the mask logit is -inf so the
-denoiser never predicts the absorbing state.
+fp32; the output projection is tied to the token embedding.  The network knows no diffusion process:
+the process's output parameterisation (``nanodd.processes``) turns these logits into p(x0 | z_t),
+e.g. with the mask logit at -inf for absorbing diffusion.
 
 Parameter names and semantics follow nanoDD's DiT (DESIGN.md §7) so its checkpoints map 1:1:
 ``vocab_embed``, ``c_embed.mlp.{0,2}``, ``rotary_emb.inv_freq``, ``blocks.i.{norm1, attn_qkv,
@@ -33,8 +34,9 @@ from torch import Tensor, nn
 class DiTConfig:
     """DiT denoiser shape.  Defaults are nanoDD's text8 model (~92M parameters)."""
 
-    vocab_size: int = 28
-    """K, including the mask token (id K - 1)."""
+    vocab_size: int | None = None
+    """K, the ids the network reads and scores.  None (default): the method's process decides (text8:
+    28 for absorbing diffusion, with the mask; 27 for uniform)."""
     d_model: int = 768
     """Residual stream width d."""
     n_heads: int = 12
@@ -137,6 +139,9 @@ class DiT(nn.Module):
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
+        if cfg.vocab_size is None:
+            raise ValueError("DiTConfig.vocab_size is None: set it, or build the network with "
+                             "nanodd.config.network_config(cfg), which takes it from the process")
         if cfg.d_model % cfg.n_heads or (cfg.d_model // cfg.n_heads) % 2:
             raise ValueError(f"d_model={cfg.d_model} must split into {cfg.n_heads} heads of even width")
         self.cfg = cfg
@@ -164,5 +169,4 @@ class DiT(nn.Module):
             x = block(x, c, self.rotary_emb)
         shift, scale = self.adaLN_modulation(c).chunk(2, -1)
         x = modulate(self.norm_final(x), shift, scale)
-        logits = x @ self.vocab_embed.weight.to(x.dtype).T  # tied output, [B, L, K]
-        return logits.index_fill(-1, torch.tensor([self.cfg.vocab_size - 1], device=zt.device), float("-inf"))
+        return x @ self.vocab_embed.weight.to(x.dtype).T  # tied output, [B, L, K]

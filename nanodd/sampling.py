@@ -1,7 +1,7 @@
-"""Pieces every sampler shares: explicit-generator noise, categorical draws, logit transforms.
+"""Explicit-generator noise, categorical draws and logit transforms, shared by losses and samplers.
 
-A sampler step never draws random numbers itself; its loop draws them from a ``torch.Generator``
-(``uniforms``, ``gumbels``) and passes them in.  A categorical draw is then deterministic:
+A loss or a sampler step never draws random numbers itself; the caller draws them from a
+``torch.Generator`` (``uniforms``, ``gumbels``, ``stratified_times``) and passes them in.  A categorical draw is then deterministic:
 
     x ~ Cat(softmax(logits))   <=>   x = argmax(logits + g),  g_k = -log(-log U_k)  (Gumbel-max)
 
@@ -16,12 +16,28 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from nanodd.protocols import Slot
+
 Transform = Callable[[Tensor], Tensor]
 
 
 def uniforms(gen: torch.Generator, shape: tuple[int, ...]) -> Tensor:
     """U[0, 1) draws from an explicit generator, on the generator's device."""
     return torch.rand(shape, generator=gen, device=gen.device)
+
+
+def stratified_times(gen: torch.Generator, n: int, slot: Slot = Slot()) -> Tensor:
+    """n times in (0, 1], float64, one per stratum of the global batch (antithetic / low-discrepancy t).
+
+    Sequence i of slot ``slot.index`` is position j = slot.index * n + i of a global batch of
+    N = slot.count * n and gets t = (j + 1 - u) / N, u ~ U[0, 1): together the slots of one optimizer
+    step put exactly one time in each stratum (j/N, (j + 1)/N], which lowers the variance of the
+    batch's loss estimate without biasing it.  (The low-discrepancy sampler of Kingma et al. 2021, VDM,
+    which MDLM trains with, shares one u across strata; an independent u per stratum needs no
+    coordination between ranks and is unbiased as well.)
+    """
+    j = slot.index * n + torch.arange(n, dtype=torch.float64, device=gen.device)
+    return (j + 1 - uniforms(gen, (n,)).double()) / (slot.count * n)
 
 
 def gumbels(gen: torch.Generator, shape: tuple[int, ...]) -> Tensor:

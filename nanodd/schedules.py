@@ -50,6 +50,11 @@ class LogLinear:
     """
 
     eps: float = 1e-3
+    """alpha_1 = eps: the fraction of tokens still clean at t = 1."""
+
+    def __post_init__(self):
+        if not 0 < self.eps < 1:
+            raise ValueError(f"the log-linear schedule's eps must be in (0, 1), got {self.eps}")
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return 1 - (1 - self.eps) * t, torch.full_like(t, -(1 - self.eps))
@@ -60,6 +65,11 @@ class Polynomial:
     """alpha_t = 1 - t^w   (MD4's polynomial family; w = 1 is linear)."""
 
     w: float = 2.0
+    """The power: w = 1 is linear, larger w keeps tokens clean longer."""
+
+    def __post_init__(self):
+        if self.w <= 0:
+            raise ValueError(f"the polynomial schedule's power w must be > 0, got {self.w}")
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return 1 - t**self.w, -self.w * t ** (self.w - 1)

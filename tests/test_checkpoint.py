@@ -15,7 +15,8 @@ import torch
 from nanodd.config import Config
 from nanodd.model import DiT, DiTConfig
 from nanodd.shell import nanodd_ckpt
-from nanodd.shell.checkpoint import CheckpointError, Checkpoints, load_model
+from nanodd.shell.checkpoint import CheckpointError, Checkpoints
+from nanodd.shell.drivers import load_checkpoint
 
 from test_train import WORDS
 
@@ -85,10 +86,10 @@ def test_save_failure_names_the_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_missing_or_partial_checkpoint_directories_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
-        load_model(tmp_path / "nothing")
+        load_checkpoint(tmp_path / "nothing")
     (tmp_path / "run" / "checkpoints" / "7.orbax-checkpoint-tmp-123").mkdir(parents=True)  # an interrupted save
     with pytest.raises(CheckpointError, match="no complete checkpoint"):
-        load_model(tmp_path / "run")
+        load_checkpoint(tmp_path / "run")
 
 
 # ---- training runs in subprocesses: kill -9 and SIGTERM ---------------------------------------
@@ -211,8 +212,9 @@ def random_dit(seed):
 def test_nanodd_checkpoint_loads_with_identical_logits(tmp_path, ema):
     raw, averaged = random_dit(0), random_dit(1)
     path = nanodd_file(tmp_path, raw, averaged)
-    model, params, cfg = load_model(path, ema=ema)
-    assert (cfg.model.d_model, cfg.model.vocab_size, cfg.method.T, cfg.method.mask_id) == (32, 28, 100, 27)
+    ckpt = load_checkpoint(path, ema=ema)
+    model, cfg = ckpt.model, ckpt.cfg
+    assert (cfg.model.d_model, model.cfg.vocab_size, cfg.method.T, cfg.method.process.mask_id) == (32, 28, 100, 27)
     zt, t = torch.randint(0, 28, (2, 16)), torch.tensor([3.0, 90.0])
     expected = (averaged if ema else raw)(zt, t)
     torch.testing.assert_close(model(zt, t), expected, rtol=0, atol=0)
@@ -224,8 +226,7 @@ def test_nanodd_convert_then_sample(tmp_path, monkeypatch, capsys):
     path = nanodd_file(tmp_path, random_dit(0), random_dit(1))
     code, _, err = run_cli(monkeypatch, capsys, "convert", str(path), str(tmp_path / "converted"))
     assert code == 0, err
-    model, params, cfg = load_model(tmp_path / "converted")
-    reference, _, _ = load_model(path)
+    model, reference = load_checkpoint(tmp_path / "converted").model, load_checkpoint(path).model
     zt, t = torch.randint(0, 28, (2, 16)), torch.tensor([3.0, 90.0])
     torch.testing.assert_close(model(zt, t), reference(zt, t), rtol=0, atol=0)
     code, out, err = run_cli(monkeypatch, capsys, "sample", str(path), "--sample.steps", "20", "--sample.no-live",

@@ -1,15 +1,15 @@
-"""D3PM absorbing: closed-form loss vs generic matrix KLs, exact toy likelihoods, sampler fidelity,
-and the functional contracts (grad, vmap, compile)."""
+"""D3PM absorbing: closed-form loss vs generic matrix KLs, exact toy likelihoods, and the functional
+contracts (grad, vmap, compile).  Its sampler is tested with every sampler in test_samplers.py."""
 
 import math
 
 import pytest
 import torch
 
-from nanodd import processes
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import d3pm
 from nanodd.model import DiT, DiTConfig
+from nanodd.processes.absorbing import Absorbing
 from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
 from toy import entropy, exact_apply, exact_bound, toy_distribution
 
@@ -17,7 +17,7 @@ from toy import entropy, exact_apply, exact_bound, toy_distribution
 def test_closed_form_vb_equals_generic_matrix_kl():
     """L_{t-1} = KL(q(x_{t-1}|x_t,x0) || sum_x0~ q(x_{t-1}|x_t,x0~) p~(x0~|x_t)), built from Q_t, for all t."""
     K, T, B, L = 5, 10, 64, 6
-    M, cfg = K - 1, d3pm.D3PMConfig(T=T, mask_id=K - 1)
+    M, cfg = K - 1, d3pm.D3PMConfig(T=T, process=Absorbing(K - 1))
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, K - 1, (B, L), generator=g)
     logits = torch.randn(B, L, K, generator=g, dtype=torch.float64).index_fill(-1, torch.tensor([M]), -math.inf)
@@ -32,7 +32,7 @@ def test_closed_form_vb_equals_generic_matrix_kl():
     for t in range(1, T + 1):
         u = torch.rand(B, L, generator=g)
         vb, _ = d3pm.vb_terms(apply, None, x0, torch.full((B,), t), u, cfg=cfg)
-        zt = processes.corrupt(x0, alpha_bar[t].float(), u, M)
+        zt = cfg.process.corrupt(x0, alpha_bar[t].float(), u)
         q_fwd = Q[t][:, zt].permute(1, 2, 0)  # q(x_t | x_{t-1} = k): [B, L, K]
         q_post = q_fwd * Qbar[t - 1][x0]
         q_post = q_post / q_post.sum(-1, keepdim=True)
@@ -52,59 +52,10 @@ def test_exact_toy_bound_is_above_entropy_and_tightens_with_T():
     assert bounds[-1] - H < 0.02 * (bounds[0] - H), (bounds, H)
 
 
-def test_ancestral_sampler_with_exact_denoiser_reproduces_p():
-    seqs, p = toy_distribution(n_symbols=3, L=3)
-    cfg = d3pm.D3PMConfig(T=1000, mask_id=3)
-    g = torch.Generator().manual_seed(0)
-    n = 20_000
-    x, nfe = d3pm.sample(exact_apply(seqs, p, 3), None, cfg=cfg, batch_size=n, seq_len=3, generator=g)
-    assert (x < 3).all()
-    index = (x * torch.tensor([9, 3, 1])).sum(-1)  # seqs are in lexicographic order
-    freq = torch.bincount(index, minlength=len(p)).double() / n
-    tv = 0.5 * (freq - p).abs().sum()
-    assert tv < 0.03, tv
-
-
-def test_sampler_counts_real_network_calls_and_skips_empty_steps():
-    seqs, p = toy_distribution(n_symbols=3, L=3)
-    calls = []
-    exact = exact_apply(seqs, p, 3)
-
-    def counting(params, zt, t):
-        calls.append(int(t[0]))
-        return exact(params, zt, t)
-
-    states = []
-    cfg = d3pm.D3PMConfig(T=100, mask_id=3)
-    x, nfe = d3pm.sample(counting, None, cfg=cfg, batch_size=1, seq_len=3,
-                         generator=torch.Generator().manual_seed(3), on_step=lambda s, z: states.append(z))
-    assert nfe == len(calls) and 1 <= nfe <= 3  # one reveal per token at most: at most L calls, not T
-    assert len(states) == 100 and (states[-1] == x).all() and (x < 3).all()
-    masks = torch.stack([(z == 3).sum() for z in states])
-    assert (masks.diff() <= 0).all()  # tokens are only ever revealed
-    with pytest.raises(ValueError, match="steps"):
-        d3pm.sample(counting, None, cfg=cfg, batch_size=1, seq_len=3, generator=torch.Generator(), steps=0)
-
-
-def test_sampler_with_fewer_steps_than_T_still_reproduces_p_up_to_parallel_decoding():
-    """With few steps several tokens are revealed at once from factorised marginals, so the sample
-    distribution drifts from p; it must still be a valid distribution and converge as steps grow."""
-    seqs, p = toy_distribution(n_symbols=3, L=3)
-    cfg = d3pm.D3PMConfig(T=1000, mask_id=3)
-    tvs = []
-    for steps in (1, 100):
-        x, nfe = d3pm.sample(exact_apply(seqs, p, 3), None, cfg=cfg, batch_size=20_000, seq_len=3,
-                             generator=torch.Generator().manual_seed(1), steps=steps)
-        assert nfe == steps
-        freq = torch.bincount((x * torch.tensor([9, 3, 1])).sum(-1), minlength=27).double() / len(x)
-        tvs.append(float(0.5 * (freq - p).abs().sum()))
-    assert tvs[0] > 0.1 and tvs[1] < 0.04, tvs
-
-
 # ---- functional contracts on a tiny DiT -------------------------------------------------------
 
 TINY = DiTConfig(vocab_size=8, d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0)
-CFG = d3pm.D3PMConfig(T=100, mask_id=7)
+CFG = d3pm.D3PMConfig(T=100, process=Absorbing(7))
 
 
 @pytest.fixture
@@ -116,7 +67,7 @@ def setup():
             p.add_(0.1 * torch.randn_like(p))  # leave adaLN-Zero so gradients reach every block
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, 7, (4, 16), generator=g)
-    return model, x0, d3pm.loss_noise(g, x0, CFG)
+    return model, x0, d3pm.noise(g, x0, CFG)
 
 
 def test_loss_is_deterministic_given_noise_and_aux_is_consistent(setup):
@@ -126,6 +77,7 @@ def test_loss_is_deterministic_given_noise_and_aux_is_consistent(setup):
     again, _ = d3pm.loss(apply, params, x0, noise, cfg=CFG)
     assert total == again
     torch.testing.assert_close(total, aux["vb"] + CFG.hybrid_coeff * aux["ce"])
+    torch.testing.assert_close(aux["bpt"], CFG.T * aux["vb"] / math.log(2))
     assert ((1 <= noise["t"]) & (noise["t"] <= CFG.T)).all()
 
 

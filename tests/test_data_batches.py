@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nanodd.data import eval_batches, eval_chunks, train_batch
+from nanodd.data import canonical_chunks, eval_chunks, train_batch
 
 
 @pytest.fixture
@@ -49,16 +49,15 @@ def test_train_batch_fits_exactly_sized_data():
         train_batch(data, -1, batch_size=1, seq_len=4, seed=0)
 
 
-def test_eval_chunks_cover_the_split_contiguously(memmap):
+def test_canonical_chunks_cover_the_split_contiguously(memmap):
     n, rem = eval_chunks(memmap, 64)
     assert (n, rem) == (78, 8)
-    batches = list(eval_batches(memmap, 64, 10))
-    assert [b.shape[0] for b in batches] == [10] * 7 + [8]
-    assert all(b.dtype == torch.long and b.shape[1] == 64 for b in batches)
-    flat = torch.cat(batches).reshape(-1).numpy()
-    assert np.array_equal(flat, np.asarray(memmap[: n * 64]))
+    chunks = canonical_chunks(memmap, 64)
+    assert chunks.dtype == torch.long and chunks.shape == (78, 64)
+    assert np.array_equal(chunks.reshape(-1).numpy(), np.asarray(memmap[: n * 64]))
+    assert torch.equal(canonical_chunks(memmap, 64, max_chunks=10), chunks[:10])
 
 
-def test_eval_batches_of_data_shorter_than_a_chunk():
+def test_canonical_chunks_of_data_shorter_than_a_chunk():
     assert eval_chunks(np.zeros(5, np.uint8), 8) == (0, 5)
-    assert list(eval_batches(np.zeros(5, np.uint8), 8, 2)) == []
+    assert canonical_chunks(np.zeros(5, np.uint8), 8).shape == (0, 8)

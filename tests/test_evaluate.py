@@ -6,15 +6,17 @@ import pytest
 import torch
 
 from nanodd import evaluate as ev
+from nanodd.bounds import MaskedBound, corrupt_some, masked_weight
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import d3pm
 from nanodd.model import DiT, DiTConfig
+from nanodd.processes.absorbing import Absorbing
 from nanodd.schedules import Cosine, Linear
 from toy import entropy, exact_apply, exact_bound, toy_distribution
 
 M = 3  # mask id of the toy: 3 symbols + mask
+TOY = Absorbing(n_symbols=3)
 BITS = 3 * math.log(2)  # nats per toy sequence -> bits per char
-identity = lambda t: t  # noqa: E731  the exact denoiser ignores time
 
 
 def per_sequence(estimate, n):
@@ -36,8 +38,8 @@ def toy():
 
 
 def continuous(apply, chunks, schedule):
-    return ev.stratified(apply, None, chunks, bound=ev.Bound(schedule), generator=torch.Generator().manual_seed(0),
-                         mask_id=M, time_input=identity, batch_size=8192)
+    return ev.stratified(MaskedBound(TOY, schedule), apply, None, chunks, generator=torch.Generator().manual_seed(0),
+                         batch_size=8192)
 
 
 def test_continuous_bound_of_exact_denoiser_is_exact_nll_of_every_sequence(toy):
@@ -69,9 +71,8 @@ def test_exact_in_t_bound_is_above_entropy_agrees_with_d3pm_and_decreases_with_T
     n, H = 300, entropy(p) / BITS
     gaps = []
     for T in (2, 10, 50):
-        est = ev.exact_in_t(apply, None, seqs.repeat(n, 1), bound=ev.Bound(Linear(), T),
-                            generator=torch.Generator().manual_seed(T), mask_id=M, time_input=identity,
-                            batch_size=8192)
+        est = ev.exact_in_t(MaskedBound(TOY, Linear(), T), apply, None, seqs.repeat(n, 1),
+                            generator=torch.Generator().manual_seed(T), batch_size=8192)
         mean, se = weighted_by_p(est.per_chunk.view(n, -1), p)
         assert mean > H - 3 * se
         assert abs(mean - exact_bound(T, seqs, p, apply) / BITS) < 3 * se, T
@@ -83,14 +84,14 @@ def test_standard_error_shrinks_like_one_over_sqrt_n(toy):
     seqs, p, apply = toy
     g = torch.Generator().manual_seed(0)
     chunks = seqs[torch.multinomial(p, 4000, replacement=True, generator=g)]
-    se = [ev.exact_in_t(apply, None, chunks[:n], bound=ev.Bound(Linear(), 10), generator=g, mask_id=M,
-                        time_input=identity, batch_size=8192).stderr for n in (250, 1000, 4000)]
+    se = [ev.exact_in_t(MaskedBound(TOY, Linear(), 10), apply, None, chunks[:n], generator=g,
+                        batch_size=8192).stderr for n in (250, 1000, 4000)]
     assert all(1.5 < a / b < 2.5 for a, b in zip(se, se[1:])), se
 
 
-@pytest.mark.parametrize("bound", [ev.Bound(Linear()), ev.Bound(Cosine()), ev.Bound(Linear(), 50)],
+@pytest.mark.parametrize("schedule, T", [(Linear(), None), (Cosine(), None), (Linear(), 50)],
                          ids=["linear", "cosine", "linear-T50"])
-def test_unigram_denoiser_gives_the_unigram_cross_entropy(bound):
+def test_unigram_denoiser_gives_the_unigram_cross_entropy(schedule, T):
     """A denoiser that ignores z_t: each token's weighted mask probability integrates to
     int w(t) (1 - alpha(t)) dt = alpha(0) - alpha(1) = 1 (and sum_k r_k k/T = 1), so L = sum_i -log q(x0^i)."""
     K, L, n = 6, 8, 4000
@@ -99,7 +100,7 @@ def test_unigram_denoiser_gives_the_unigram_cross_entropy(bound):
     chunks = torch.multinomial(frequencies, n * L, replacement=True, generator=g).view(n, L)
     log_q = torch.bincount(chunks.view(-1), minlength=K).double().div(n * L).log()  # data unigrams; mask: -inf
     unigram = lambda params, zt, t: log_q.expand(*zt.shape, K)  # noqa: E731
-    est = ev.stratified(unigram, None, chunks, bound=bound, generator=g, mask_id=K - 1, time_input=identity,
+    est = ev.stratified(MaskedBound(Absorbing(K - 1), schedule, T), unigram, None, chunks, generator=g,
                         n_t=4, batch_size=8192)
     cross_entropy = float(-log_q[chunks].mean() / math.log(2))
     assert est.stderr < 0.01 * cross_entropy
@@ -112,7 +113,7 @@ def test_elbo_vs_T_with_exact_denoiser_decreases_towards_L_inf(toy):
     g, H = torch.Generator().manual_seed(0), entropy(p) / BITS
     chunks = seqs[torch.multinomial(p, 27_000, replacement=True, generator=g)]
     seen = set()
-    curve = ev.elbo_vs_T(apply, None, chunks, schedule=Linear(), generator=g, mask_id=M, time_input=identity,
+    curve = ev.elbo_vs_T(MaskedBound(TOY, Linear()), apply, None, chunks, generator=g,
                          batch_size=8192, on_batch=lambda info: seen.add(info["T"]))
     assert list(curve) == list(ev.ELBO_TS) and seen == set(ev.ELBO_TS)
     assert abs(curve[None].bpc - H) < 3 * curve[None].stderr
@@ -132,7 +133,7 @@ def test_conditioned_corruption_is_q_given_at_least_one_mask():
     g = torch.Generator().manual_seed(0)
     x0 = torch.zeros(n, L, dtype=torch.long)
     alpha_t = torch.full((n,), alpha, dtype=torch.float64)
-    zt, p_some = ev.corrupt_some(x0, alpha_t, torch.rand(n, L, generator=g), torch.rand(n, generator=g), mask_id=1)
+    zt, p_some = corrupt_some(Absorbing(1), x0, alpha_t, torch.rand(n, L, generator=g), torch.rand(n, generator=g))
     torch.testing.assert_close(p_some, torch.full_like(p_some, 1 - alpha**L))
     pattern = (zt * 2 ** torch.arange(L)).sum(-1)
     freq = torch.bincount(pattern, minlength=2**L).double() / n
@@ -143,14 +144,16 @@ def test_conditioned_corruption_is_q_given_at_least_one_mask():
 
 
 def test_discrete_bound_is_d3pm_and_feeds_the_integer_step():
-    """Bound(Linear(), T) has D3PM's alpha_bar and r (weight T r_k), and network_time feeds k."""
+    """D3PM's bound is the masked bound with D3PM's alpha_bar and r (weight T r_k), fed the step k."""
     T = 1000
-    alpha_bar, r = d3pm.tables(d3pm.D3PMConfig(T=T))
+    cfg = d3pm.D3PMConfig(T=T)
+    alpha_bar, r = d3pm.tables(cfg)
     k = torch.arange(1, T + 1)
-    t_k, alpha_t, w = ev.Bound(Linear(), T).weight(ev.exact_in_t_times(1, T)[0])
+    bound = d3pm.bound(cfg)
+    t_k, alpha_t, w = masked_weight(bound.schedule, bound.T, ev.exact_in_t_times(1, T)[0])
     torch.testing.assert_close(alpha_t.float(), alpha_bar[k])
     torch.testing.assert_close((w / T).float(), r[k])
-    assert torch.equal(d3pm.network_time(d3pm.D3PMConfig(T=T))(t_k).float(), k.float())
+    assert torch.equal(bound.time_input(t_k).float(), k.float())
 
 
 # ---- a tiny DiT -----------------------------------------------------------------------------
@@ -167,9 +170,9 @@ def test_stratified_and_exact_in_t_agree_on_a_tiny_dit():
     apply, params = make_apply(model), params_of(model)
     g = torch.Generator().manual_seed(0)
     chunks = torch.randint(0, 7, (64, 16), generator=g)
-    kw = dict(bound=ev.Bound(Linear(), 20), generator=g, mask_id=7, time_input=d3pm.network_time(d3pm.D3PMConfig(T=20)), batch_size=512)
-    exact = ev.exact_in_t(apply, params, chunks, **kw)
-    strat = ev.stratified(apply, params, chunks, n_t=8, **kw)
+    bound, kw = d3pm.bound(d3pm.D3PMConfig(T=20, process=Absorbing(7))), dict(generator=g, batch_size=512)
+    exact = ev.exact_in_t(bound, apply, params, chunks, **kw)
+    strat = ev.stratified(bound, apply, params, chunks, n_t=8, **kw)
     assert (exact.n_chunks, exact.n_t, strat.n_t) == (64, 20, 8)
     assert abs(exact.bpc - strat.bpc) < 3 * math.hypot(exact.stderr, strat.stderr), (exact, strat)
     assert exact.bpc > math.log2(7) - 3 * exact.stderr  # random data: no model beats uniform
@@ -179,8 +182,8 @@ def test_running_estimate_ends_at_the_final_one_and_runs_are_reproducible(toy):
     seqs, p, apply = toy
     infos = []
     run = lambda on_batch=None: ev.stratified(  # noqa: E731
-        apply, None, seqs.repeat(10, 1), bound=ev.Bound(Linear(), 100), generator=torch.Generator().manual_seed(5),
-        mask_id=M, time_input=identity, n_t=3, batch_size=100, on_batch=on_batch)
+        MaskedBound(TOY, Linear(), 100), apply, None, seqs.repeat(10, 1), generator=torch.Generator().manual_seed(5),
+        n_t=3, batch_size=100, on_batch=on_batch)
     est = run(infos.append)
     assert len(infos) == math.ceil(270 * 3 / 100) and infos[-1]["done"] == infos[-1]["total"] == 810
     assert [i["n_chunks"] for i in infos] == [min((100 * b) // 3, 270) for b in range(1, 10)]
@@ -191,8 +194,8 @@ def test_running_estimate_ends_at_the_final_one_and_runs_are_reproducible(toy):
 def test_running_estimate_waits_for_chunks_to_finish_under_exact_in_t(toy):
     seqs, _, apply = toy
     infos = []
-    est = ev.exact_in_t(apply, None, seqs[:4], bound=ev.Bound(Linear(), 100), generator=torch.Generator(),
-                        mask_id=M, time_input=identity, batch_size=30, on_batch=infos.append)
+    est = ev.exact_in_t(MaskedBound(TOY, Linear(), 100), apply, None, seqs[:4], generator=torch.Generator(),
+                        batch_size=30, on_batch=infos.append)
     assert [i["n_chunks"] for i in infos[:5]] == [0, 0, 0, 1, 1]  # 100 times per chunk, 30 per batch
     assert math.isnan(infos[0]["bpc"]) and math.isnan(infos[3]["stderr"]) and not math.isnan(infos[3]["bpc"])
     assert infos[-1]["bpc"] == pytest.approx(est.bpc) and infos[-1]["stderr"] == pytest.approx(est.stderr)
@@ -200,17 +203,18 @@ def test_running_estimate_waits_for_chunks_to_finish_under_exact_in_t(toy):
 
 def test_bad_input_is_refused_with_a_clear_message(toy):
     _, _, apply = toy
-    kw = dict(generator=torch.Generator(), mask_id=M, time_input=identity)
+    kw = dict(generator=torch.Generator())
+    continuous, discrete = MaskedBound(TOY), MaskedBound(TOY, Linear(), 10)
     with pytest.raises(ValueError, match="nothing to evaluate"):
-        ev.stratified(apply, None, torch.empty(0, 3, dtype=torch.long), bound=ev.Bound(), **kw)
+        ev.stratified(continuous, apply, None, torch.empty(0, 3, dtype=torch.long), **kw)
     with pytest.raises(ValueError, match="nothing to evaluate"):
-        ev.exact_in_t(apply, None, torch.empty(0, dtype=torch.long), bound=ev.Bound(Linear(), 10), **kw)
+        ev.exact_in_t(discrete, apply, None, torch.empty(0, dtype=torch.long), **kw)
     with pytest.raises(ValueError, match="discrete"):
-        ev.exact_in_t(apply, None, torch.zeros(2, 3, dtype=torch.long), bound=ev.Bound(), **kw)
+        ev.exact_in_t(continuous, apply, None, torch.zeros(2, 3, dtype=torch.long), **kw)
     with pytest.raises(ValueError, match="n_t"):
-        ev.stratified(apply, None, torch.zeros(2, 3, dtype=torch.long), bound=ev.Bound(), n_t=0, **kw)
+        ev.stratified(continuous, apply, None, torch.zeros(2, 3, dtype=torch.long), n_t=0, **kw)
     with pytest.raises(ValueError, match="n_t"):
-        ev.elbo_vs_T(apply, None, torch.zeros(2, 3, dtype=torch.long), schedule=Linear(), n_t=0, **kw)
+        ev.elbo_vs_T(continuous, apply, None, torch.zeros(2, 3, dtype=torch.long), n_t=0, **kw)
 
 
 # ---- sample metrics -------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def test_a_short_run_learns(corpus, tmp_path):
                batch_size=16, eval_interval=300)
     last = train(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    bound = [r["bound_bpt"] for r in records if "bound_bpt" in r]
+    bound = [r["bpt"] for r in records if "bpt" in r]
     assert bound[-1] < bound[0] - 0.7, bound  # bits per char, averaged over 20 steps each
     assert last["val_bpc"] < 4.0  # below the ~4.1 bits of a unigram model of English
     assert (tmp_path / "run" / "checkpoints" / "300").is_dir()
@@ -171,8 +171,10 @@ def test_demo_then_sample_end_to_end(monkeypatch, capsys, corpus, tmp_path):
     (["train", "demo", *TINY_ARGS, "--train.max-iters", "-5"], "--train.max-iters must be positive"),
     (["train", "demo", *TINY_ARGS, "--data.seq-len", "10000000"], "seq"),
     (["train", "demo", *TINY_ARGS, "--train.device", "cuda"], "no CUDA GPU"),
-    (["train", "demo", *TINY_ARGS, "--model.vocab-size", "30", "--method.mask-id", "29"], "vocab-size must be 28"),
-    (["train", "demo", *TINY_ARGS, "--method.mask-id", "5"], "mask-id must be"),
+    (["train", "demo", *TINY_ARGS, "--model.vocab-size", "30"], "vocab-size must be 28"),
+    (["train", "demo", *TINY_ARGS, "--method.process.n-symbols", "5"], "the data has 27 symbols"),
+    (["train", "demo", *TINY_ARGS, "--method.T", "0"], "--method.T must be positive"),
+    (["train", "mdlm-demo", *TINY_ARGS, "method.schedule:log-linear", "--method.schedule.eps", "2"], "eps"),
     (["train", "demo", *TINY_ARGS, "--data.source", "/no/such/file.txt"], "/no/such/file.txt"),
     (["sample", "/no/such/run"], "not found"),
     (["train", "demo", *TINY_ARGS, "--train.out-dir", "/dev/null/run"], "/dev/null/run"),

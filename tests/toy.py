@@ -5,6 +5,7 @@ import itertools
 import torch
 
 from nanodd.methods import d3pm
+from nanodd.processes.absorbing import Absorbing
 from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
 
 
@@ -18,16 +19,18 @@ def toy_distribution(n_symbols: int = 3, L: int = 3, seed: int = 0, sharpness: f
 
 def exact_apply(seqs: torch.Tensor, p: torch.Tensor, mask_id: int):
     """The exact denoiser: logits = log p(x0^i = v | z_t), by enumeration of every sequence
-    consistent with the clean tokens of z_t.  It ignores t (absorbing posteriors do not depend on it)
-    and ``params``, and puts -inf on the mask id."""
-    K = mask_id + 1
+    consistent with the clean tokens of z_t, tabulated once for all K^L states z_t.  It ignores t
+    (absorbing posteriors do not depend on it) and ``params``, and puts -inf on the mask id."""
+    K, L = mask_id + 1, seqs.shape[1]
+    states = torch.tensor(list(itertools.product(range(K), repeat=L)))  # [K^L, L], lexicographic
+    consistent = ((states[:, None, :] == mask_id) | (states[:, None, :] == seqs[None])).all(-1)  # [K^L, N]
+    w = consistent * p
+    onehot = torch.nn.functional.one_hot(seqs, K).double()  # [N, L, K]
+    table = torch.log(torch.einsum("zn,nlk->zlk", w, onehot) / w.sum(-1)[:, None, None])  # [K^L, L, K]
+    place = K ** torch.arange(L - 1, -1, -1)
 
     def apply(params, zt, t):
-        consistent = ((zt[:, None, :] == mask_id) | (zt[:, None, :] == seqs[None])).all(-1)  # [B, N]
-        w = consistent * p  # [B, N]
-        onehot = torch.nn.functional.one_hot(seqs, K).double()  # [N, L, K]
-        post = torch.einsum("bn,nlk->blk", w, onehot) / w.sum(-1)[:, None, None]
-        return torch.log(post)
+        return table[(zt * place).sum(-1)]
 
     return apply
 
@@ -40,7 +43,7 @@ def exact_bound(T, seqs, p, apply, mask_id=3):
     """E_{x0~p} L_vb(x0) in nats with every expectation exact: x0 weighted by p, every t, and every
     mask pattern of z_t weighted by its probability (u = +1 masks a token, u = -1 keeps it)."""
     N, L = seqs.shape
-    cfg = d3pm.D3PMConfig(T=T, mask_id=mask_id)
+    cfg = d3pm.D3PMConfig(T=T, process=Absorbing(n_symbols=mask_id))
     patterns = torch.tensor([[(m >> i) & 1 for i in range(L)] for m in range(2**L)])  # [P, L]
     alpha_bar = alpha_bars_from_betas(d3pm_absorbing_betas(T))
     total = 0.0

@@ -5,8 +5,6 @@ it would have seen, and the data position to checkpoint is the step itself. Only
 read, so ``data`` can be a memmap far larger than RAM.
 """
 
-from collections.abc import Iterator
-
 import numpy as np
 import torch
 
@@ -33,14 +31,12 @@ def eval_chunks(data: np.ndarray, seq_len: int) -> tuple[int, int]:
     return divmod(len(data), seq_len)
 
 
-def eval_batches(data: np.ndarray, seq_len: int, batch_size: int) -> Iterator[torch.Tensor]:
-    """LongTensor[b, seq_len] batches of contiguous, non-overlapping chunks, in order.
+def canonical_chunks(data: np.ndarray, seq_len: int, max_chunks: int | None = None) -> torch.Tensor:
+    """LongTensor[n, seq_len]: the split's contiguous, non-overlapping chunks, in order.
 
-    Chunk i is ``data[i * seq_len : (i + 1) * seq_len]``; the last batch may hold fewer than
-    ``batch_size`` chunks, and the remainder from ``eval_chunks`` is left out.
+    Chunk i is ``data[i * seq_len : (i + 1) * seq_len]``; only the first ``max_chunks`` are read
+    (all by default), and the remainder from ``eval_chunks`` is left out.
     """
-    n_chunks, _ = eval_chunks(data, seq_len)
-    for first in range(0, n_chunks, batch_size):
-        b = min(batch_size, n_chunks - first)
-        x = np.asarray(data[first * seq_len:(first + b) * seq_len]).reshape(b, seq_len)
-        yield torch.from_numpy(x.astype(np.int64))
+    n, _ = eval_chunks(data, seq_len)
+    n = n if max_chunks is None else min(n, max_chunks)
+    return torch.from_numpy(np.asarray(data[: n * seq_len]).astype(np.int64)).view(n, seq_len)

@@ -164,37 +164,3 @@ def unflatten(flat: dict) -> dict:
             node = node.setdefault(p, {})
         node[leaf] = v
     return out
-
-
-def load_model(path: Path, *, ema: bool = True, device: torch.device | str = "cpu"):
-    """(model in eval mode, its params, Config) from a run directory, its ``checkpoints/`` directory,
-    one step directory, or a nanoDD ``ckpt.pt``.  The model holds the EMA weights unless ``ema=False``."""
-    from nanodd.config import from_dict
-    from nanodd.functional import params_of
-    from nanodd.model import DiT
-
-    path = Path(path)
-    if path.is_file():
-        from nanodd.shell import nanodd_ckpt
-
-        model, params, cfg, _ = nanodd_ckpt.load(path, ema=ema, device=device)
-        return model, params, cfg
-    step = None
-    if path.name.isdigit() and path.parent.is_dir():
-        path, step = path.parent, int(path.name)
-    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not directory.is_dir():
-        raise CheckpointError(f"{path}: not found (expected a run directory, its checkpoints/ directory, "
-                              "a step directory, or a nanoDD ckpt.pt)")
-    ckpts = Checkpoints(directory, is_main=False)
-    if step is not None:
-        restored = ckpts.restore(step)
-    elif (restored := ckpts.restore_latest_good()) is None:
-        raise CheckpointError(f"{directory}: no complete checkpoint found")
-    arrays, meta = restored
-    cfg = from_dict(meta["config"])
-    model = DiT(cfg.model).to(device).eval()
-    model.load_state_dict(arrays["params"])  # the saved config built this DiT, so the shapes agree
-    if ema:
-        model.load_state_dict(arrays["ema"], strict=False)  # EMA covers the parameters, not the buffers
-    return model, params_of(model), cfg

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from nanodd.config import Config, DataConfig
-from nanodd.methods.d3pm import D3PMConfig
+from nanodd.config import Config, DataConfig, network_config
+from nanodd.methods import METHODS
 from nanodd.model import DiT, DiTConfig
+from nanodd.processes.absorbing import Absorbing
 from nanodd.shell.checkpoint import CheckpointError
 
 MODEL_ARGS = ("vocab_size", "n_embed", "n_heads", "n_blocks", "n_cond", "dropout", "T", "lambda_ce")
@@ -42,12 +43,12 @@ def read(path: Path) -> dict:
 
 
 def config_of(ckpt: dict) -> Config:
-    """Our Config for a nanoDD checkpoint's model_args / training_args."""
+    """Our Config for a nanoDD checkpoint's model_args / training_args: nanoDD's D3PMAbsorbing is our
+    registered method "d3pm" on the absorbing process over its vocab_size data symbols."""
     a, t = ckpt["model_args"], ckpt.get("training_args", {})
-    K = a["vocab_size"] + 1
-    return Config(model=DiTConfig(vocab_size=K, d_model=a["n_embed"], n_heads=a["n_heads"], n_blocks=a["n_blocks"],
+    return Config(model=DiTConfig(d_model=a["n_embed"], n_heads=a["n_heads"], n_blocks=a["n_blocks"],
                                   cond_dim=a["n_cond"], dropout=a["dropout"]),
-                  method=D3PMConfig(T=a["T"], hybrid_coeff=a["lambda_ce"], mask_id=K - 1),
+                  method=METHODS["d3pm"].Config(T=a["T"], hybrid_coeff=a["lambda_ce"], process=Absorbing(a["vocab_size"])),
                   data=DataConfig(source="text8", seq_len=t.get("seq_len", 256)))
 
 
@@ -68,9 +69,10 @@ def load(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") ->
     """(model in eval mode with the chosen weights, its params, Config, nanoDD's checkpoint dict)."""
     ckpt = read(path)
     cfg = config_of(ckpt)
-    model = DiT(cfg.model)
+    net_cfg = network_config(cfg)
+    model = DiT(net_cfg)
     try:
-        model.load_state_dict(dit_state(ckpt, ema=ema, cfg=cfg.model))
+        model.load_state_dict(dit_state(ckpt, ema=ema, cfg=net_cfg))
     except RuntimeError as e:
         detail = " ".join(str(e).split())
         raise CheckpointError(f"{path}: weights do not fit the DiT its model_args describe: {detail[:400]}") from e

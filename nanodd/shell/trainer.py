@@ -2,9 +2,13 @@
 
 ``train(cfg)`` reads like a table of contents: set up devices and the process group, prepare the
 data, build the model / optimizer / EMA (or restore them), then repeat ``train_step`` with periodic
-validation, logging and checkpoints until max_iters or a stop signal.  The method's pure ``loss``
-is called through ``make_apply`` on the DDP wrapper (so DDP's gradient all-reduce runs) and never
-branched on: the method module is looked up from the config's type.
+validation, logging and checkpoints until max_iters or a stop signal.
+
+The shell is handed its objective and never branches on a method: by default the loss and noise of
+the config's method (looked up in the registry), or any ``loss(apply, params, x0, noise) -> (scalar,
+aux)`` research code passes to ``train(cfg, loss=..., noise=...)``.  The loss sees the model's own
+parameter names in every mode (eager, compiled, DDP): ``make_apply(model, wrapper)`` renames them
+for the DDP / compiled wrapper it runs, so DDP's gradient all-reduce still happens.
 
 Every random draw of step ``k`` (crop offsets, diffusion times and masks, dropout) is keyed by
 (seed, rank, k), so the run's future depends only on the step number and the saved arrays: a
@@ -18,7 +22,9 @@ import signal
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,13 +34,20 @@ from torch.nn.parallel import DistributedDataParallel
 from nanodd import config as config_lib
 from nanodd.config import Config, TrainConfig
 from nanodd import evaluate as ev
-from nanodd.data import VOCAB, DataError, eval_chunks, load_split, prepare, train_batch
-from nanodd.functional import make_apply, params_of
-from nanodd.methods import module_for
+from nanodd.data import VOCAB, DataError, canonical_chunks, eval_chunks, load_split, prepare, train_batch
+from nanodd.functional import Apply, Params, make_apply, params_of
+from nanodd.methods import method_of
 from nanodd.model import DiT
+from nanodd.protocols import Aux, Noise, Slot
 from nanodd.shell import dist
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 from nanodd.shell.log import Log, duration
+
+
+Loss = Callable[[Apply, Params, torch.Tensor, Noise], tuple[torch.Tensor, Aux]]
+"""loss(apply, params, x0, noise) -> (scalar, aux with 'bpt'): what the shell minimises."""
+NoiseFn = Callable[[torch.Generator, torch.Tensor, Slot], Noise]
+"""noise(gen, x0, slot) -> every random draw of one loss evaluation."""
 
 
 class StopTraining(Exception):
@@ -91,13 +104,16 @@ class State:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, runtime: dist.Runtime, log: Log):
+    def __init__(self, cfg: Config, runtime: dist.Runtime, log: Log, loss: Loss | None = None,
+                 noise: NoiseFn | None = None):
         self.cfg, self.runtime, self.log = cfg, runtime, log
-        tc = cfg.train
-        self.method = module_for(cfg.method)
-        self.train_data, self.val_data = load_data(cfg, runtime)
+        tc, method = cfg.train, method_of(cfg.method)
+        self.loss = loss or partial(method.loss, cfg=cfg.method)
+        self.noise = noise or (lambda gen, x0, slot: method.noise(gen, x0, cfg.method, slot))
+        self.bound = method.bound(cfg.method)  # what validation reports, whatever the loss
+        self.train_data, self.val_data = load_data(cfg, runtime, method.diffusion(cfg.method).process.n_symbols)
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
-        model = DiT(cfg.model).to(runtime.device)
+        model = DiT(config_lib.network_config(cfg)).to(runtime.device)
         self.state = State(model, build_optimizer(model, tc, runtime.device),
                            {k: v.detach().clone() for k, v in params_of(model).items()})
         if tc.compile:
@@ -105,7 +121,7 @@ class Trainer:
         net = torch.compile(model) if tc.compile else model
         if runtime.distributed:
             net = DistributedDataParallel(net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
-        self.net, self.apply = net, make_apply(net)  # params_of(net) carry DDP's 'module.' prefix
+        self.net, self.apply = net, make_apply(model, net)  # takes model's names, runs the wrapper
         self.amp = dist.autocast_dtype(tc.dtype, runtime.device)
         self.stop_requested = False
 
@@ -118,14 +134,15 @@ class Trainer:
         x0 = train_batch(self.train_data, index, batch_size=tc.batch_size, seq_len=self.cfg.data.seq_len,
                          seed=tc.seed, rank=rank).to(dev, non_blocking=True)
         gen = torch.Generator(dev).manual_seed(key(tc.seed, rank, index))
-        return x0, self.method.loss_noise(gen, x0, self.cfg.method)
+        slot = Slot(rank * tc.grad_accum + micro, self.runtime.world_size * tc.grad_accum)
+        return x0, self.noise(gen, x0, slot)
 
     def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Accumulate grad_accum micro-batches, clip, AdamW, EMA.  Returns the micro-batch mean of
         (loss, aux) as device tensors (no host sync)."""
         tc, st = self.cfg.train, self.state
         torch.manual_seed(key(tc.seed, self.runtime.rank, st.step, 1))  # dropout masks of this step
-        params = params_of(self.net)
+        params = params_of(st.model)
         self.net.train()
         mean: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
@@ -134,7 +151,9 @@ class Trainer:
             sync = nullcontext() if (last or not self.runtime.distributed) else self.net.no_sync()
             with sync:
                 with dist.autocast(self.runtime.device, self.amp):
-                    loss, aux = self.method.loss(self.apply, params, x0, noise, cfg=self.cfg.method)
+                    loss, aux = self.loss(self.apply, params, x0, noise)
+                if "bpt" not in aux:
+                    raise TypeError(f"the loss's aux must carry 'bpt' (its bound in bits per token), got {sorted(aux)}")
                 (loss / tc.grad_accum).backward()
             for k, v in {"loss": loss, **aux}.items():
                 mean[k] = mean.get(k, 0) + v.detach() / tc.grad_accum
@@ -153,18 +172,16 @@ class Trainer:
     # --- validation --------------------------------------------------------------------------
     @torch.no_grad()
     def validate(self) -> float:
-        """The model's T-step bound L_T in bits per character (``nanodd.evaluate``, stratified t) on the
+        """The method's own bound in bits per character (``nanodd.evaluate``, stratified t) on the
         first eval_batches x batch_size canonical val chunks, EMA weights, a fixed seed so successive
         validations are comparable; chunks are split across ranks and the sums all-reduced."""
         tc, rt, st, L = self.cfg.train, self.runtime, self.state, self.cfg.data.seq_len
-        n = min(eval_chunks(self.val_data, L)[0], tc.eval_batches * tc.batch_size)
-        chunks = torch.from_numpy(self.val_data[: n * L].astype(np.int64)).view(n, L)[rt.rank :: rt.world_size]
+        chunks = canonical_chunks(self.val_data, L, tc.eval_batches * tc.batch_size)[rt.rank :: rt.world_size]
         st.model.eval()
         with dist.autocast(rt.device, self.amp):
-            estimate = ev.stratified(make_apply(st.model), st.ema if tc.ema_decay > 0 else params_of(st.model),
-                                     chunks.to(rt.device), bound=ev.Bound(self.method.SCHEDULE, self.cfg.method.T),
+            estimate = ev.stratified(self.bound, make_apply(st.model), st.ema if tc.ema_decay > 0 else params_of(st.model),
+                                     chunks.to(rt.device),
                                      generator=torch.Generator(rt.device).manual_seed(key(tc.seed, rt.rank, 2**31)),
-                                     mask_id=self.cfg.method.mask_id, time_input=self.method.network_time(self.cfg.method),
                                      batch_size=tc.batch_size)
         total = torch.tensor([float(estimate.per_chunk.sum()), len(chunks)], device=rt.device, dtype=torch.float64)
         if rt.distributed:
@@ -215,7 +232,7 @@ class Trainer:
         record = {"step": st.step, "loss": float(losses.mean()), **mean, "lr": lr_at(st.step - 1, tc),
                   "tokens_per_s": tokens / seconds_per_step}
         self.log.metrics(record | {"losses": losses.tolist()})
-        self.log.say(f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | bound {mean['bound_bpt']:.3f} "
+        self.log.say(f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | bound {mean['bpt']:.3f} "
                      f"bits/char | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:.1f}k tok/s | "
                      f"ETA {duration((tc.max_iters - st.step) * seconds_per_step)}")
         return record
@@ -225,8 +242,9 @@ class Trainer:
                 "world_size": self.runtime.world_size}
 
 
-def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarray]:
-    """Prepare the corpus once per node (local rank 0; the others wait), then memory-map train and val."""
+def load_data(cfg: Config, runtime: dist.Runtime, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
+    """Prepare the corpus once per node (local rank 0; the others wait), then memory-map train and val.
+    ``n_symbols`` is what the method's process expects the data to hold."""
     data_dir = Path(cfg.data.data_dir) if cfg.data.data_dir else None
     first = runtime.local_rank == 0
     if first:
@@ -235,9 +253,9 @@ def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarra
         torch.distributed.barrier()
     if not first:
         root = prepare(cfg.data.source, data_dir, seq_len=cfg.data.seq_len, progress=False)
-    if cfg.model.vocab_size != len(VOCAB) + 1:
-        raise ValueError(f"--model.vocab-size must be {len(VOCAB) + 1} (27 text8 symbols + mask), "
-                         f"got {cfg.model.vocab_size}")
+    if n_symbols != len(VOCAB):
+        raise ValueError(f"the data has {len(VOCAB)} symbols (the text8 alphabet) but the method's process "
+                         f"expects {n_symbols} (--method.process.n-symbols)")
     train_data, val_data = load_split(root, "train"), load_split(root, "val")
     n_val, _ = eval_chunks(val_data, cfg.data.seq_len)
     if len(train_data) <= cfg.data.seq_len or n_val < runtime.world_size:
@@ -247,13 +265,19 @@ def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarra
     return train_data, val_data
 
 
-def train(cfg: Config) -> dict:
-    """Run (or resume) training as configured; returns the last logged metrics."""
+def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -> dict:
+    """Run (or resume) training as configured; returns the last logged metrics.
+
+    ``loss`` (default: the config's method's) is any ``loss(apply, params, x0, noise) -> (scalar,
+    aux)`` with ``aux["bpt"]``, e.g. a weighted sum of two methods' losses plus a regulariser; its
+    ``noise(gen, x0, slot)`` defaults to the config's method's.  Validation always reports the
+    config's method's bound.
+    """
     config_lib.validate(cfg)
     runtime = dist.setup(cfg.train.device)
     log = Log(Path(cfg.train.out_dir), runtime.is_main)
     try:
-        trainer = Trainer(cfg, runtime, log)
+        trainer = Trainer(cfg, runtime, log, loss, noise)
         ckpts = Checkpoints(Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints,
                             is_main=runtime.is_main)
         resume(trainer, ckpts, log)

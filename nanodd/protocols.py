@@ -1,0 +1,148 @@
+r"""The seam: three axes behind typed protocols, and the small records they hand each other.
+
+A discrete diffusion model is three independent choices, each a small package:
+
+- a **process** (``nanodd.processes``): how data is corrupted, q(z_t | x0) = Cat(alpha_t onehot(x0) +
+  (1 - alpha_t) pi), its posterior q(z_s | z_t, x0), and the *output parameterisation* that turns the
+  network's logits into log p(x0 | z_t) for that process.  The network itself knows no process.
+- a **method** (``nanodd.methods``): an objective.  ``noise(gen, x0, cfg, slot)`` draws every random
+  number one loss evaluation needs; ``loss(apply, params, x0, noise, *, cfg) -> (scalar, aux)`` is a
+  pure function of them (same inputs, same output), so it can be differentiated with
+  ``torch.func.grad``, vmapped over t and compiled.  ``aux`` always carries ``bpt``, the
+  single-sample estimate of the method's bound in bits per token.  ``diffusion(cfg)`` says which
+  process, schedule and time grid the trained network belongs to (what samplers need), and
+  ``bound(cfg)`` is the integrand of the method's own likelihood bound (what evaluation needs).
+- a **sampler** (``nanodd.samplers``): a pure step plus a loop that draws its noise from an explicit
+  ``torch.Generator`` and returns the samples with the number of network calls it really made.
+
+``Diffusion`` ties a trained network to its forward process; ``Integrand`` is a bound written as
+E_{t ~ U(0, 1]} f(t), which every estimator in ``nanodd.evaluate`` accepts.  A test checks every
+registered process, method and sampler against these protocols.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple, Protocol, TypedDict, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from nanodd.functional import Apply, Params
+from nanodd.schedules import Schedule
+
+Noise = dict[str, Tensor]
+TimeInput = Callable[[Tensor], Tensor]
+"""Continuous t in [0, 1] -> what the network is fed as time (D3PM: the step t T)."""
+OnStep = Callable[[float, Tensor], None]
+"""on_step(s, z_s): every intermediate state of a sampler (live views, trajectories)."""
+
+
+class Aux(TypedDict):
+    """What every loss returns beside its scalar; methods extend it with their own terms."""
+
+    bpt: Tensor
+    """The single-sample estimate of the method's bound, bits per token (a 0-d tensor)."""
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a micro-batch sits in one optimizer step's global batch: ``index`` of ``count``
+    (rank * grad_accum + micro, of world_size * grad_accum).  Stratified times use it, so the strata
+    of every rank and accumulation step tile (0, 1] exactly once per optimizer step."""
+
+    index: int = 0
+    count: int = 1
+
+
+@runtime_checkable
+class Process(Protocol):
+    """A forward process over ``n_symbols`` data symbols; the network sees ``K`` ids.
+
+    Every random draw arrives as uniforms ``u ~ U[0, 1)`` of the tokens' shape; ``alpha_t`` and
+    ``alpha_s`` (s < t, so alpha_s >= alpha_t) broadcast against the tokens.
+    """
+
+    n_symbols: int
+
+    @property
+    def K(self) -> int: ...
+
+    def prior_sample(self, u: Tensor) -> Tensor:
+        """z_1 from the prior, [B, L] long."""
+
+    def corrupt(self, x0: Tensor, alpha_t: Tensor, u: Tensor) -> Tensor:
+        """z_t ~ q(z_t | x0)."""
+
+    def marginal_probs(self, x0: Tensor, alpha_t: Tensor) -> Tensor:
+        """q(z_t | x0) as probabilities, [..., K] float64."""
+
+    def posterior_probs(self, zt: Tensor, x0: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
+        """q(z_s | z_t, x0) as probabilities, [..., K] float64."""
+
+    def posterior_sample(self, zt: Tensor, x0: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor) -> Tensor:
+        """z_s ~ q(z_s | z_t, x0)."""
+
+    def moves(self, zt: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor) -> Tensor:
+        """Which tokens the step t -> s with uniforms u may change, whatever x0 is: bool [B, L].
+        A sampler skips the network call of a step in which none may."""
+
+    def log_p_x0(self, logits: Tensor, zt: Tensor) -> Tensor:
+        """The output parameterisation: network logits [B, L, K] -> log p(x0 | z_t), [B, L, K] fp32."""
+
+
+@dataclass(frozen=True)
+class Diffusion:
+    """What a trained network needs beside its weights: its process, schedule and time grid."""
+
+    process: Process
+    schedule: Schedule
+    T: int | None
+    """Number of discrete steps the network was trained on (D3PM), or None for continuous time."""
+    time_input: TimeInput
+
+
+@runtime_checkable
+class Integrand(Protocol):
+    """A likelihood bound written as  L(x0) = E_{t ~ U(0, 1]} E_noise f(x0, t, noise)  (nats per
+    sequence).  ``T`` is its discrete grid (None: continuous time); estimators that need another
+    grid make one with ``dataclasses.replace(integrand, T=...)``."""
+
+    T: int | None
+
+    def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
+        """The random draws of one evaluation of f per sequence of x0."""
+
+    def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
+        """f per sequence, nats [B], for x0 [B, L] and t [B] in (0, 1] float64."""
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A method module (``nanodd/methods/<name>.py``): its config class and four functions."""
+
+    Config: type
+
+    def diffusion(self, cfg: Any) -> Diffusion: ...
+
+    def noise(self, gen: torch.Generator, x0: Tensor, cfg: Any, slot: Slot = Slot()) -> Noise: ...
+
+    def loss(self, apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: Any) -> tuple[Tensor, Aux]: ...
+
+    def bound(self, cfg: Any) -> Integrand: ...
+
+
+class Samples(NamedTuple):
+    x: Tensor
+    """The samples, [B, L] long."""
+    nfe: int
+    """Network function evaluations actually made."""
+
+
+@runtime_checkable
+class Sampler(Protocol):
+    """A sampler module (``nanodd/samplers/<name>.py``)."""
+
+    def sample(self, apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
+               generator: torch.Generator, steps: int | None = None, transform: Callable[[Tensor], Tensor] = ...,
+               on_step: OnStep | None = None) -> Samples: ...
