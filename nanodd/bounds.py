@@ -82,20 +82,29 @@ class MaskedBound:
 
     ``time_input`` maps t (on the bound's grid) to what the network was trained on: t T for D3PM (the
     integer step k when the bound's T is the model's), the identity for a continuous-time model.
+    ``at_least_one_mask`` draws z_t conditioned on a mask (see "t -> 0" above); False draws it plainly
+    from q, as the papers' training losses do (unbiased as well, but with a variance that diverges
+    logarithmically as t -> 0).
     """
 
     process: Absorbing
     schedule: Schedule = Linear()
     T: int | None = None
     time_input: TimeInput = identity_time
+    at_least_one_mask: bool = True
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
-        """u [B, L] orders the positions, v [B] draws how many are masked (``corrupt_some``)."""
+        """u [B, L] decides the masks; v [B] draws how many there are (``corrupt_some``)."""
         return {"u": sampling.uniforms(gen, x0.shape), "v": sampling.uniforms(gen, x0.shape[:1])}
 
     def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
-        """w(t) * NLL(z_t) * P(some mask) per sequence, nats [B]: an unbiased single-(t, z_t) estimate of (1)."""
+        """w(t) * NLL(z_t) (* P(some mask)) per sequence, nats [B]: an unbiased single-(t, z_t) estimate of (1)."""
         t_k, alpha_t, w = masked_weight(self.schedule, self.T, t)
-        zt, p_some = corrupt_some(self.process, x0, alpha_t, noise["u"], noise["v"])
+        if self.at_least_one_mask:
+            zt, p_some = corrupt_some(self.process, x0, alpha_t, noise["u"], noise["v"])
+            w = w * p_some
+        else:
+            zt = self.process.corrupt(x0, alpha_t[:, None].to(noise["u"].dtype), noise["u"])
         log_p = self.process.log_p_x0(apply(params, zt, self.time_input(t_k).float()), zt)
-        return w * p_some * masked_nll(log_p, x0)
+        nll = masked_nll(log_p, x0)
+        return w.to(nll.dtype) * nll

@@ -22,8 +22,9 @@ registered process, method and sampler against these protocols.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Protocol, TypedDict, runtime_checkable
+from typing import Any, Callable, NamedTuple, Protocol, TypedDict
 
 import torch
 from torch import Tensor
@@ -55,7 +56,6 @@ class Slot:
     count: int = 1
 
 
-@runtime_checkable
 class Process(Protocol):
     """A forward process over ``n_symbols`` data symbols; the network sees ``K`` ids.
 
@@ -102,7 +102,6 @@ class Diffusion:
     time_input: TimeInput
 
 
-@runtime_checkable
 class Integrand(Protocol):
     """A likelihood bound written as  L(x0) = E_{t ~ U(0, 1]} E_noise f(x0, t, noise)  (nats per
     sequence).  ``T`` is its discrete grid (None: continuous time); estimators that need another
@@ -117,7 +116,6 @@ class Integrand(Protocol):
         """f per sequence, nats [B], for x0 [B, L] and t [B] in (0, 1] float64."""
 
 
-@runtime_checkable
 class Method(Protocol):
     """A method module (``nanodd/methods/<name>.py``): its config class and four functions."""
 
@@ -139,10 +137,26 @@ class Samples(NamedTuple):
     """Network function evaluations actually made."""
 
 
-@runtime_checkable
 class Sampler(Protocol):
     """A sampler module (``nanodd/samplers/<name>.py``)."""
 
     def sample(self, apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
                generator: torch.Generator, steps: int | None = None, transform: Callable[[Tensor], Tensor] = ...,
                on_step: OnStep | None = None) -> Samples: ...
+
+
+def mismatches(obj: Any, protocol: type) -> list[str]:
+    """What ``obj`` lacks to satisfy ``protocol``: each missing attribute, and each function whose
+    parameters (names, kinds, order) differ from the protocol's.  Empty when it conforms."""
+    declared = vars(protocol)
+    names = dict.fromkeys([*getattr(protocol, "__annotations__", {}), *declared])
+    problems = []
+    for name in (n for n in names if not n.startswith("_") or n == "__call__"):
+        if not hasattr(obj, name):
+            problems.append(f"no {name!r}")
+        elif inspect.isfunction(declared.get(name)):
+            want = [(p.name, p.kind) for p in inspect.signature(declared[name]).parameters.values()][1:]  # no self
+            have = [(p.name, p.kind) for p in inspect.signature(getattr(obj, name)).parameters.values()]
+            if have != want:
+                problems.append(f"{name}{tuple(n for n, _ in have)} should take {tuple(n for n, _ in want)}")
+    return problems

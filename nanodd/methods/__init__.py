@@ -12,7 +12,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from nanodd.methods import d3pm, mdlm
-from nanodd.protocols import Method
+from nanodd.protocols import Method, mismatches
 
 METHODS: dict[str, ModuleType] = {}
 """name -> method module, in registration order (the name is the CLI's ``method:<name>``)."""
@@ -20,9 +20,9 @@ METHODS: dict[str, ModuleType] = {}
 
 def register(name: str, method: ModuleType) -> None:
     """Add a method module under ``name``; refuse one that does not satisfy the Method protocol."""
-    if not isinstance(method, Method):
-        missing = [a for a in ("Config", "diffusion", "noise", "loss", "bound") if not hasattr(method, a)]
-        raise TypeError(f"method {name!r} ({method.__name__}) lacks {missing}: see nanodd.protocols.Method")
+    if problems := mismatches(method, Method):
+        raise TypeError(f"method {name!r} ({method.__name__}) does not satisfy nanodd.protocols.Method: "
+                        + "; ".join(problems))
     METHODS[name] = method
 
 

@@ -23,7 +23,10 @@ for the linear schedule).
 
 Training: one t per sequence, stratified over the *global* batch (``antithetic``: every rank and
 accumulation micro-step owns its strata, ``sampling.stratified_times``), z_t ~ q, and the loss is
-w(t) * masked CE / L, the single-sample bound estimate itself, in nats per token.  The network is
+w(t) * masked CE / L, the single-sample bound estimate itself, in nats per token.  By default z_t is
+drawn given at least one mask and the term weighted by that event's probability 1 - alpha_t^L
+(``nanodd.bounds``): the same expectation, but a finite variance where the plain draw's diverges
+(w ~ 1/t while a mask has probability ~ L t).  The network is
 fed t itself, or nothing with ``--model.no-time-conditioning`` (a time-agnostic denoiser, as the
 exact one is).  Sampling is ancestral on any grid (``nanodd.samplers.ancestral``).
 """
@@ -37,9 +40,9 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
-from nanodd.bounds import MaskedBound, identity_time, masked_weight
+from nanodd.bounds import MaskedBound, identity_time
 from nanodd.functional import Apply, Params
-from nanodd.processes.absorbing import Absorbing, masked_nll
+from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Aux, Diffusion, Noise, Slot
 from nanodd.schedules import LogLinear, Schedule
 
@@ -54,6 +57,9 @@ class MDLMConfig:
     """None: the continuous-time NELBO.  An integer: the T-step bound through the same weight."""
     antithetic: bool = True
     """Stratify t over the global batch (every rank and micro-step gets its own strata); False: iid t."""
+    at_least_one_mask: bool = True
+    """Draw z_t given at least one mask, times its probability (unbiased, finite variance as t -> 0);
+    False: the papers' plain draw, whose variance diverges logarithmically there."""
     process: Absorbing = field(default_factory=Absorbing)
     """The absorbing process: its data symbols (the mask is one more id)."""
 
@@ -65,44 +71,26 @@ class MDLMConfig:
 Config = MDLMConfig
 
 
-class MDLMAux(Aux):
-    ce: Tensor
-    """The unweighted masked cross-entropy per token, nats."""
-
-
 def diffusion(cfg: MDLMConfig) -> Diffusion:
     """The network is fed t in [0, 1]."""
     return Diffusion(cfg.process, cfg.schedule, cfg.T, identity_time)
 
 
-def noise(gen: torch.Generator, x0: Tensor, cfg: MDLMConfig, slot: Slot = Slot()) -> Noise:
-    """t [B] in (0, 1] float64 (stratified over the global batch, or iid), u [B, L] for the masks."""
-    B, L = x0.shape
-    t = sampling.stratified_times(gen, B, slot) if cfg.antithetic else 1 - sampling.uniforms(gen, (B,)).double()
-    return {"t": t, "u": sampling.uniforms(gen, (B, L))}
-
-
-def nelbo_terms(apply: Apply, params: Params, x0: Tensor, t: Tensor, u: Tensor, *, cfg: MDLMConfig
-                ) -> tuple[Tensor, Tensor]:
-    """(w(t) * masked NLL, masked NLL) per sequence in nats, each [B], for x0 [B, L], t [B] in (0, 1]
-    float64 and u [B, L]: an unbiased single-sample estimate of the NELBO of each x0, and its CE."""
-    t_k, alpha_t, w = masked_weight(cfg.schedule, cfg.T, t)
-    zt = cfg.process.corrupt(x0, alpha_t[:, None].to(u.dtype), u)
-    nll = masked_nll(cfg.process.log_p_x0(apply(params, zt, t_k.float()), zt), x0)
-    return w.to(nll.dtype) * nll, nll
-
-
-def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: MDLMConfig) -> tuple[Tensor, MDLMAux]:
-    """The NELBO estimate averaged over the batch, nats per token.
-
-    aux: ``bpt`` (the same estimate in bits per token) and ``ce`` (the unweighted masked
-    cross-entropy, nats per token, as D3PM's).
-    """
-    nelbo, nll = nelbo_terms(apply, params, x0, noise["t"], noise["u"], cfg=cfg)
-    L = x0.shape[1]
-    return nelbo.mean() / L, MDLMAux(bpt=nelbo.mean() / (L * math.log(2)), ce=nll.mean() / L)
-
-
 def bound(cfg: MDLMConfig) -> MaskedBound:
     """The NELBO as an integrand over t (L_inf, or L_T when ``cfg.T`` is set)."""
-    return MaskedBound(cfg.process, cfg.schedule, cfg.T, identity_time)
+    return MaskedBound(cfg.process, cfg.schedule, cfg.T, identity_time, cfg.at_least_one_mask)
+
+
+def noise(gen: torch.Generator, x0: Tensor, cfg: MDLMConfig, slot: Slot = Slot()) -> Noise:
+    """t [B] in (0, 1] float64 (stratified over the global batch, or iid) and the integrand's z_t draws."""
+    B = x0.shape[0]
+    t = sampling.stratified_times(gen, B, slot) if cfg.antithetic else 1 - sampling.uniforms(gen, (B,)).double()
+    return {"t": t, **bound(cfg).noise(gen, x0)}
+
+
+def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: MDLMConfig) -> tuple[Tensor, Aux]:
+    """The NELBO estimate w(t) * masked CE, averaged over the batch, in nats per token; aux ``bpt`` is
+    the same in bits per token.  Per sequence it is ``bound(cfg)``, the integrand evaluation uses."""
+    nelbo = bound(cfg)(apply, params, x0, noise["t"], noise)  # [B] nats
+    per_token = nelbo.mean() / x0.shape[1]
+    return per_token, Aux(bpt=per_token / math.log(2))
