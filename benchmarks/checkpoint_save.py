@@ -29,7 +29,7 @@ class Args:
 
 
 def main(args: Args) -> None:
-    model = DiT(DiTConfig(d_model=args.d_model, n_blocks=args.n_blocks))
+    model = DiT(DiTConfig(vocab_size=28, d_model=args.d_model, n_blocks=args.n_blocks))
     params = {k: v.detach() for k, v in params_of(model).items()}
     state = {"params": dict(model.state_dict()), "ema": params,
              "opt": {f"{i}.{m}": torch.randn_like(v) for i, v in enumerate(params.values()) for m in ("exp_avg", "exp_avg_sq")}}

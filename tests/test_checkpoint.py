@@ -18,7 +18,6 @@ from nanodd.shell import nanodd_ckpt
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 from nanodd.shell.drivers import load_checkpoint
 
-from test_train import WORDS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,13 +92,6 @@ def test_missing_or_partial_checkpoint_directories_are_clear_errors(tmp_path):
 
 
 # ---- training runs in subprocesses: kill -9 and SIGTERM ---------------------------------------
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    g = torch.Generator().manual_seed(1)
-    path = tmp_path_factory.mktemp("corpus") / "words.txt"
-    path.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (6000,), generator=g)))
-    return path
 
 
 def train_cmd(corpus, out, *extra):

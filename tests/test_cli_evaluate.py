@@ -3,18 +3,17 @@
 import json
 
 import pytest
-import torch
 
 from nanodd.data import prepare
 from test_checkpoint import nanodd_file, random_dit
-from test_train import WORDS, run_cli
+from conftest import words_text
+from test_train import run_cli
 
 
 @pytest.fixture
 def setup(tmp_path):
-    g = torch.Generator().manual_seed(2)
     corpus = tmp_path / "words.txt"
-    corpus.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (4000,), generator=g)))
+    corpus.write_text(words_text(4000, seed=2))
     prepare(str(corpus), tmp_path / "data", seq_len=32, progress=False)
     ckpt = nanodd_file(tmp_path, random_dit(0), random_dit(1), training_args={"seq_len": 32})
     return ckpt, ["--eval.data-source", str(corpus), "--eval.data-dir", str(tmp_path / "data"),

@@ -17,14 +17,13 @@ from nanodd.functional import make_apply, params_of
 from nanodd.methods import METHODS, d3pm, mdlm, register
 from nanodd.model import DiT, DiTConfig
 from nanodd.processes import PROCESSES
-from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Integrand, Method, Process, Sampler, Slot, mismatches
 from nanodd.samplers import SAMPLERS
 from nanodd.shell import dist
 from nanodd.shell.drivers import generate, load_checkpoint
 from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer, train
-from test_train import WORDS, free_port
+from test_train import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,14 +52,6 @@ def test_registering_a_method_that_breaks_the_protocol_names_the_problem():
     with pytest.raises(TypeError, match=r"loss\('apply', 'params', 'x0'\) should take .*; no 'bound'"):
         register("broken", Broken)
     assert "broken" not in METHODS
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    g = torch.Generator().manual_seed(3)
-    path = tmp_path_factory.mktemp("corpus") / "words.txt"
-    path.write_text(" ".join(WORDS[i] for i in torch.randint(0, len(WORDS), (6000,), generator=g)))
-    return path
 
 
 def tiny(corpus, out_dir, method, **train):

@@ -19,20 +19,6 @@ from nanodd.shell import dist
 from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer, lr_at, train
 
-WORDS = ("the quick brown fox jumps over the lazy dog while seven wizards quietly hex a jovial "
-         "sphinx of black quartz and the dog sleeps near the river bank every day").split()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A small English-like text file: words from a fixed list in a fixed random order."""
-    g = torch.Generator().manual_seed(0)
-    words = [WORDS[i] for i in torch.randint(0, len(WORDS), (6000,), generator=g)]
-    path = tmp_path_factory.mktemp("corpus") / "words.txt"
-    path.write_text(" ".join(words))
-    return path
-
-
 def tiny(corpus, out_dir, **train):
     defaults = dict(batch_size=8, grad_accum=1, max_iters=4, lr=3e-3, warmup_iters=2, eval_interval=1000,
                     eval_batches=2, log_interval=2, ema_decay=0.9, dtype="fp32", device="cpu", out_dir=str(out_dir))
@@ -162,6 +148,25 @@ def test_demo_then_sample_end_to_end(monkeypatch, capsys, corpus, tmp_path):
     assert '"word_in_vocab"' in err and '"bigram_entropy_data"' in err
     lines = (tmp_path / "s.txt").read_text().splitlines()
     assert len(lines) == 3 and all(len(s) == 32 and set(s) <= set(" abcdefghijklmnopqrstuvwxyz") for s in lines)
+
+
+def test_mdlm_demo_then_sample_and_evaluate_its_own_bound(monkeypatch, capsys, corpus, tmp_path):
+    out = tmp_path / "run"
+    common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"), "--train.out-dir", str(out)]
+    code, stdout, err = run_cli(monkeypatch, capsys, "demo", "mdlm-demo", *TINY_ARGS, *common, "--method.T", "50",
+                                "--sample.steps", "20", "--sample.no-live")
+    assert code == 0, err
+    assert "validation bound" in err and len(stdout.split("\n\n")) == 2
+    evaluate = ["evaluate", str(out), "--eval.max-chunks", "6", "--eval.device", "cpu"]
+    code, stdout, err = run_cli(monkeypatch, capsys, *evaluate)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["T"] == 50 and report["estimator"] == "stratified" and report["results"]["n_chunks"] == 6
+    code, stdout, err = run_cli(monkeypatch, capsys, *evaluate, "--eval.estimator", "continuous")
+    assert code == 0 and json.loads(stdout)["T"] is None, err
+    code, stdout, err = run_cli(monkeypatch, capsys, "train", "mdlm-demo", *TINY_ARGS, *common, "--train.resume",
+                                "--train.max-iters", "5", "method.schedule:cosine", "--method.T", "50")
+    assert code == 2 and "was trained with method" in err  # another schedule is another model
 
 
 @pytest.mark.parametrize("args, message", [
