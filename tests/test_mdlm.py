@@ -142,3 +142,16 @@ def test_vmap_over_times_equals_a_loop():
     with torch.no_grad():
         torch.testing.assert_close(torch.func.vmap(per_t)(ts), torch.stack([per_t(t) for t in ts]),
                                    rtol=1e-5, atol=1e-5)
+
+
+def test_compiled_loss_equals_eager():
+    model, cfg = tiny_dit(), mdlm.MDLMConfig(process=Absorbing(7))
+    apply, params = make_apply(model), params_of(model)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randint(0, 7, (4, 16), generator=g)
+    noise = mdlm.noise(g, x0, cfg)
+    fn = lambda ps, x, n: mdlm.loss(apply, ps, x, n, cfg=cfg)[0]  # noqa: E731
+    with torch.no_grad():
+        eager = fn(params, x0, noise)
+        compiled = torch.compile(fn, fullgraph=True)(params, x0, noise)
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
