@@ -59,8 +59,10 @@ class Slot:
 class Process(Protocol):
     """A forward process over ``n_symbols`` data symbols; the network sees ``K`` ids.
 
-    Every random draw arrives as uniforms ``u ~ U[0, 1)`` of the tokens' shape; ``alpha_t`` and
-    ``alpha_s`` (s < t, so alpha_s >= alpha_t) broadcast against the tokens.
+    Each process mixes tokens towards a prior pi, q(z_t | x0) = alpha_t onehot(x0) + (1 - alpha_t) pi;
+    its general formulas are ``nanodd.processes.mixing``.  Every random draw arrives as uniforms
+    ``u ~ U[0, 1)`` of the tokens' shape, or Gumbels of the logits' shape; ``alpha_t`` and ``alpha_s``
+    (s < t, so alpha_s >= alpha_t) broadcast against the tokens.
     """
 
     n_symbols: int
@@ -68,27 +70,28 @@ class Process(Protocol):
     @property
     def K(self) -> int: ...
 
+    def prior(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
+        """pi, the distribution every token is mixed towards, [K]."""
+
     def prior_sample(self, u: Tensor) -> Tensor:
         """z_1 from the prior, [B, L] long."""
 
     def corrupt(self, x0: Tensor, alpha_t: Tensor, u: Tensor) -> Tensor:
         """z_t ~ q(z_t | x0)."""
 
-    def marginal_probs(self, x0: Tensor, alpha_t: Tensor) -> Tensor:
-        """q(z_t | x0) as probabilities, [..., K] float64."""
-
-    def posterior_probs(self, zt: Tensor, x0: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
-        """q(z_s | z_t, x0) as probabilities, [..., K] float64."""
-
-    def posterior_sample(self, zt: Tensor, x0: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor) -> Tensor:
-        """z_s ~ q(z_s | z_t, x0)."""
-
-    def moves(self, zt: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor) -> Tensor:
-        """Which tokens the step t -> s with uniforms u may change, whatever x0 is: bool [B, L].
-        A sampler skips the network call of a step in which none may."""
-
     def log_p_x0(self, logits: Tensor, zt: Tensor) -> Tensor:
         """The output parameterisation: network logits [B, L, K] -> log p(x0 | z_t), [B, L, K] fp32."""
+
+    def step_kl(self, zt: Tensor, x0: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
+        """KL(q(z_s | z_t, x0) || p(z_s | z_t)) per token, [B, L], for the x0-parameterised reverse step."""
+
+    def reverse_sample(self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor,
+                       gumbel: Tensor) -> Tensor:
+        """z_s from the model's reverse step given log p(x0 | z_t) [B, L, K]."""
+
+    def moves(self, zt: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor) -> Tensor:
+        """Which tokens the step t -> s with uniforms u may change, whatever the network says: bool
+        [B, L].  A sampler skips the network call of a step in which none may."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 r"""The absorbing ("masking") forward process, its posterior and its output parameterisation.
 
 Vocabulary: ids ``0..N-1`` are the N data symbols and ``mask_id = N`` is the absorbing state, so
-the network sees K = N + 1 ids.  Every random draw comes in as uniforms ``u ~ U[0, 1)``.
+the network sees K = N + 1 ids.  Every random draw comes in as uniforms ``u ~ U[0, 1)``.  It is the
+process of ``nanodd.processes.mixing`` with prior pi = onehot(mask); the closed forms below are
+what its general formulas become (tested against them and against explicit K x K matrices).
 
 Marginal (each token independently, ``alpha_t`` from a schedule):
 
@@ -22,8 +24,8 @@ Output parameterisation ("SUBS", Sahoo et al. 2024 §3.2.3).  The network's logi
 
 (3a) never predicts the mask ("zero masking probabilities"), (3b) copies clean tokens ("carry-over
 unmasking"), both true of the exact denoiser.  The reverse step is (2) with x0 drawn from (3), and the
-KL between (2) and that step is ``r * (-log p(x0 | z_t))`` on masked tokens and 0 elsewhere, so every
-masked-diffusion bound is a weighted masked cross-entropy (``masked_nll``).
+KL between (2) and that step is ``r * (-log p(x0 | z_t))`` on masked tokens and 0 elsewhere (4), so
+every masked-diffusion bound is a weighted masked cross-entropy (``masked_nll``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from nanodd import sampling
 
 
 def reveal_prob(alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
@@ -87,19 +90,19 @@ class Absorbing:
         """Sample z_s ~ q(z_s | z_t, x0), eq. (2), from uniforms u: [B, L]."""
         return torch.where(self.moves(zt, alpha_t, alpha_s, u), x0, zt)
 
-    def marginal_probs(self, x0: Tensor, alpha_t: Tensor) -> Tensor:
-        """q(z_t | x0) as probabilities, eq. (1): [..., K] float64."""
-        alpha_t = torch.as_tensor(alpha_t, dtype=torch.float64)[..., None]
-        return alpha_t * F.one_hot(x0, self.K) + (1 - alpha_t) * self.mask_onehot(x0)
+    def reverse_sample(self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor,
+                       gumbel: Tensor) -> Tensor:
+        """z_s ~ sum_x0 q(z_s | z_t, x0) p(x0 | z_t): x0 drawn by Gumbel-max from log_p [B, L, K], then (2)."""
+        return self.posterior_sample(zt, sampling.categorical(log_p, gumbel), alpha_t, alpha_s, u)
 
-    def posterior_probs(self, zt: Tensor, x0: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
-        """q(z_s | z_t, x0) as probabilities, eq. (2): [..., K] float64."""
-        r = torch.as_tensor(reveal_prob(alpha_t, alpha_s), dtype=torch.float64)[..., None]
-        from_mask = r * F.one_hot(x0, self.K) + (1 - r) * self.mask_onehot(zt)
-        return torch.where((zt == self.mask_id)[..., None], from_mask, F.one_hot(zt, self.K).double())
+    def step_kl(self, zt: Tensor, x0: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
+        """KL(q(z_s | z_t, x0) || p(z_s | z_t)) per token, (4): r * (-log p(x0 | z_t)) where z_t is masked."""
+        nll = -log_p.gather(-1, x0[..., None]).squeeze(-1)  # 0 on clean tokens, by (3b)
+        return reveal_prob(alpha_t, alpha_s) * nll
 
-    def mask_onehot(self, like: Tensor) -> Tensor:
-        return F.one_hot(torch.full_like(like, self.mask_id), self.K)
+    def prior(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
+        """pi = onehot(mask), [K]."""
+        return (torch.arange(self.K, device=device) == self.mask_id).to(dtype)
 
     def log_p_x0(self, logits: Tensor, zt: Tensor) -> Tensor:
         """SUBS, eq. (3): logits [B, L, K] -> log p(x0 | z_t), [B, L, K] in fp32 (fp64 stays fp64)."""

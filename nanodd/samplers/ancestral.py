@@ -41,13 +41,12 @@ def time_grid(diffusion: Diffusion, steps: int) -> list[float]:
 
 def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor, s: Tensor, noise: Noise, *,
          transform: sampling.Transform = sampling.identity) -> Tensor:
-    """One reverse step z_t -> z_s, for t, s: [B] float64 (s < t) and noise ``u`` [B, L] (the
-    posterior draw) and ``gumbel`` [B, L, K] (the x0 draw from transform(log p(x0 | z_t)))."""
+    """One reverse step z_t -> z_s, for t, s: [B] float64 (s < t) and noise ``u`` [B, L] and
+    ``gumbel`` [B, L, K]: the process's reverse step given transform(log p(x0 | z_t))."""
     process, schedule = diffusion.process, diffusion.schedule
     log_p = process.log_p_x0(apply(params, zt, diffusion.time_input(t).float()), zt)
-    x0 = sampling.categorical(transform(log_p), noise["gumbel"])
     (alpha_t, _), (alpha_s, _) = schedule(t), schedule(s)
-    return process.posterior_sample(zt, x0, alpha_t[:, None], alpha_s[:, None], noise["u"])
+    return process.reverse_sample(zt, transform(log_p), alpha_t[:, None], alpha_s[:, None], noise["u"], noise["gumbel"])
 
 
 @torch.no_grad()
