@@ -85,6 +85,9 @@ class Process(Protocol):
     def step_kl(self, zt: Tensor, x0: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
         """KL(q(z_s | z_t, x0) || p(z_s | z_t)) per token, [B, L], for the x0-parameterised reverse step."""
 
+    def prior_kl(self, x0: Tensor, alpha_1: Tensor) -> Tensor:
+        """The prior term KL(q(z_1 | x0) || pi) of every bound, per token [B, L] float64."""
+
     def reverse_sample(self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor,
                        gumbel: Tensor) -> Tensor:
         """z_s from the model's reverse step given log p(x0 | z_t) [B, L, K]."""
@@ -96,13 +99,18 @@ class Process(Protocol):
 
 @dataclass(frozen=True)
 class Diffusion:
-    """What a trained network needs beside its weights: its process, schedule and time grid."""
+    """What a trained network needs beside its weights: its process, schedule and time grid, and how
+    its logits are read."""
 
     process: Process
     schedule: Schedule
     T: int | None
     """Number of discrete steps the network was trained on (D3PM), or None for continuous time."""
     time_input: TimeInput
+    log_ratios: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+    """For a network that outputs ratios (SEDD): (logits, z_t, alpha_t [B]) -> log s [B, L, K], the
+    log of q_t(z_t^i = y, z_t^{-i}) / q_t(z_t) for every position i and symbol y.  None: the network
+    predicts x0 through ``process.log_p_x0``, and its ratios follow (``nanodd.bounds.model_log_ratios``)."""
 
 
 class Integrand(Protocol):

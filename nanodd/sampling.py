@@ -40,6 +40,11 @@ def stratified_times(gen: torch.Generator, n: int, slot: Slot = Slot()) -> Tenso
     return (j + 1 - uniforms(gen, (n,)).double()) / (slot.count * n)
 
 
+def times(gen: torch.Generator, n: int, slot: Slot = Slot(), antithetic: bool = True) -> Tensor:
+    """n diffusion times in (0, 1], float64: ``stratified_times`` over the global batch, or iid."""
+    return stratified_times(gen, n, slot) if antithetic else 1 - uniforms(gen, (n,)).double()
+
+
 def gumbels(gen: torch.Generator, shape: tuple[int, ...]) -> Tensor:
     """Standard Gumbel draws g = -log(-log U), with U kept inside (0, 1)."""
     u = uniforms(gen, shape).clamp(torch.finfo(torch.float32).tiny, 1 - 1e-7)

@@ -1,8 +1,10 @@
-"""Noise schedules for masked ("absorbing") diffusion.
+"""Noise schedules: the probability ``alpha_t`` that a token has not been touched by time ``t``.
 
-A schedule is the probability ``alpha_t`` that a token is still clean at time ``t``:
+Every process mixes a token towards its prior pi (``nanodd.processes.mixing``):
 
-    q(z_t = x0 | x0) = alpha_t,        q(z_t = [MASK] | x0) = 1 - alpha_t.
+    q(z_t | x0) = alpha_t onehot(x0) + (1 - alpha_t) pi      (absorbing: pi = the mask; uniform: 1/N).
+
+SEDD writes the same as a total noise sigma_t = -log alpha_t.
 
 Continuous schedules map ``t in [0, 1]`` to ``alpha_t`` with ``alpha_0 ~= 1`` and ``alpha_1 ~= 0``.
 Calling one returns the value *and* its time derivative, ``(alpha_t, dalpha_t)``, because every
@@ -75,7 +77,31 @@ class Polynomial:
         return 1 - t**self.w, -self.w * t ** (self.w - 1)
 
 
-Schedule = Linear | Cosine | LogLinear | Polynomial
+@dataclass(frozen=True)
+class Geometric:
+    """sigma_t = sigma_min^(1 - t) sigma_max^t, alpha_t = exp(-sigma_t)   (SEDD, Lou et al. 2024 §5.1).
+
+    alpha_0 = exp(-sigma_min) is just below 1 and alpha_1 = exp(-sigma_max) just above 0.
+    """
+
+    sigma_min: float = 1e-5
+    """Total noise at t = 0."""
+    sigma_max: float = 20.0
+    """Total noise at t = 1."""
+
+    def __post_init__(self):
+        if not 0 < self.sigma_min < self.sigma_max:
+            raise ValueError(f"the geometric schedule needs 0 < sigma_min < sigma_max, got {self.sigma_min}, "
+                             f"{self.sigma_max}")
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        log_ratio = math.log(self.sigma_max / self.sigma_min)
+        sigma = self.sigma_min * torch.exp(t * log_ratio)
+        alpha = torch.exp(-sigma)
+        return alpha, -sigma * log_ratio * alpha
+
+
+Schedule = Linear | Cosine | LogLinear | Polynomial | Geometric
 
 
 def d3pm_absorbing_betas(T: int) -> Tensor:

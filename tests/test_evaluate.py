@@ -11,7 +11,7 @@ from nanodd.functional import make_apply, params_of
 from nanodd.methods import d3pm
 from nanodd.model import DiT, DiTConfig
 from nanodd.processes.absorbing import Absorbing
-from nanodd.schedules import Cosine, Linear
+from nanodd.schedules import Cosine, Linear, alpha_bars_from_betas, d3pm_absorbing_betas
 from toy import entropy, exact_apply, exact_bound, toy_distribution
 
 M = 3  # mask id of the toy: 3 symbols + mask
@@ -133,7 +133,8 @@ def test_conditioned_corruption_is_q_given_at_least_one_mask():
     g = torch.Generator().manual_seed(0)
     x0 = torch.zeros(n, L, dtype=torch.long)
     alpha_t = torch.full((n,), alpha, dtype=torch.float64)
-    zt, p_some = corrupt_some(Absorbing(1), x0, alpha_t, torch.rand(n, L, generator=g), torch.rand(n, generator=g))
+    u = torch.rand(n, L, generator=g)
+    zt, p_some = corrupt_some(Absorbing(1), x0, alpha_t, u, torch.rand(n, generator=g), u)
     torch.testing.assert_close(p_some, torch.full_like(p_some, 1 - alpha**L))
     pattern = (zt * 2 ** torch.arange(L)).sum(-1)
     freq = torch.bincount(pattern, minlength=2**L).double() / n
@@ -147,12 +148,12 @@ def test_discrete_bound_is_d3pm_and_feeds_the_integer_step():
     """D3PM's bound is the masked bound with D3PM's alpha_bar and r (weight T r_k), fed the step k."""
     T = 1000
     cfg = d3pm.D3PMConfig(T=T)
-    alpha_bar, r = d3pm.tables(cfg)
+    alpha_bar = alpha_bars_from_betas(d3pm_absorbing_betas(T))  # D3PM App. A.2: beta_t = 1 / (T - t + 1)
     k = torch.arange(1, T + 1)
     bound = d3pm.bound(cfg)
     t_k, alpha_t, w = masked_weight(bound.schedule, bound.T, ev.exact_in_t_times(1, T)[0])
-    torch.testing.assert_close(alpha_t.float(), alpha_bar[k])
-    torch.testing.assert_close((w / T).float(), r[k])
+    torch.testing.assert_close(alpha_t, alpha_bar[k])
+    torch.testing.assert_close(w / T, 1 / k.double())  # r_k = 1/k
     assert torch.equal(bound.time_input(t_k).float(), k.float())
 
 

@@ -5,6 +5,7 @@ import itertools
 import torch
 
 from nanodd.methods import d3pm
+from nanodd.processes import mixing
 from nanodd.processes.absorbing import Absorbing
 from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
 
@@ -55,3 +56,37 @@ def exact_bound(T, seqs, p, apply, mask_id=3):
         vb, _ = d3pm.vb_terms(apply, None, x0, torch.full((len(x0),), t), u, cfg=cfg)
         total += float((vb.double().view(N, -1) * p_pattern * p[:, None]).sum())
     return total
+
+
+def leave_one_out(seqs, p, process, zt, alpha):
+    """For every x0 in seqs and position i: p(x0) prod_{j != i} q_t(z_t^j | x0^j), [B, N, L], and the
+    per-token marginals q_t(. | x0^i) [B, N, L, K], by enumeration (alpha: [B] float64)."""
+    K, L = process.K, seqs.shape[1]
+    onehot = torch.nn.functional.one_hot(seqs, K).double()  # [N, L, K]
+    per_token = mixing.transition(process.prior(), onehot[None], alpha[:, None, None, None])  # [B, N, L, K]
+    lik = per_token.gather(-1, zt[:, None, :, None].expand(-1, len(seqs), L, 1)).squeeze(-1)  # [B, N, L]
+    others = torch.stack([lik[..., [j for j in range(L) if j != i]].prod(-1) for i in range(L)], -1)
+    return p[None, :, None] * others, per_token
+
+
+def exact_uniform_apply(seqs, p, process, alpha_of_input, sees_own_token=False):
+    """The exact x0 network of uniform diffusion: logits = log p(x0^i | z_t^{-i}), the posterior of each
+    token given the others (the token's own noisy value enters through the reverse step itself).
+    ``alpha_of_input`` maps the network's time input to alpha_t.  ``sees_own_token``: the posterior
+    given all of z_t instead, p(x0^i | z_t), which is the wrong input to the reverse step."""
+
+    def apply(params, zt, t):
+        weights, per_token = leave_one_out(seqs, p, process, zt, alpha_of_input(t.double()))
+        if sees_own_token:
+            weights = weights * per_token.gather(-1, zt[:, None, :, None].expand(-1, len(seqs), -1, 1)).squeeze(-1)
+        post = torch.einsum("bnl,nlk->blk", weights, torch.nn.functional.one_hot(seqs, process.K).double())
+        return torch.log(post / post.sum(-1, keepdim=True))
+
+    return apply
+
+
+def exact_log_ratios(seqs, p, process, zt, alpha):
+    """log q_t(z^{i <- y}) / q_t(z) for every position i and symbol y, [B, L, K], by enumeration."""
+    weights, per_token = leave_one_out(seqs, p, process, zt, alpha)
+    neighbours = torch.einsum("bnl,bnlk->blk", weights, per_token)  # q_t(z^{i <- y})
+    return neighbours.log() - neighbours.gather(-1, zt[..., None]).log()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from nanodd.methods import d3pm, mdlm
+from nanodd.methods import d3pm, mdlm, sedd, udlm
 from nanodd.protocols import Method, mismatches
 
 METHODS: dict[str, ModuleType] = {}
@@ -37,3 +37,5 @@ def method_of(cfg) -> ModuleType:
 
 register("d3pm", d3pm)
 register("mdlm", mdlm)
+register("sedd", sedd)
+register("udlm", udlm)

@@ -1,5 +1,7 @@
-r"""D3PM with the absorbing ("masking") transition — Austin et al. 2021, "Structured Denoising
-Diffusion Models in Discrete State-Spaces".
+r"""D3PM — Austin et al. 2021, "Structured Denoising Diffusion Models in Discrete State-Spaces":
+T discrete steps on any process, the hybrid loss, and its bound.  Written out below for the
+absorbing ("masking") transition, nanoDD's method; the uniform transition is the same code with the
+per-step KL of ``nanodd.processes.uniform`` (Austin et al. use the cosine schedule for it).
 
 Forward process (T steps, mask id m, ``nanodd.processes.absorbing``).  Each step keeps a token or
 absorbs it into m:
@@ -31,8 +33,10 @@ Training uses the hybrid loss (eq. 5) with one t ~ U{1..T} per sequence, per tok
     L_lambda = ( L_{t-1} + lambda * sum_{i masked} -log p~(x0^i | x_t) ) / L,
 
 and T * L_{t-1} / (L ln 2) is an unbiased single-sample estimate of the full bound in bits/token.
-L_vb is MDLM's discrete bound with the linear schedule (``bound``); sampling is ancestral
-(``nanodd.samplers.ancestral``): start from all masks and apply the posterior with x0 drawn from p~.
+For any process L_{t-1} is ``Process.step_kl`` summed over tokens (on absorbing noise, the closed form
+above) and the bound gains the prior term KL(q(x_T | x0) || pi), 0 when alpha_bar_T = 0.  For
+absorbing noise L_vb is MDLM's discrete bound with the linear schedule (``bound``).  Sampling is
+ancestral (``nanodd.samplers.ancestral``): start from the prior and apply the model's reverse step.
 """
 
 from __future__ import annotations
@@ -44,23 +48,27 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
-from nanodd.bounds import MaskedBound
+from nanodd.bounds import MaskedBound, StepBound
 from nanodd.functional import Apply, Params
-from nanodd.processes.absorbing import Absorbing, masked_nll, reveal_prob
+from nanodd.processes.absorbing import Absorbing
+from nanodd.processes.uniform import Uniform
 from nanodd.protocols import Aux, Diffusion, Noise, Slot
-from nanodd.schedules import Linear, alpha_bars_from_betas, d3pm_absorbing_betas
+from nanodd.schedules import Linear, Schedule, discretize
 
 
 @dataclass(frozen=True)
 class D3PMConfig:
-    """Absorbing D3PM (nanoDD's method): T discrete steps, hybrid loss L_vb + lambda CE."""
+    """D3PM: T discrete steps, hybrid loss L_vb + lambda CE (absorbing by default: nanoDD's method)."""
 
     T: int = 1000
     """Number of diffusion steps."""
     hybrid_coeff: float = 0.05
     """lambda: weight of the auxiliary x0 cross-entropy in the hybrid loss."""
-    process: Absorbing = field(default_factory=Absorbing)
-    """The absorbing process: its data symbols (the mask is one more id)."""
+    schedule: Schedule = field(default_factory=Linear)
+    """alpha_bar_t = alpha(t / T).  Linear is the absorbing betas 1/(T - t + 1) (App. A.2); Austin et al.
+    use cosine for uniform noise."""
+    process: Absorbing | Uniform = field(default_factory=Absorbing)
+    """absorbing (its data symbols; the mask is one more id) or uniform."""
 
     def __post_init__(self):
         if self.T < 1:
@@ -76,20 +84,17 @@ class D3PMAux(Aux):
     vb: Tensor
     """L_{t-1} per token, nats."""
     ce: Tensor
-    """The masked cross-entropy per token, nats."""
+    """The cross-entropy -log p(x0 | z_t) per token (absorbing: masked tokens only), nats."""
 
 
-def tables(cfg: D3PMConfig, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
-    """alpha_bar_t and r_t = (alpha_bar_{t-1} - alpha_bar_t) / (1 - alpha_bar_t), each [T + 1] fp32."""
-    alpha_bar = alpha_bars_from_betas(d3pm_absorbing_betas(cfg.T))
-    r = reveal_prob(alpha_bar[1:], alpha_bar[:-1])
-    r = torch.cat([torch.zeros(1, dtype=r.dtype), r])  # r_0 is never used
-    return alpha_bar.float().to(device), r.float().to(device)
+def alpha_bars(cfg: D3PMConfig, device: torch.device | str = "cpu") -> Tensor:
+    """alpha_bar_t for t = 0..T, [T + 1] float64."""
+    return discretize(cfg.schedule, cfg.T).to(device)
 
 
 def diffusion(cfg: D3PMConfig) -> Diffusion:
-    """alpha_bar_t = 1 - t/T is the linear schedule on the grid k/T; the network is fed the step t T."""
-    return Diffusion(cfg.process, Linear(), cfg.T, lambda t: t * cfg.T)
+    """The schedule on the grid k/T; the network is fed the step t T (nanoDD feeds raw steps)."""
+    return Diffusion(cfg.process, cfg.schedule, cfg.T, lambda t: t * cfg.T)
 
 
 def noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig, slot: Slot = Slot()) -> Noise:
@@ -101,26 +106,34 @@ def noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig, slot: Slot = Slot()
 
 def vb_terms(apply: Apply, params: Params, x0: Tensor, t: Tensor, u: Tensor, *, cfg: D3PMConfig
              ) -> tuple[Tensor, Tensor]:
-    """(L_{t-1}, masked NLL) per sequence in nats, each [B], for x0 [B, L], t [B] in 1..T, u [B, L]."""
-    alpha_bar, r = tables(cfg, x0.device)
-    zt = cfg.process.corrupt(x0, alpha_bar[t][:, None], u)
-    nll = masked_nll(cfg.process.log_p_x0(apply(params, zt, t.float()), zt), x0)
-    return r[t] * nll, nll
+    """(L_{t-1}, -log p(x0 | z_t)) per sequence in nats, each [B], for x0 [B, L], t [B] in 1..T, u [B, L]."""
+    alpha_bar = alpha_bars(cfg, x0.device)
+    alpha_t, alpha_s = alpha_bar[t][:, None], alpha_bar[t - 1][:, None]
+    zt = cfg.process.corrupt(x0, alpha_t.to(u.dtype), u)
+    log_p = cfg.process.log_p_x0(apply(params, zt, t.float()), zt)
+    nll = -log_p.gather(-1, x0[..., None]).squeeze(-1).sum(-1)
+    return cfg.process.step_kl(zt, x0, log_p, alpha_t, alpha_s).sum(-1).to(nll.dtype), nll
 
 
 def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: D3PMConfig) -> tuple[Tensor, D3PMAux]:
     """Hybrid loss L_vb + lambda * CE (eq. 5), nats per token, averaged over the batch.
 
-    aux: ``bpt``, the single-sample estimate of the full T-step bound in bits per token, and ``vb``
-    and ``ce`` (nats/token).
+    aux: ``bpt``, the single-sample estimate of the full T-step bound in bits per token (the prior
+    term included), and ``vb`` and ``ce`` (nats/token).
     """
     vb, nll = vb_terms(apply, params, x0, noise["t"], noise["u"], cfg=cfg)
     L = x0.shape[1]
     total = ((vb + cfg.hybrid_coeff * nll) / L).mean()
-    return total, D3PMAux(bpt=cfg.T * vb.mean() / (L * math.log(2)), vb=vb.mean() / L, ce=nll.mean() / L)
+    prior = cfg.process.prior_kl(x0, alpha_bars(cfg)[-1]).sum(-1).mean().to(vb.dtype)
+    bpt = (cfg.T * vb.mean() + prior) / (L * math.log(2))
+    return total, D3PMAux(bpt=bpt, vb=vb.mean() / L, ce=nll.mean() / L)
 
 
-def bound(cfg: D3PMConfig) -> MaskedBound:
-    """L_vb as an integrand over t: the masked bound with the linear schedule on T steps (r_k = 1/k)."""
+def bound(cfg: D3PMConfig) -> MaskedBound | StepBound:
+    """L_vb as an integrand over t.  Absorbing: the masked bound on T steps of this schedule (r_k = 1/k
+    for linear), z_t drawn given at least one mask for a low variance; any other process: the sum of
+    per-step KLs (``StepBound``).  Both have the same expectation on absorbing noise (tested)."""
     d = diffusion(cfg)
-    return MaskedBound(cfg.process, d.schedule, d.T, d.time_input)
+    if isinstance(cfg.process, Absorbing):
+        return MaskedBound(cfg.process, d.schedule, d.T, d.time_input)
+    return StepBound(cfg.process, d.schedule, d.T, d.time_input)

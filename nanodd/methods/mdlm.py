@@ -33,14 +33,13 @@ exact one is).  Sampling is ancestral on any grid (``nanodd.samplers.ancestral``
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from nanodd import sampling
-from nanodd.bounds import MaskedBound, identity_time
+from nanodd.bounds import MaskedBound, bound_loss, identity_time
 from nanodd.functional import Apply, Params
 from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Aux, Diffusion, Noise, Slot
@@ -83,14 +82,10 @@ def bound(cfg: MDLMConfig) -> MaskedBound:
 
 def noise(gen: torch.Generator, x0: Tensor, cfg: MDLMConfig, slot: Slot = Slot()) -> Noise:
     """t [B] in (0, 1] float64 (stratified over the global batch, or iid) and the integrand's z_t draws."""
-    B = x0.shape[0]
-    t = sampling.stratified_times(gen, B, slot) if cfg.antithetic else 1 - sampling.uniforms(gen, (B,)).double()
-    return {"t": t, **bound(cfg).noise(gen, x0)}
+    return {"t": sampling.times(gen, x0.shape[0], slot, cfg.antithetic), **bound(cfg).noise(gen, x0)}
 
 
 def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: MDLMConfig) -> tuple[Tensor, Aux]:
     """The NELBO estimate w(t) * masked CE, averaged over the batch, in nats per token; aux ``bpt`` is
     the same in bits per token.  Per sequence it is ``bound(cfg)``, the integrand evaluation uses."""
-    nelbo = bound(cfg)(apply, params, x0, noise["t"], noise)  # [B] nats
-    per_token = nelbo.mean() / x0.shape[1]
-    return per_token, Aux(bpt=per_token / math.log(2))
+    return bound_loss(bound(cfg), apply, params, x0, noise)

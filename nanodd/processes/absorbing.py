@@ -100,6 +100,12 @@ class Absorbing:
         nll = -log_p.gather(-1, x0[..., None]).squeeze(-1)  # 0 on clean tokens, by (3b)
         return reveal_prob(alpha_t, alpha_s) * nll
 
+    def prior_kl(self, x0: Tensor, alpha_1: Tensor) -> Tensor:
+        """The prior term KL(q(z_1 | x0) || pi) per token, taken as 0: it is 0 when alpha_1 = 0, and
+        infinite for any alpha_1 > 0 (pi gives the unmasked tokens no mass), where it is left out, as
+        MDLM and SEDD do; the bound then misses at most alpha_1 L log-likelihood units' worth."""
+        return torch.zeros(x0.shape, dtype=torch.float64, device=x0.device)
+
     def prior(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
         """pi = onehot(mask), [K]."""
         return (torch.arange(self.K, device=device) == self.mask_id).to(dtype)

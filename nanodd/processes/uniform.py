@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
-from nanodd.processes import mixing
+import nanodd.processes.mixing as mixing
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,13 @@ class Uniform:
         """KL(q(z_s | z_t, x0) || p(z_s | z_t)) per token (mixing (4))."""
         return mixing.step_kl(self.prior(zt.device, log_p.dtype), zt, x0, log_p.exp(), alpha_t[..., None],
                               alpha_s[..., None])
+
+    def prior_kl(self, x0: Tensor, alpha_1: Tensor) -> Tensor:
+        """KL(q(z_1 | x0) || 1/N) per token: (alpha + c) log(N (alpha + c)) + (N - 1) c log(N c),
+        c = (1 - alpha_1)/N; 0 when alpha_1 = 0.  ``alpha_1`` broadcasts against x0."""
+        alpha = torch.as_tensor(alpha_1, dtype=torch.float64, device=x0.device).expand(x0.shape)
+        c = (1 - alpha) / self.K
+        return torch.xlogy(alpha + c, self.K * (alpha + c)) + (self.K - 1) * torch.xlogy(c, self.K * c)
 
     def log_p_x0(self, logits: Tensor, zt: Tensor) -> Tensor:
         """log_softmax over the N symbols, [B, L, K] in fp32 (fp64 stays fp64)."""
