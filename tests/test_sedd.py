@@ -22,7 +22,7 @@ from nanodd.processes import mixing
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
 from nanodd.schedules import Geometric
-from toy import exact_log_ratios, toy_distribution
+from toy import exact_ratio_apply, toy_distribution
 
 GRAPHS = {"absorbing": Absorbing(n_symbols=3), "uniform": Uniform(n_symbols=3)}
 
@@ -30,21 +30,6 @@ GRAPHS = {"absorbing": Absorbing(n_symbols=3), "uniform": Uniform(n_symbols=3)}
 @pytest.fixture(scope="module")
 def toy():
     return toy_distribution(n_symbols=3, L=3)
-
-
-def exact_ratio_apply(seqs, p, cfg):
-    """A "network" whose log ratios, as ``sedd.log_ratios(cfg)`` reads them, are the exact ones: it is
-    fed sigma_t and returns the exact log ratios minus the reader's scale."""
-    n = cfg.process.n_symbols
-
-    def apply(params, zt, sigma):
-        alpha = torch.exp(-sigma.double())
-        logits = exact_log_ratios(seqs, p, cfg.process, zt, alpha)
-        if cfg.scale_by_sigma:
-            logits = logits - (torch.log(alpha / (1 - alpha)) - math.log(n))[:, None, None]
-        return logits
-
-    return apply
 
 
 def residual(seqs, p, cfg):

@@ -1,6 +1,7 @@
 """Exact toy distributions for likelihood tests: p over all K^L sequences and its exact denoiser."""
 
 import itertools
+import math
 
 import torch
 
@@ -90,3 +91,18 @@ def exact_log_ratios(seqs, p, process, zt, alpha):
     weights, per_token = leave_one_out(seqs, p, process, zt, alpha)
     neighbours = torch.einsum("bnl,bnlk->blk", weights, per_token)  # q_t(z^{i <- y})
     return neighbours.log() - neighbours.gather(-1, zt[..., None]).log()
+
+
+def exact_ratio_apply(seqs, p, cfg):
+    """A "network" whose log ratios, as ``sedd.log_ratios(cfg)`` reads them, are the exact ones: it is
+    fed sigma_t and returns the exact log ratios minus the reader's scale."""
+    n = cfg.process.n_symbols
+
+    def apply(params, zt, sigma):
+        alpha = torch.exp(-sigma.double())
+        logits = exact_log_ratios(seqs, p, cfg.process, zt, alpha)
+        if cfg.scale_by_sigma:
+            logits = logits - (torch.log(alpha / (1 - alpha)) - math.log(n))[:, None, None]
+        return logits
+
+    return apply

@@ -1,0 +1,45 @@
+r"""The analytic (Tweedie) step of SEDD (Lou et al. 2024, §4.2), from the model's ratios.
+
+For a process that mixes towards pi (``mixing`` (1)) the exact reverse step of one token is
+
+    q(z_s = y | z_t) = q_s(y) T_a(y -> z_t) / q_t(z_t),        a = alpha_t / alpha_s,
+
+and since q_t = q_s T_a with T_a^{-1} = T_{1/a},  q_s(y) / q_t(z_t) = [s T_{1/a}](y)  for the ratios
+s_w = q_t(w) / q_t(z_t).  So with the model's ratios the step is
+
+    p(z_s = y | z_t)  propto  T_a(y -> z_t) * max([s T_{1/a}](y), 0),                          (A)
+
+per position, independently (exact as steps -> infinity, like every factorised step).  For an x0
+network s is the ratio vector of x T_{alpha_t}, x = p(x0 | z_t), and (A) is exactly the ancestral step
+(``mixing`` (3)); for a ratio network (SEDD) it is the Tweedie tau-leaping step.  It works for every
+checkpoint; one network call per step in which some token can move (absorbing: while masks remain).
+``transform`` (temperature, top-p) acts on the log-probabilities of (A).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nanodd import sampling
+from nanodd.functional import Apply, Params
+import nanodd.processes.mixing as mixing
+from nanodd.protocols import Diffusion, OnStep, Process, Samples
+from nanodd.samplers import loop
+
+
+def step_probs(process: Process, zt: Tensor, log_s: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
+    """p(z_s | z_t) of (A) for every token, [B, L, K] float64, from log ratios log_s [B, L, K]."""
+    pi, a = process.prior(zt.device), (alpha_t / alpha_s)[:, None, None]
+    probs = mixing.transition_into(pi, zt, a) * mixing.transition(pi, log_s.exp(), 1 / a).clamp_min(0)
+    return probs / probs.sum(-1, keepdim=True)
+
+
+@torch.no_grad()
+def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
+           generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
+           on_step: OnStep | None = None) -> Samples:
+    """Analytic-step sampling from the prior z_1: the samples [B, L] and the NFE (``loop.run``)."""
+    return loop.run(lambda z, t, s, noise: loop.ratio_step(step_probs, apply, params, diffusion, z, t, s, noise, transform),
+                    diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
+                    on_step=on_step, may_move=loop.any_state_moves(diffusion))
