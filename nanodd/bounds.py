@@ -138,7 +138,8 @@ class StepBound:
 
     def __post_init__(self):
         if self.T is None:
-            raise ValueError("StepBound is the T-step bound; its continuous-time limit is RateBound")
+            raise ValueError("D3PM's bound on a non-absorbing process has only its T-step form: use the stratified, "
+                             "exact or elbo-vs-t estimator (its continuous-time limit is UDLM's bound)")
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         return {"u": sampling.uniforms(gen, x0.shape)}
@@ -203,7 +204,8 @@ class RateBound:
 
     def __post_init__(self):
         if self.T is not None:
-            raise ValueError("this bound is continuous-time only; its T-step counterpart is D3PM's (StepBound)")
+            raise ValueError("this method's bound is continuous-time only (no T-step form to evaluate): use the "
+                             "stratified or continuous estimator")
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         """u, r [B, L] and v [B] for ``corrupt_some``; w [B] picks the untouched or the touched case."""

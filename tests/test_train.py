@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import socket
 import sys
 
@@ -11,7 +12,7 @@ import torch
 import torch.multiprocessing as mp
 
 from experiments import text8
-from nanodd.config import Config, DataConfig, TrainConfig, from_dict, to_dict
+from nanodd.config import Config, DataConfig, TrainConfig, from_dict, network_config, to_dict
 from nanodd.functional import params_of
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.model import DiTConfig
@@ -79,15 +80,20 @@ def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_b
     assert moved > 0.8 * len(initial)
 
 
-def test_a_short_run_learns(corpus, tmp_path):
-    cfg = tiny(corpus, tmp_path / "run", max_iters=300, log_interval=20, lr=3e-3, warmup_iters=20,
-               batch_size=16, eval_interval=300)
+@pytest.mark.parametrize("preset, steps", [("demo", 300), ("sedd-absorb-demo", 300), ("sedd-uniform-demo", 1000),
+                                           ("udlm-demo", 800)])
+def test_a_short_run_learns(corpus, tmp_path, preset, steps):
+    """Each demo preset's method (MDLM's is in test_mdlm) learns on a tiny model; uniform noise hides
+    more of the text at every t, so its methods get more steps."""
+    cfg = tiny(corpus, tmp_path / "run", max_iters=steps, log_interval=20, lr=3e-3, warmup_iters=20,
+               batch_size=16, eval_interval=steps)
+    cfg = dataclasses.replace(cfg, method=text8.DEMOS[preset][1].method)
     last = train(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     bound = [r["bpt"] for r in records if "bpt" in r]
     assert bound[-1] < bound[0] - 0.7, bound  # bits per char, averaged over 20 steps each
     assert last["val_bpc"] < 4.0  # below the ~4.1 bits of a unigram model of English
-    assert (tmp_path / "run" / "checkpoints" / "300").is_dir()
+    assert (tmp_path / "run" / "checkpoints" / str(steps)).is_dir()
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
@@ -112,7 +118,8 @@ def run_cli(monkeypatch, capsys, *args):
 
 
 @pytest.mark.parametrize("args", [[], ["prepare"], ["train"], ["train", "d3pm-text8"], ["train", "d3pm-text8-8gpu"],
-                                  ["train", "demo"], ["sample"], ["demo"]])
+                                  ["train", "demo"], ["train", "sedd-uniform-text8"], ["sample"], ["demo"],
+                                  ["demo", "udlm-demo"]])
 def test_help_of_every_subcommand(monkeypatch, capsys, args):
     code, out, _ = run_cli(monkeypatch, capsys, *args, "--help")
     assert code == 0 and "usage" in out
@@ -127,6 +134,16 @@ def test_presets_follow_the_nanodd_recipe():
     assert (t.weight_decay, t.beta1, t.beta2, t.grad_clip) == (0.1, 0.9, 0.98, 0.1) and t.ema_decay > 0
     assert text8.PRESETS["d3pm-text8-8gpu"][1] == dataclasses.replace(
         cfg, train=dataclasses.replace(t, grad_accum=1, out_dir="runs/d3pm-text8-8gpu"))
+
+
+@pytest.mark.parametrize("name, vocab", [("sedd-absorb-text8", 28), ("sedd-uniform-text8", 27), ("udlm-text8", 27)])
+def test_sedd_and_udlm_presets_follow_their_papers(name, vocab):
+    """Batch 512 of 256 characters, AdamW 3e-4, clipping at 1, EMA 0.9999, the DiT of d3pm-text8; the
+    network's vocabulary follows the process (no mask id under uniform noise)."""
+    cfg = text8.PRESETS[name][1]
+    t = cfg.train
+    assert (t.batch_size * t.grad_accum, cfg.data.seq_len, t.lr, t.grad_clip, t.ema_decay) == (512, 256, 3e-4, 1.0, 0.9999)
+    assert cfg.model == text8.PRESETS["d3pm-text8"][1].model and network_config(cfg).vocab_size == vocab
 
 
 TINY_ARGS = ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16",
@@ -167,6 +184,37 @@ def test_mdlm_demo_then_sample_and_evaluate_its_own_bound(monkeypatch, capsys, c
     code, stdout, err = run_cli(monkeypatch, capsys, "train", "mdlm-demo", *TINY_ARGS, *common, "--train.resume",
                                 "--train.max-iters", "5", "method.schedule:cosine", "--method.T", "50")
     assert code == 2 and "was trained with method" in err  # another schedule is another model
+
+
+@pytest.mark.parametrize("preset", ["sedd-absorb-demo", "sedd-uniform-demo", "udlm-demo"])
+def test_new_method_demos_train_sample_with_every_sampler_and_evaluate_their_bound(monkeypatch, capsys, corpus,
+                                                                                    tmp_path, preset):
+    out = tmp_path / "run"
+    common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"), "--train.out-dir", str(out)]
+    code, stdout, err = run_cli(monkeypatch, capsys, "demo", preset, *TINY_ARGS, *common, "--sample.steps", "20",
+                                "--sample.no-live")
+    assert code == 0, err
+    assert "validation bound" in err and len(stdout.split("\n\n")) == 2  # the default sampler fits the network
+    ratio_network = preset.startswith("sedd")
+    for sampler in ("ancestral", "analytic", "euler"):
+        code, stdout, err = run_cli(monkeypatch, capsys, "sample", str(out), "--sample.sampler", sampler,
+                                    "--sample.steps", "16", "--sample.batch-size", "2", "--sample.no-live")
+        if sampler == "ancestral" and ratio_network:
+            assert code == 2 and err.strip().splitlines() == [err.strip()] and "analytic or euler" in err
+            continue
+        assert code == 0, err
+        texts = stdout.strip().split("\n\n")
+        assert len(texts) == 2 and all(len(t) == 32 and set(t) <= set(" abcdefghijklmnopqrstuvwxyz") for t in texts)
+        nfe = int(re.search(r"(\d+) network evaluations", err).group(1))
+        assert 1 <= nfe <= 16 if preset == "sedd-absorb-demo" else nfe == 16  # uniform: every step may move
+    evaluate = ["evaluate", str(out), "--eval.max-chunks", "6", "--eval.device", "cpu"]
+    code, stdout, err = run_cli(monkeypatch, capsys, *evaluate, "--eval.n-t", "2")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["T"] is None and report["results"]["n_chunks"] == 6 and report["results"]["stderr"] > 0
+    for estimator in ("exact", "elbo-vs-t"):
+        code, _, err = run_cli(monkeypatch, capsys, *evaluate, "--eval.estimator", estimator)
+        assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("args, message", [

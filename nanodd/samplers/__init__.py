@@ -7,7 +7,14 @@ an x0 network, so they serve every checkpoint.  ``loop`` is the grid and loop th
 
 from types import ModuleType
 
+from nanodd.protocols import Diffusion
+
 from nanodd.samplers import analytic, ancestral, euler
 
 SAMPLERS: dict[str, ModuleType] = {"ancestral": ancestral, "analytic": analytic, "euler": euler}
 """name -> sampler module (the name is what ``--sample.sampler`` takes)."""
+
+
+def default_sampler(diffusion: Diffusion) -> str:
+    """ancestral for an x0 network, analytic for a ratio network (which ancestral cannot serve)."""
+    return "ancestral" if diffusion.log_ratios is None else "analytic"
