@@ -1,0 +1,79 @@
+"""Every demo preset, one after another on this machine: its own validation bound and its speed.
+
+    python -m benchmarks.demos                                  # from the repository root; ~25 min on 2 cores
+    python -m benchmarks.demos --presets demo udlm-demo --n-t 8
+
+Each preset is run as ``python -m experiments.text8 demo PRESET`` (the same model, corpus, steps and
+seed for all), then ``evaluate RUN --eval.n-t N`` gives the checkpoint's own bound (EMA weights) on
+the same canonical validation chunks.  Prints a Markdown table: bound +- standard error, which bound,
+median training tokens/s and the wall time of the demo (sampling included).  Run nothing else at the
+same time: the tokens/s are only comparable side by side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import tyro
+
+from experiments.text8 import DEMOS
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    presets: tuple[str, ...] = tuple(DEMOS)
+    """Demo presets to run, in this order."""
+    n_t: int = 8
+    """Stratified times per validation chunk for the bound."""
+    out_dir: str = "runs/demos"
+    """Where the runs go (one directory per preset)."""
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.text8", *args], capture_output=True, text=True)
+
+
+def which_bound(cfg) -> str:
+    T = getattr(cfg.method, "T", None)
+    return f"L_T, T = {T}" if T else "L_∞"
+
+
+def run(preset: str, opt: Options) -> dict:
+    out = Path(opt.out_dir) / preset
+    start = time.perf_counter()
+    done = cli("demo", preset, "--train.out-dir", str(out), "--sample.no-live")
+    wall = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"error: demo {preset} failed:\n{done.stderr[-2000:]}")
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evaluated = cli("evaluate", str(out), "--eval.n-t", str(opt.n_t))
+    if evaluated.returncode:
+        raise SystemExit(f"error: evaluate {preset} failed:\n{evaluated.stderr[-2000:]}")
+    report = json.loads(evaluated.stdout)["results"]
+    return {"preset": preset, "bpc": report["bpc"], "stderr": report["stderr"], "n_chunks": report["n_chunks"],
+            "bound": which_bound(DEMOS[preset][1]), "wall_s": wall,
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records if "tokens_per_s" in r)}
+
+
+def main(opt: Options) -> None:
+    unknown = [p for p in opt.presets if p not in DEMOS]
+    if unknown:
+        raise SystemExit(f"error: unknown demo preset(s) {', '.join(unknown)}; choose from {', '.join(DEMOS)}")
+    print("| run | val bound, bits/char | which bound | tokens/s (median) | wall time, sampling included |")
+    print("|---|---|---|---|---|")
+    for preset in opt.presets:
+        print(f"running {preset} ...", file=sys.stderr, flush=True)
+        r = run(preset, opt)
+        minutes, seconds = divmod(round(r["wall_s"]), 60)
+        print(f"| `{preset}` | {r['bpc']:.3f} ± {r['stderr']:.3f} | {r['bound']} | {r['tokens_per_s'] / 1e3:.1f}k "
+              f"| {minutes} min {seconds:02d} s |", flush=True)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Options))
