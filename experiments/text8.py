@@ -34,6 +34,7 @@ import tyro
 
 from nanodd.config import Config, DataConfig, TrainConfig
 from nanodd.data import DataError, decode, prepare as prepare_data
+from nanodd.methods.ar import ARConfig
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.methods.mdlm import MDLMConfig
 from nanodd.methods.sedd import SEDDConfig
@@ -41,12 +42,13 @@ from nanodd.methods.udlm import UDLMConfig
 from nanodd.model import DiTConfig
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
-from nanodd.samplers import SAMPLERS, default_sampler
+from nanodd.samplers import SAMPLERS, ancestral, confidence, default_sampler, remdm
 from nanodd.schedules import Geometric, LogLinear
 from nanodd.shell import dist
 from nanodd.shell.checkpoint import CheckpointError
-from nanodd.shell.drivers import (Estimator, convert_nanodd, evaluate_checkpoint, generate as sample_text,
-                                  load_checkpoint, sample_metrics)
+from nanodd.evaluate import char_entropy
+from nanodd.shell.drivers import (Estimator, condition_of, convert_nanodd, evaluate_checkpoint,
+                                  generate as sample_text, judge_bpc, load_checkpoint, sample_metrics)
 from nanodd.shell.trainer import StopTraining, train as run_training
 
 D3PM_TEXT8 = Config(
@@ -108,6 +110,9 @@ characters, batch 512, AdamW at 3e-4 with a constant rate after warmup, 1M steps
 schedule, a time-conditioned network, EMA 0.9999, gradient clipping at 1.  Ours where not stated in
 what we checked: 2,500 warmup steps, no weight decay, beta2 = 0.999, eps = 1e-3.  Published text8
 results for UDLM are around 1.44 bits/char (quoted by later papers; not confirmed here)."""
+AR_TEXT8 = dataclasses.replace(D3PM_TEXT8, method=ARConfig(), train=dataclasses.replace(D3PM_TEXT8.train, out_dir="runs/ar-text8"))
+"""The judge for text8 samples: d3pm-text8's DiT and recipe with a causal mask, trained on next-character
+prediction (our choice of recipe; it scores, it is not a published baseline)."""
 DEMO = Config(
     model=DiTConfig(d_model=128, n_heads=4, n_blocks=4, cond_dim=64, dropout=0.0),
     method=D3PMConfig(T=1000, hybrid_coeff=0.05),
@@ -170,6 +175,10 @@ PRESETS = {
         "256 x 2; AdamW 3e-4, 2.5k warmup, constant; clip 1; EMA 0.9999; 1M steps.",
         UDLM_TEXT8,
     ),
+    "ar-text8": ("The autoregressive judge on text8: d3pm-text8's DiT and recipe, causal, next-character NLL "
+                 "(scores samples: gen-BPC).", AR_TEXT8),
+    "ar-demo": ("The autoregressive judge for the demos: demo's model, data and budget, causal, next-character NLL.",
+                dataclasses.replace(DEMO, method=ARConfig(), train=dataclasses.replace(DEMO.train, out_dir="runs/ar-demo"))),
     **DEMOS,
 }
 Preset = tyro.extras.subcommand_type_from_defaults({k: v for k, (_, v) in PRESETS.items()},
@@ -196,12 +205,23 @@ class SampleOptions:
     batch_size: int = 1
     """Sequences to generate."""
     sampler: Literal[tuple(SAMPLERS)] | None = None
-    """The sampler (nanodd.samplers): ancestral (x0 networks: D3PM, MDLM, UDLM), analytic (SEDD's Tweedie
-    step) or euler (tau-leaping); the last two serve every checkpoint.  Default: ancestral, or
-    analytic for a ratio network (SEDD)."""
+    """The sampler (nanodd.samplers): ancestral (x0 networks: D3PM, MDLM, UDLM); first-hitting, confidence,
+    remdm (masked diffusion: D3PM, MDLM); analytic (SEDD's Tweedie step) and euler (tau-leaping) serve
+    every checkpoint.  Default: ancestral, or analytic for a ratio network (SEDD)."""
     steps: int | None = None
-    """Sampling steps (default: the model's T, or 1000 in continuous time; fewer reveal several tokens
-    per step)."""
+    """Sampling steps (default: the model's T, or 1000 in continuous time; confidence: the length;
+    first-hitting takes none).  Fewer steps reveal several tokens per step."""
+    prefix: str = ""
+    """Fixed opening characters (a-z and space); the sampler writes the rest."""
+    infill: str = ""
+    """A pattern of fixed characters with '_' where the sampler writes, e.g. "the q___k brown f__";
+    positions past its end are written too."""
+    ancestral: ancestral.Options = ancestral.Options()
+    """Options of the ancestral sampler."""
+    remdm: remdm.Options = remdm.Options()
+    """Options of the remdm sampler."""
+    confidence: confidence.Options = confidence.Options()
+    """Options of the confidence sampler."""
     seed: int = 0
     """Seed of the sampler's generator."""
     temperature: float = 1.0
@@ -214,11 +234,17 @@ class SampleOptions:
     """Show the unmasking of the first sequence as it happens (on a terminal)."""
     out: str | None = None
     """Write the samples to this file (one per line) instead of stdout."""
+    judge: str | None = None
+    """An autoregressive judge checkpoint (train ar-demo or ar-text8): print its bits per character on
+    the samples (gen-BPC: lower is more plausible) with the samples' unigram entropy."""
     metrics: bool = False
     """Print sample metrics against the training data (word-in-vocabulary fraction, character
     entropies, word length), using the first 10M characters of its prepared training split."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to run the network ('auto': CUDA when available)."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Autocast precision of the network ('auto': bf16 on CUDA and on CPUs with native bf16, else fp32).
+    Categorical draws are float64 whatever this says."""
 
 
 def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions = SampleOptions()) -> None:
@@ -309,10 +335,18 @@ def demo(cfg: Annotated[DemoPreset, tyro.conf.arg(name="")] = DEMO,
 
 
 def generate(checkpoint: str, opt: SampleOptions) -> None:
-    ckpt = load_checkpoint(checkpoint, ema=opt.ema, device=dist.setup(opt.device).device)
+    device = dist.setup(opt.device).device
+    ckpt = load_checkpoint(checkpoint, ema=opt.ema, device=device)
+    if ckpt.model.cfg.causal:
+        raise ValueError(f"{checkpoint} is an autoregressive judge: it scores samples (--sample.judge), it does not write them")
+    judge = load_checkpoint(opt.judge, device=device) if opt.judge else None
+    sampler = opt.sampler or default_sampler(ckpt.diffusion)
+    condition = condition_of(ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
     view = LiveView(enabled=opt.live)
-    out = sample_text(ckpt, sampler=opt.sampler or default_sampler(ckpt.diffusion), batch_size=opt.batch_size, steps=opt.steps, seed=opt.seed,
-                      temperature=opt.temperature, top_p=opt.top_p, on_step=view)
+    out = sample_text(ckpt, sampler=sampler, batch_size=opt.batch_size, steps=opt.steps, seed=opt.seed,
+                      temperature=opt.temperature, top_p=opt.top_p, on_step=view, condition=condition,
+                      options={"ancestral": opt.ancestral, "remdm": opt.remdm, "confidence": opt.confidence}.get(sampler),
+                      dtype=opt.dtype)
     view.close()
     print(f"{len(out.texts)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s", file=sys.stderr)
     if opt.out:
@@ -320,6 +354,10 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
         print(f"wrote {opt.out}", file=sys.stderr)
     else:
         print("\n\n".join(out.texts))
+    if judge is not None:
+        bpc = judge_bpc(judge, out.tokens)
+        print(json.dumps({"gen_bpc": round(float(bpc.mean()), 4), "gen_bpc_per_sample": [round(float(b), 4) for b in bpc],
+                          "unigram_entropy": round(char_entropy(out.texts), 4)}), file=sys.stderr)
     if opt.metrics:
         print(json.dumps({k: round(v, 4) for k, v in sample_metrics(ckpt, out.texts).items()}), file=sys.stderr)
 

@@ -94,12 +94,17 @@ class Config:
 
 
 def network_config(cfg: Config) -> DiTConfig:
-    """The DiT's config with its vocabulary taken from the method's process (K ids)."""
-    K = method_of(cfg.method).diffusion(cfg.method).process.K
+    """The DiT's config with its vocabulary taken from the method's process (K ids), and its attention
+    causal exactly when the method says so (``CAUSAL = True``: the autoregressive judge)."""
+    method = method_of(cfg.method)
+    K, causal = method.diffusion(cfg.method).process.K, getattr(method, "CAUSAL", False)
     if cfg.model.vocab_size not in (None, K):
         raise ValueError(f"--model.vocab-size must be {K} for this method's process (or left unset), "
                          f"got {cfg.model.vocab_size}")
-    return dataclasses.replace(cfg.model, vocab_size=K)
+    if cfg.model.causal and not causal:
+        raise ValueError("--model.causal is for the autoregressive judge (method:ar); a diffusion denoiser "
+                         "must see the whole sequence")
+    return dataclasses.replace(cfg.model, vocab_size=K, causal=causal)
 
 
 def validate(cfg: Config) -> None:

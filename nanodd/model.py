@@ -49,6 +49,8 @@ class DiTConfig:
     """Residual dropout (train mode only; it draws from torch's global generator)."""
     time_conditioning: bool = True
     """False: the network ignores t (it embeds t = 0), as cached samplers need."""
+    causal: bool = False
+    """True: position i attends to positions <= i only (the autoregressive judge); False: bidirectional."""
     freq_dim: int = 256
     """Width of the sinusoidal time features."""
     max_period: float = 10000.0
@@ -114,7 +116,7 @@ class DiTBlock(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         d = cfg.d_model
-        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
+        self.n_heads, self.dropout, self.causal = cfg.n_heads, cfg.dropout, cfg.causal
         self.norm1 = LayerNorm(d)
         self.attn_qkv = nn.Linear(d, 3 * d, bias=False)
         self.attn_out = nn.Linear(d, d, bias=False)
@@ -128,7 +130,7 @@ class DiTBlock(nn.Module):
         qkv = self.attn_qkv(modulate(self.norm1(x), shift_msa, scale_msa))
         q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
         q, k = rotary(q, k)
-        attn = rearrange(F.scaled_dot_product_attention(q, k, v), "b h l d -> b l (h d)")
+        attn = rearrange(F.scaled_dot_product_attention(q, k, v, is_causal=self.causal), "b h l d -> b l (h d)")
         x = x + gate_msa * F.dropout(self.attn_out(attn), self.dropout, self.training)
         h = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x + gate_mlp * F.dropout(h, self.dropout, self.training)

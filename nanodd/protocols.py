@@ -153,7 +153,9 @@ class Sampler(Protocol):
 
     def sample(self, apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
                generator: torch.Generator, steps: int | None = None, transform: Callable[[Tensor], Tensor] = ...,
-               on_step: OnStep | None = None) -> Samples: ...
+               on_step: OnStep | None = None, condition: Tensor | None = None, options: Any = None) -> Samples:
+        """``condition`` [L] or [B, L]: a fixed token id where given, -1 where the sampler generates;
+        ``options``: the sampler's own ``Options`` dataclass, if it has one (None: its defaults)."""
 
 
 def mismatches(obj: Any, protocol: type) -> list[str]:

@@ -45,15 +45,23 @@ def times(gen: torch.Generator, n: int, slot: Slot = Slot(), antithetic: bool = 
     return stratified_times(gen, n, slot) if antithetic else 1 - uniforms(gen, (n,)).double()
 
 
-def gumbels(gen: torch.Generator, shape: tuple[int, ...]) -> Tensor:
-    """Standard Gumbel draws g = -log(-log U), with U kept inside (0, 1)."""
-    u = uniforms(gen, shape).clamp(torch.finfo(torch.float32).tiny, 1 - 1e-7)
+def gumbels(gen: torch.Generator, shape: tuple[int, ...], dtype: torch.dtype = torch.float64) -> Tensor:
+    """Standard Gumbel draws g = -log(-log U), with U kept inside (0, 1), in ``dtype``.
+
+    float64 by default: float32 uniforms lie on a grid of 2^-24, which caps g below about 16.6, so a
+    token whose log-probability sits ~16 below the best one can almost never win a Gumbel-max draw.
+    Over a vocabulary with a long tail of small probabilities this drops the tail's mass, a lower
+    effective temperature (Zheng et al. 2024, "Masked Diffusion Models are Secretly Time-Agnostic
+    Masked Models and Exploit Inaccurate Categorical Sampling"; tested).
+    """
+    u = torch.rand(shape, generator=gen, device=gen.device, dtype=dtype)
+    u = u.clamp(torch.finfo(dtype).tiny, 1 - torch.finfo(dtype).eps)
     return -torch.log(-torch.log(u))
 
 
 def categorical(logits: Tensor, gumbel: Tensor) -> Tensor:
-    """Gumbel-max draw from softmax(logits) along the last axis: [..., K] -> [...] long."""
-    return torch.argmax(logits.float() + gumbel, dim=-1)
+    """Gumbel-max draw from softmax(logits) along the last axis, in the Gumbels' precision: [..., K] -> [...] long."""
+    return torch.argmax(logits.to(gumbel.dtype) + gumbel, dim=-1)
 
 
 def identity(logits: Tensor) -> Tensor:

@@ -104,6 +104,18 @@ class Geometric:
 Schedule = Linear | Cosine | LogLinear | Polynomial | Geometric
 
 
+def time_of(schedule: Schedule, alpha: Tensor, iters: int = 60) -> Tensor:
+    """The t in [0, 1] with schedule(t)'s alpha_t = alpha, float64, by bisection (every schedule is
+    decreasing in t); alpha outside the schedule's range gives the nearer end."""
+    alpha = alpha.double()
+    lo, hi = torch.zeros_like(alpha), torch.ones_like(alpha)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        later = schedule(mid)[0] > alpha  # alpha_mid still above the target: the time is later
+        lo, hi = torch.where(later, mid, lo), torch.where(later, hi, mid)
+    return (lo + hi) / 2
+
+
 def d3pm_absorbing_betas(T: int) -> Tensor:
     """beta_t = 1/(T - t + 1) for t = 1..T, with beta_0 = 0 prepended: shape [T + 1], float64."""
     t = torch.arange(T + 1, dtype=torch.float64)

@@ -11,7 +11,7 @@ from nanodd.methods import d3pm, mdlm, sedd, udlm
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
 from nanodd.protocols import Diffusion
-from nanodd.samplers import analytic, ancestral, euler, loop
+from nanodd.samplers import analytic, ancestral, confidence, euler, first_hitting, loop, remdm
 from nanodd.schedules import Cosine, LogLinear
 from toy import exact_apply, exact_ratio_apply, exact_uniform_apply, toy_distribution
 
@@ -140,3 +140,101 @@ def test_ratio_samplers_stop_calling_once_nothing_can_move_and_ancestral_refuses
     with pytest.raises(ValueError, match="analytic or euler"):
         ancestral.sample(exact_ratio_apply(seqs, p, cfg), None, diffusion, batch_size=1, seq_len=3,
                          generator=torch.Generator(), steps=10)
+
+
+# ---- the masked-diffusion samplers of the sampler axis ------------------------------------------
+
+def draw(sampler, diffusion, n=20_000, seed=0, apply=None, **kw):
+    seqs, p = toy_distribution(n_symbols=3, L=3)
+    return sampler.sample(apply or exact_apply(seqs, p, 3), None, diffusion, batch_size=n, seq_len=3,
+                          generator=torch.Generator().manual_seed(seed), **kw)
+
+
+def test_the_cache_skips_calls_without_changing_a_sample():
+    cached = draw(ancestral, MDLM, n=64, steps=200)
+    uncached = draw(ancestral, MDLM, n=64, steps=200, options=ancestral.Options(cache=False))
+    assert (cached.x == uncached.x).all()
+    assert uncached.nfe == 200 and cached.nfe < 200
+
+
+@pytest.mark.parametrize("diffusion", [MDLM, D3PM], ids=["mdlm", "d3pm"])
+def test_first_hitting_reproduces_p_with_one_call_per_token(diffusion):
+    seqs, p = toy_distribution(n_symbols=3, L=3)
+    x, nfe = draw(first_hitting, diffusion)
+    assert nfe == 3 and (x < 3).all()  # L = 3 masked tokens, one call each, whatever the batch
+    assert tv_to_p(x, p) < 0.03
+
+
+def test_first_hitting_reveal_times_follow_the_process():
+    """The k-th reveal of n masked tokens at alpha = 1 - v^(1/n) (1 - alpha_t): the first of n
+    independent Uniform(alpha_t, 1) reveal levels, whose mean is alpha_t + (1 - alpha_t) / (n + 1)."""
+    v = torch.rand(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    alpha = first_hitting.next_reveal(torch.full_like(v, 0.2), torch.full(v.shape, 4), v)
+    assert abs(float(alpha.mean()) - (0.2 + 0.8 / 5)) < 3e-3 and ((alpha >= 0.2) & (alpha <= 1)).all()
+
+
+def test_remdm_without_remasking_is_ancestral_draw_for_draw_and_with_it_still_reproduces_p():
+    seqs, p = toy_distribution(n_symbols=3, L=3)
+    plain = draw(ancestral, MDLM, n=2_000, steps=100)
+    for strategy in ("cap", "rescale"):
+        same = draw(remdm, MDLM, n=2_000, steps=100, options=remdm.Options(eta=0.0, strategy=strategy))
+        assert (same.x == plain.x).all() and same.nfe == plain.nfe
+    remasked = draw(remdm, MDLM, steps=200, options=remdm.Options(eta=0.01))
+    assert (remasked.x < 3).all() and tv_to_p(remasked.x, p) < 0.05
+
+
+def test_remdm_remasks_revealed_tokens_and_keeps_the_marginals():
+    """With sigma > 0 tokens really are masked again, and the fraction masked after each step stays
+    1 - alpha_s, as without remasking (the point of ReMDM's reveal rate)."""
+    seqs, p = toy_distribution(n_symbols=3, L=3)
+    fractions, remasks = [], []
+
+    def watch(s, z):
+        if fractions:
+            remasks.append(int(((z == 3) & (watch.last != 3)).sum()))
+        fractions.append((s, float((z == 3).double().mean())))
+        watch.last = z.clone()
+
+    draw(remdm, MDLM, n=20_000, steps=50, options=remdm.Options(eta=0.05, strategy="cap"), on_step=watch)
+    assert sum(remasks) > 1000
+    for s, masked in fractions:
+        assert abs(masked - (1 - float(MDLM.schedule(torch.tensor([s], dtype=torch.float64))[0]))) < 0.02 or s == 0
+
+
+@pytest.mark.parametrize("rule", ["probability", "margin"])
+def test_confidence_reveals_the_most_confident_positions_on_schedule(rule):
+    seqs, p = toy_distribution(n_symbols=3, L=3)
+    states = []
+    x, nfe = draw(confidence, MDLM, n=500, steps=3, options=confidence.Options(rule=rule, schedule="linear"),
+                  on_step=lambda s, z: states.append((z == 3).sum(-1)))
+    assert nfe == 3 and (x < 3).all()
+    assert [int(m.max()) for m in states] == [2, 1, 0]  # one token per step on the linear schedule
+    again = draw(confidence, MDLM, n=500, steps=3, options=confidence.Options(rule=rule, schedule="linear"))
+    assert (again.x == x).all()  # deterministic given its noise
+    first = seqs[p.argmax()]  # the most likely sequence: its tokens are the confident ones
+    assert tv_to_p(x, p) < 0.6 and float((x == first).all(-1).double().mean()) > float(p.max())
+
+
+def test_conditional_samples_follow_p_given_the_fixed_tokens():
+    """Fix the middle token: ancestral, first-hitting and ReMDM samples follow p(x | x_2 = v), computed
+    by enumeration, and never change the fixed token; so does every sampler's."""
+    seqs, p = toy_distribution(n_symbols=3, L=3)
+    condition = torch.tensor([-1, 2, -1])
+    given = (seqs[:, 1] == 2).double() * p
+    given /= given.sum()
+    for sampler, kw in [(ancestral, {"steps": 200}), (first_hitting, {}),
+                        (remdm, {"steps": 200, "options": remdm.Options(eta=0.01)})]:
+        x, _ = draw(sampler, MDLM, condition=condition, **kw)
+        assert (x[:, 1] == 2).all() and tv_to_p(x, given) < 0.05, sampler.__name__
+    for sampler in (confidence, analytic, euler):
+        x, _ = draw(sampler, MDLM, n=200, steps=8, condition=condition)
+        assert (x[:, 1] == 2).all() and (x < 3).all(), sampler.__name__
+
+
+def test_masked_only_samplers_refuse_other_models_in_one_line():
+    cfg, diffusion = sedd_diffusion(UNIFORM)
+    for sampler in (first_hitting, confidence, remdm):
+        with pytest.raises(ValueError, match="masked-diffusion model"):
+            sampler.sample(None, None, diffusion, batch_size=1, seq_len=3, generator=torch.Generator())
+    with pytest.raises(ValueError, match="condition"):
+        draw(ancestral, MDLM, n=2, steps=4, condition=torch.tensor([-1, 0]))

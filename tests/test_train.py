@@ -81,13 +81,13 @@ def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_b
 
 
 @pytest.mark.parametrize("preset, steps", [("demo", 300), ("sedd-absorb-demo", 300), ("sedd-uniform-demo", 1000),
-                                           ("udlm-demo", 800)])
+                                           ("udlm-demo", 800), ("ar-demo", 300)])
 def test_a_short_run_learns(corpus, tmp_path, preset, steps):
-    """Each demo preset's method (MDLM's is in test_mdlm) learns on a tiny model; uniform noise hides
-    more of the text at every t, so its methods get more steps."""
+    """Each demo preset's method (MDLM's is in test_mdlm) and the AR judge learn on a tiny model;
+    uniform noise hides more of the text at every t, so its methods get more steps."""
     cfg = tiny(corpus, tmp_path / "run", max_iters=steps, log_interval=20, lr=3e-3, warmup_iters=20,
                batch_size=16, eval_interval=steps)
-    cfg = dataclasses.replace(cfg, method=text8.DEMOS[preset][1].method)
+    cfg = dataclasses.replace(cfg, method=text8.PRESETS[preset][1].method)
     last = train(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     bound = [r["bpt"] for r in records if "bpt" in r]
@@ -215,6 +215,35 @@ def test_new_method_demos_train_sample_with_every_sampler_and_evaluate_their_bou
     for estimator in ("exact", "elbo-vs-t"):
         code, _, err = run_cli(monkeypatch, capsys, *evaluate, "--eval.estimator", estimator)
         assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1, err
+
+
+def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(monkeypatch, capsys, corpus, tmp_path):
+    common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data")]
+    for preset, out in (("demo", "run"), ("ar-demo", "judge")):
+        code, _, err = run_cli(monkeypatch, capsys, "train", preset, *TINY_ARGS, *common, "--train.out-dir",
+                               str(tmp_path / out))
+        assert code == 0, err
+    run, judge = str(tmp_path / "run"), str(tmp_path / "judge")
+    for sampler, steps in (("ancestral", "40"), ("first-hitting", None), ("confidence", "8"), ("remdm", "40")):
+        args = ["sample", run, "--sample.sampler", sampler, "--sample.batch-size", "2", "--sample.no-live",
+                "--sample.judge", judge, "--sample.infill", "the q___k brown f__", *(["--sample.steps", steps] if steps else [])]
+        code, stdout, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 0, err
+        texts = stdout.strip().split("\n\n")
+        assert len(texts) == 2 and all(t[:5] == "the q" and t[8:17] == "k brown f" for t in texts)
+        scores = json.loads(err.strip().splitlines()[-1])
+        assert scores["gen_bpc"] > 0 and len(scores["gen_bpc_per_sample"]) == 2 and "unigram_entropy" in scores
+    code, stdout, err = run_cli(monkeypatch, capsys, "sample", run, "--sample.prefix", "the king", "--sample.no-live",
+                                "--sample.steps", "20")
+    assert code == 0 and stdout.startswith("the king"), err
+    for args, message in [(["sample", judge], "autoregressive judge"),
+                          (["sample", run, "--sample.judge", run], "not an autoregressive judge"),
+                          (["sample", run, "--sample.prefix", "The King"], "a-z and space"),
+                          (["sample", run, "--sample.prefix", "a", "--sample.infill", "b"], "not both"),
+                          (["sample", run, "--sample.sampler", "first-hitting", "--sample.steps", "10"], "no step count"),
+                          (["sample", run, "--sample.remdm.eta", "2"], "--sample.remdm.eta")]:
+        code, _, err = run_cli(monkeypatch, capsys, *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from nanodd.methods import d3pm, mdlm, sedd, udlm
+from nanodd.methods import ar, d3pm, mdlm, sedd, udlm
 from nanodd.protocols import Method, mismatches
 
 METHODS: dict[str, ModuleType] = {}
@@ -39,3 +39,4 @@ register("d3pm", d3pm)
 register("mdlm", mdlm)
 register("sedd", sedd)
 register("udlm", udlm)
+register("ar", ar)

@@ -2,16 +2,19 @@
 returns the samples and the true number of network calls (``nanodd.protocols.Sampler``).  Every
 sampler is parameterised by the model's ``Diffusion`` (process, schedule, time grid), so it serves
 every method whose process it supports: ``ancestral`` needs an x0 network (D3PM, MDLM, UDLM);
+``first_hitting``, ``confidence`` and ``remdm`` a masked-diffusion x0 network (D3PM, MDLM);
 ``analytic`` and ``euler`` jump with the model's ratios, read from a ratio network (SEDD) or implied by
-an x0 network, so they serve every checkpoint.  ``loop`` is the grid and loop they share."""
+an x0 network, so they serve every checkpoint.  A sampler with settings of its own has an ``Options``
+dataclass and takes it as ``options``.  ``loop`` is the grid, conditioning and loop they share."""
 
 from types import ModuleType
 
 from nanodd.protocols import Diffusion
 
-from nanodd.samplers import analytic, ancestral, euler
+from nanodd.samplers import analytic, ancestral, confidence, euler, first_hitting, remdm
 
-SAMPLERS: dict[str, ModuleType] = {"ancestral": ancestral, "analytic": analytic, "euler": euler}
+SAMPLERS: dict[str, ModuleType] = {"ancestral": ancestral, "first-hitting": first_hitting, "confidence": confidence,
+                                   "remdm": remdm, "analytic": analytic, "euler": euler}
 """name -> sampler module (the name is what ``--sample.sampler`` takes)."""
 
 

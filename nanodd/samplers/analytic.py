@@ -38,8 +38,8 @@ def step_probs(process: Process, zt: Tensor, log_s: Tensor, alpha_t: Tensor, alp
 @torch.no_grad()
 def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
            generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-           on_step: OnStep | None = None) -> Samples:
-    """Analytic-step sampling from the prior z_1: the samples [B, L] and the NFE (``loop.run``)."""
-    return loop.run(lambda z, t, s, noise: loop.ratio_step(step_probs, apply, params, diffusion, z, t, s, noise, transform),
-                    diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
-                    on_step=on_step, may_move=loop.any_state_moves(diffusion))
+           on_step: OnStep | None = None, condition: Tensor | None = None, options: None = None) -> Samples:
+    """Analytic-step sampling from the prior z_1: the samples [B, L] and the NFE (``loop.run``); it takes no options."""
+    return loop.run(lambda f, z, t, s, noise: loop.ratio_step(step_probs, f, params, diffusion, z, t, s, noise, transform),
+                    apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
+                    on_step=on_step, condition=condition)

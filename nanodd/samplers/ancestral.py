@@ -11,13 +11,17 @@ the process, whose posterior holds for any s < t.
 
 It needs an x0 network: a ratio network (SEDD) samples with ``analytic`` or ``euler``.
 
-**NFE.**  A step in which the process says no token can move (absorbing: no masked token is
-revealed, which depends only on the step's uniforms) leaves z unchanged, so it is skipped without
-calling the network: about L distinct reveal steps, not ``steps``, for one sequence of length L on
-a fine grid.
+**Caching** (MDLM's idea, Sahoo et al. 2024 §4.2, in an exact form).  A step in which the process
+says no token can move (absorbing: no masked token is revealed, which depends only on the step's
+uniforms) leaves z unchanged, so it is skipped without calling the network; MDLM instead reuses the
+last output of a time-agnostic network.  The samples are the same draw for draw as without the
+cache (``Options.cache = False``, a call at every step, nanoDD's sampler), with about L distinct
+reveal steps' worth of calls instead of ``steps``; it is exact for time-conditioned networks too.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -28,24 +32,33 @@ from nanodd.protocols import Diffusion, Noise, OnStep, Samples
 from nanodd.samplers import loop
 
 
+@dataclass(frozen=True)
+class Options:
+    cache: bool = True
+    """Skip the network in steps that reveal nothing (exact); --sample.ancestral.no-cache calls it at every step."""
+
+
 def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor, s: Tensor, noise: Noise, *,
-         transform: sampling.Transform = sampling.identity) -> Tensor:
+         transform: sampling.Transform = sampling.identity, cache: bool = True) -> Tensor:
     """One reverse step z_t -> z_s, for t, s: [B] float64 (s < t) and noise ``u`` [B, L] and
     ``gumbel`` [B, L, K]: the process's reverse step given transform(log p(x0 | z_t))."""
     process = diffusion.process
-    log_p = process.log_p_x0(apply(params, zt, diffusion.time_input(t).float()), zt)
-    alpha_t, alpha_s = loop.alpha(diffusion, t), loop.alpha(diffusion, s)
-    return process.reverse_sample(zt, transform(log_p), alpha_t[:, None], alpha_s[:, None], noise["u"], noise["gumbel"])
+    alpha_t, alpha_s = loop.alpha(diffusion, t)[:, None], loop.alpha(diffusion, s)[:, None]
+    if cache and not process.moves(zt, alpha_t, alpha_s, noise["u"]).any():
+        return zt
+    log_p = process.log_p_x0(apply(params, zt, loop.network_time(diffusion, t)), zt)
+    return process.reverse_sample(zt, transform(log_p), alpha_t, alpha_s, noise["u"], noise["gumbel"])
 
 
 @torch.no_grad()
 def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
            generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-           on_step: OnStep | None = None) -> Samples:
+           on_step: OnStep | None = None, condition: Tensor | None = None, options: Options | None = None) -> Samples:
     """Ancestral sampling from the prior z_1: returns the samples [B, L] and the NFE (``loop.run``)."""
     if diffusion.log_ratios is not None:
         raise ValueError("the ancestral sampler needs a network that predicts x0; this one outputs ratios "
                          "(SEDD): use the analytic or euler sampler")
-    return loop.run(lambda z, t, s, noise: step(apply, params, diffusion, z, t, s, noise, transform=transform),
-                    diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
-                    on_step=on_step, may_move=diffusion.process.moves)
+    cache = (options or Options()).cache
+    return loop.run(lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, cache=cache),
+                    apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
+                    on_step=on_step, condition=condition)

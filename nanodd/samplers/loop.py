@@ -1,14 +1,21 @@
-r"""What every sampler shares: the time grid, the loop from the prior to clean data, and the NFE count.
+r"""What every sampler shares: the time grid, conditioning, the loop from the prior to clean data, and
+the NFE count.
 
 **Grid.**  ``steps`` evenly spaced steps 1 = t_0 > t_1 > ... > t_n = 0.  On a model trained with T
 discrete steps the grid snaps to multiples of 1/T, so the network only ever sees the steps it was
 trained on.  The last step lands on clean data, alpha = 1, even where the schedule's alpha(0) is just
 below 1 (geometric noise: exp(-sigma_min)); that is SEDD's final "denoising" step.
 
+**Conditioning.**  ``condition`` [L] or [B, L] long holds a fixed token id where one is given and -1
+where the sampler generates (a prefix, or characters anywhere: infill).  Fixed tokens are placed in
+z_1 and put back after every step, so they never change.  On the absorbing process they are clean
+tokens, which every step carries over, so the model's p(x0 | z_t) conditions on them from the first
+call: with the exact denoiser the samples are exactly p(x | fixed) (tested by enumeration).
+
 **Loop.**  z_1 is drawn from the prior; each step t -> s draws its uniforms ``u`` [B, L] and Gumbels
-[B, L, K] from the explicit generator and hands them to the sampler's step, which is a pure function.
-A step in which the sampler's ``may_move`` says no token can change is skipped without calling the
-network, so the NFE returned counts real network evaluations.
+[B, L, K] from the explicit generator and hands them to the sampler's step, a pure function.  The
+step gets the network as ``apply`` wrapped in a counter, so the NFE returned is the number of real
+network evaluations, whatever a step decides to skip.
 """
 
 from __future__ import annotations
@@ -26,12 +33,10 @@ from nanodd.protocols import Diffusion, Noise, OnStep, Process, Samples
 DEFAULT_STEPS = 1000
 """Steps on a continuous-time model when none are given (a discrete model defaults to its T)."""
 
-Step = Callable[[Tensor, Tensor, Tensor, Noise], Tensor]
-"""(z_t [B, L], t [B], s [B], noise) -> z_s: one reverse step with the network bound in."""
+Step = Callable[[Apply, Tensor, Tensor, Tensor, Noise], Tensor]
+"""(apply, z_t [B, L], t [B], s [B], noise) -> z_s: one reverse step; it calls ``apply`` only when needed."""
 StepProbs = Callable[[Process, Tensor, Tensor, Tensor, Tensor], Tensor]
 """(process, z_t [B, L], log s [B, L, K] float64, alpha_t [B], alpha_s [B]) -> p(z_s | z_t) [B, L, K]."""
-MayMove = Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]
-"""(z_t, alpha_t [1], alpha_s [1], u) -> bool [B, L]: which tokens the step could change at all."""
 
 
 def time_grid(diffusion: Diffusion, steps: int) -> list[float]:
@@ -48,27 +53,69 @@ def alpha(diffusion: Diffusion, t: Tensor) -> Tensor:
     return torch.where(t == 0, 1.0, diffusion.schedule(t)[0])
 
 
-def any_state_moves(diffusion: Diffusion) -> MayMove:
-    """Tokens in a state nothing flows into (pi_z = 0: absorbing's clean tokens) never move in reverse."""
+def network_time(diffusion: Diffusion, t: Tensor) -> Tensor:
+    """What the network is fed at time t [B]: ``time_input`` of t, read on the model's grid (t -> ceil(t T) / T)
+    when it was trained on T steps, as fp32."""
+    if diffusion.T is not None:
+        t = torch.ceil(t * diffusion.T - 1e-9).clamp(min=1) / diffusion.T
+    return diffusion.time_input(t).float()
 
-    def may_move(zt: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor) -> Tensor:
-        return diffusion.process.prior(zt.device)[zt] > 0
 
-    return may_move
+class Counted:
+    """``apply`` that counts its calls."""
+
+    def __init__(self, apply: Apply):
+        self.apply, self.calls = apply, 0
+
+    def __call__(self, params: Params, zt: Tensor, t: Tensor) -> Tensor:
+        self.calls += 1
+        return self.apply(params, zt, t)
+
+
+def require_masked_x0_network(diffusion: Diffusion, sampler: str) -> None:
+    """Refuse, with one clear line, a model this masked-diffusion sampler cannot serve."""
+    if not hasattr(diffusion.process, "mask_id") or diffusion.log_ratios is not None:
+        raise ValueError(f"the {sampler} sampler needs a masked-diffusion model that predicts x0 (D3PM, MDLM); "
+                         "use ancestral, analytic or euler for this one")
+
+
+def conditioned(condition: Tensor | None, z: Tensor) -> Tensor:
+    """z with the fixed tokens of ``condition`` (-1: free) put back."""
+    return z if condition is None else torch.where(condition >= 0, condition, z)
+
+
+def check_condition(condition: Tensor | None, process: Process, shape: tuple[int, int]) -> Tensor | None:
+    """``condition`` broadcast to [B, L] on its device, after checking its shape and ids."""
+    if condition is None:
+        return None
+    if condition.shape[-1] != shape[1] or condition.dim() > 2:
+        raise ValueError(f"the condition must be [L] or [B, L] with L = {shape[1]}, got shape {tuple(condition.shape)}")
+    if ((condition < -1) | (condition >= process.n_symbols)).any():
+        raise ValueError(f"fixed tokens must be data symbols 0..{process.n_symbols - 1} (or -1: generate)")
+    return condition.expand(shape)
+
+
+def start(process: Process, generator: torch.Generator, shape: tuple[int, int], condition: Tensor | None) -> Tensor:
+    """z_1: the prior, with the fixed tokens in place."""
+    return conditioned(condition, process.prior_sample(sampling.uniforms(generator, shape)))
 
 
 def ratio_step(step_probs: StepProbs, apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor,
                s: Tensor, noise: Noise, transform: sampling.Transform) -> Tensor:
     """One step of a sampler that jumps with the model's ratios (``bounds.model_log_ratios``: read from
-    a ratio network, or implied by an x0 network): z_s ~ transform(step_probs(...)) by Gumbel-max."""
+    a ratio network, or implied by an x0 network): z_s ~ transform(step_probs(...)) by Gumbel-max.
+    Skipped (no call) when no token is in a state anything flows into (absorbing: no mask left)."""
+    process = diffusion.process
+    if not (process.prior(zt.device)[zt] > 0).any():
+        return zt
     alpha_t, alpha_s = alpha(diffusion, t), alpha(diffusion, s)
-    log_s = model_log_ratios(diffusion, apply(params, zt, diffusion.time_input(t).float()), zt, alpha_t)
-    probs = step_probs(diffusion.process, zt, log_s.double(), alpha_t, alpha_s)
+    log_s = model_log_ratios(diffusion, apply(params, zt, network_time(diffusion, t)), zt, alpha_t)
+    probs = step_probs(process, zt, log_s.double(), alpha_t, alpha_s)
     return sampling.categorical(transform(probs.log()), noise["gumbel"])
 
 
-def run(step: Step, diffusion: Diffusion, *, batch_size: int, seq_len: int, generator: torch.Generator,
-        steps: int | None, on_step: OnStep | None, may_move: MayMove) -> Samples:
+def run(step: Step, apply: Apply, diffusion: Diffusion, *, batch_size: int, seq_len: int, generator: torch.Generator,
+        steps: int | None, on_step: OnStep | None, condition: Tensor | None) -> Samples:
     """Walk the grid from z_1 ~ prior with ``step``; returns the samples [B, L] and the NFE.
 
     ``steps`` defaults to the model's T (discrete) or ``DEFAULT_STEPS``; ``on_step(s, z_s)`` sees every
@@ -78,15 +125,13 @@ def run(step: Step, diffusion: Diffusion, *, batch_size: int, seq_len: int, gene
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     process, device, shape = diffusion.process, generator.device, (batch_size, seq_len)
-    z = process.prior_sample(sampling.uniforms(generator, shape))
+    condition = check_condition(condition, process, shape)
+    counted, z = Counted(apply), start(process, generator, shape, condition)
     grid = time_grid(diffusion, steps)
-    nfe = 0
     for t, s in zip(grid[:-1], grid[1:]):
         noise = {"u": sampling.uniforms(generator, shape), "gumbel": sampling.gumbels(generator, (*shape, process.K))}
         t_b, s_b = (torch.full((batch_size,), v, dtype=torch.float64, device=device) for v in (t, s))
-        if may_move(z, alpha(diffusion, t_b[:1]), alpha(diffusion, s_b[:1]), noise["u"]).any():
-            z = step(z, t_b, s_b, noise)
-            nfe += 1
+        z = conditioned(condition, step(counted, z, t_b, s_b, noise))
         if on_step is not None:
             on_step(s, z)
-    return Samples(z, nfe)
+    return Samples(z, counted.calls)

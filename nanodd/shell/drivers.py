@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,14 +22,14 @@ import torch
 
 from nanodd import evaluate as ev, sampling
 from nanodd.config import Config, from_dict, network_config, to_dict
-from nanodd.data import canonical_chunks, decode, default_cache_dir, eval_chunks, load_split
+from nanodd.data import VOCAB, canonical_chunks, decode, default_cache_dir, encode, eval_chunks, load_split
 from nanodd.data.prepare import dataset_name
 from nanodd.functional import Apply, Params, make_apply, params_of
 from nanodd.methods import method_of
 from nanodd.model import DiT
 from nanodd.protocols import Diffusion, OnStep
 from nanodd.samplers import SAMPLERS
-from nanodd.shell import nanodd_ckpt
+from nanodd.shell import dist, nanodd_ckpt
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 
 Estimator = Literal["stratified", "exact", "continuous", "elbo-vs-t"]
@@ -99,19 +100,59 @@ class Generated:
     seconds: float
 
 
+def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tensor | None:
+    """The sampler's ``condition`` [L] (-1: generate) from a prefix, or an infill pattern in which '_'
+    marks a character to generate (positions past its end are generated too); None for neither."""
+    if prefix and infill:
+        raise ValueError("give --sample.prefix or --sample.infill, not both (an infill pattern can start with the prefix)")
+    pattern = prefix or infill
+    if len(pattern) > seq_len:
+        raise ValueError(f"the {'prefix' if prefix else 'infill pattern'} has {len(pattern)} characters; "
+                         f"the model writes {seq_len}")
+    if not pattern:
+        return None
+    allowed = set(VOCAB) | ({"_"} if infill else set())
+    if bad := sorted(set(pattern) - allowed):
+        raise ValueError(f"--sample.{'prefix' if prefix else 'infill'} may hold only a-z and space"
+                         f"{' (and _ to generate)' if infill else ''}, got {bad[:5]}")
+    condition = torch.full((seq_len,), -1, dtype=torch.long)
+    fixed = [i for i, c in enumerate(pattern) if c != "_"]
+    condition[fixed] = torch.as_tensor(encode("".join(pattern[i] for i in fixed)), dtype=torch.long)
+    return condition
+
+
 def generate(ckpt: Checkpoint, *, sampler: str = "ancestral", batch_size: int = 1, steps: int | None = None,
-             seed: int = 0, temperature: float = 1.0, top_p: float = 1.0, on_step: OnStep | None = None) -> Generated:
-    """Sample ``batch_size`` sequences of the checkpoint's length with a registered sampler."""
+             seed: int = 0, temperature: float = 1.0, top_p: float = 1.0, on_step: OnStep | None = None,
+             condition: torch.Tensor | None = None, options=None, dtype: Literal["auto", "fp32", "bf16"] = "fp32"
+             ) -> Generated:
+    """Sample ``batch_size`` sequences of the checkpoint's length with a registered sampler, given
+    ``condition`` (``condition_of``) and the sampler's ``options``; the network runs under bf16
+    autocast for ``dtype`` "bf16", or "auto" where bf16 is fast (CUDA, CPUs with native bf16)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if batch_size < 1:
         raise ValueError(f"--sample.batch-size must be positive, got {batch_size}")
     transform = sampling.compose(sampling.temperature(temperature), sampling.top_p(top_p))
     start = time.perf_counter()
-    x, nfe = SAMPLERS[sampler].sample(ckpt.apply, ckpt.params, ckpt.diffusion, batch_size=batch_size,
-                                      seq_len=ckpt.cfg.data.seq_len, generator=torch.Generator(ckpt.device).manual_seed(seed),
-                                      steps=steps, transform=transform, on_step=on_step)
+    with dist.autocast(ckpt.device, dist.autocast_dtype(dtype, ckpt.device)):
+        x, nfe = SAMPLERS[sampler].sample(ckpt.apply, ckpt.params, ckpt.diffusion, batch_size=batch_size,
+                                          seq_len=ckpt.cfg.data.seq_len, generator=torch.Generator(ckpt.device).manual_seed(seed),
+                                          steps=steps, transform=transform, on_step=on_step,
+                                          condition=None if condition is None else condition.to(ckpt.device),
+                                          options=options)
     return Generated([decode(row) for row in x.cpu()], x, nfe, time.perf_counter() - start)
+
+
+@torch.no_grad()
+def judge_bpc(judge: Checkpoint, tokens: torch.Tensor) -> torch.Tensor:
+    """gen-BPC: an autoregressive judge's exact bits per character on each sample, [B] float64.
+    Lower is more plausible text to the judge; read it next to the samples' unigram entropy, since a
+    degenerate sampler (one repeated character) also scores low."""
+    if not judge.model.cfg.causal:
+        raise ValueError(f"{judge.path} is not an autoregressive judge: train one with `train ar-demo` or `train ar-text8`")
+    integrand = judge.method.bound(judge.cfg.method)
+    nats = integrand(judge.apply, judge.params, tokens.to(judge.device), None, {})
+    return nats.cpu() / (tokens.shape[1] * math.log(2))
 
 
 def prepared_dir(source: str, data_dir: str | None) -> Path:

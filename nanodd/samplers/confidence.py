@@ -1,0 +1,85 @@
+r"""Confidence-ordered unmasking (MaskGIT: Chang et al. 2022, "MaskGIT: Masked Generative Image
+Transformer"; the margin rule as in Kim et al. 2025, "Train for the Worst, Plan for the Best").
+
+Each of ``steps`` steps calls the network once, draws a candidate x0^i ~ transform(p(x0^i | z_t)) at
+every masked position (Gumbel-max), and reveals the k positions whose candidates it is most sure of:
+
+    probability rule:  c_i = p(x0^i = candidate | z_t)
+    margin rule:       c_i = p(top-1) - p(top-2)   (the gap between the two most likely symbols)
+
+k follows a schedule of the fraction still masked after step j of n, gamma(j / n) over the N free
+positions: cosine gamma(r) = cos(pi r / 2) (MaskGIT's), or linear 1 - r; at least one position per
+step while any is masked, and none left after the last.  Not a sample of the model's distribution
+(the order is chosen by the network, not by chance), but deterministic given its noise.  The
+network is fed the time whose alpha_t is the fraction of clean tokens.  Masked-diffusion checkpoints only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from nanodd import sampling
+from nanodd.functional import Apply, Params
+from nanodd.protocols import Diffusion, Noise, OnStep, Samples
+from nanodd.samplers import loop
+from nanodd.schedules import time_of
+
+
+@dataclass(frozen=True)
+class Options:
+    rule: Literal["probability", "margin"] = "probability"
+    """Confidence of a candidate: its probability, or the top-1 minus top-2 probability margin."""
+    schedule: Literal["cosine", "linear"] = "cosine"
+    """Fraction of the free positions still masked after step j of n: cos(pi j / 2n), or 1 - j/n."""
+
+
+def still_masked(n_free: Tensor, s: Tensor, schedule: str) -> Tensor:
+    """How many positions stay masked after the step that ends at time s [B] (s = 1 - j/n): [B] long."""
+    r = 1 - s
+    gamma = torch.cos(0.5 * math.pi * r) if schedule == "cosine" else 1 - r
+    return torch.where(s == 0, 0, torch.floor(n_free * gamma)).long()
+
+
+def confidence(log_p: Tensor, candidate: Tensor, rule: str) -> Tensor:
+    """c_i for every position, [B, L]."""
+    if rule == "probability":
+        return log_p.gather(-1, candidate[..., None]).squeeze(-1).exp()
+    top2 = log_p.exp().topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor, s: Tensor, noise: Noise,
+         n_free: Tensor, *, transform: sampling.Transform = sampling.identity, options: Options = Options()) -> Tensor:
+    """Reveal the most confident masked positions so that ``still_masked`` remain; n_free: [B]."""
+    masked = zt == diffusion.process.mask_id
+    n_masked = masked.sum(-1)
+    k = (n_masked - still_masked(n_free, s, options.schedule)).clamp(min=1) * (n_masked > 0)
+    if not k.any():
+        return zt
+    clean_fraction = 1 - n_masked.double() / zt.shape[-1]
+    t_net = time_of(diffusion.schedule, clean_fraction).clamp(min=1e-6)
+    log_p = diffusion.process.log_p_x0(apply(params, zt, loop.network_time(diffusion, t_net)), zt)
+    candidate = sampling.categorical(transform(log_p), noise["gumbel"])
+    c = confidence(transform(log_p).log_softmax(-1), candidate, options.rule).masked_fill(~masked, -1.0)
+    rank = c.argsort(-1, descending=True, stable=True).argsort(-1)
+    return torch.where(masked & (rank < k[:, None]), candidate, zt)
+
+
+@torch.no_grad()
+def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
+           generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
+           on_step: OnStep | None = None, condition: Tensor | None = None, options: Options | None = None) -> Samples:
+    """Confidence-ordered unmasking from z_1 = all masks in ``steps`` network calls (default: L)."""
+    loop.require_masked_x0_network(diffusion, "confidence")
+    opt = options or Options()
+    cond = loop.check_condition(condition, diffusion.process, (batch_size, seq_len))
+    n_free = torch.full((batch_size,), seq_len, device=generator.device) if cond is None else (cond < 0).sum(-1)
+    return loop.run(lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, n_free, transform=transform,
+                                                   options=opt),
+                    apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator,
+                    steps=steps if steps is not None else seq_len, on_step=on_step, condition=condition)
