@@ -26,7 +26,7 @@ import tyro
 from nanodd import evaluate as ev
 from nanodd.samplers import ancestral, confidence, remdm
 from nanodd.data import decode, load_split
-from nanodd.shell.drivers import generate, judge_bpc, load_checkpoint, prepared_dir
+from nanodd.shell.drivers import generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ def measure(ckpt, judge, row: Row, opt: Options, vocab: set[str]) -> dict:
 
 
 def main(opt: Options) -> None:
-    ckpt, judge = load_checkpoint(opt.checkpoint), load_checkpoint(opt.judge)
+    ckpt, judge = load_checkpoint(opt.checkpoint), load_judge(opt.judge)
     train_text = decode(load_split(prepared_dir(ckpt.cfg.data.source, ckpt.cfg.data.data_dir), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
     print(f"| sampler | NFE | s / sample (batch 1) | speed-up | samples/s (batch {opt.batch}) | gen-BPC | "

@@ -48,7 +48,7 @@ from nanodd.shell import dist
 from nanodd.shell.checkpoint import CheckpointError
 from nanodd.evaluate import char_entropy
 from nanodd.shell.drivers import (Estimator, condition_of, convert_nanodd, evaluate_checkpoint,
-                                  generate as sample_text, judge_bpc, load_checkpoint, sample_metrics)
+                                  generate as sample_text, judge_bpc, load_checkpoint, load_judge, sample_metrics)
 from nanodd.shell.trainer import StopTraining, train as run_training
 
 D3PM_TEXT8 = Config(
@@ -339,7 +339,7 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
     ckpt = load_checkpoint(checkpoint, ema=opt.ema, device=device)
     if ckpt.model.cfg.causal:
         raise ValueError(f"{checkpoint} is an autoregressive judge: it scores samples (--sample.judge), it does not write them")
-    judge = load_checkpoint(opt.judge, device=device) if opt.judge else None
+    judge = load_judge(opt.judge, device) if opt.judge else None
     sampler = opt.sampler or default_sampler(ckpt.diffusion)
     condition = condition_of(ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
     view = LiveView(enabled=opt.live)

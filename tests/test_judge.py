@@ -23,7 +23,7 @@ def exact_conditionals_apply(seqs, p):
                 prefix = row[1:i + 1]  # x_<i (position 0 holds BOS)
                 consistent = (seqs[:, :i] == prefix).all(-1)
                 mass = torch.zeros(3, dtype=torch.float64).index_add_(0, seqs[consistent, i], p[consistent])
-                out[b, i, :3] = (mass / mass.sum()).log()
+                out[b, i, :3] = (mass / mass.sum()).log() if mass.sum() > 0 else -torch.tensor(3.0).log()
         return out
 
     return apply

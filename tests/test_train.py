@@ -241,7 +241,7 @@ def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(mo
                           (["sample", run, "--sample.prefix", "The King"], "a-z and space"),
                           (["sample", run, "--sample.prefix", "a", "--sample.infill", "b"], "not both"),
                           (["sample", run, "--sample.sampler", "first-hitting", "--sample.steps", "10"], "no step count"),
-                          (["sample", run, "--sample.remdm.eta", "2"], "--sample.remdm.eta")]:
+                          (["sample", run, "--sample.sampler", "remdm", "--sample.remdm.eta", "2"], "--sample.remdm.eta")]:
         code, _, err = run_cli(monkeypatch, capsys, *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
 

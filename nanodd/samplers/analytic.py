@@ -25,7 +25,7 @@ from nanodd import sampling
 from nanodd.functional import Apply, Params
 import nanodd.processes.mixing as mixing
 from nanodd.protocols import Diffusion, OnStep, Process, Samples
-from nanodd.samplers import loop
+import nanodd.samplers.loop as loop
 
 
 def step_probs(process: Process, zt: Tensor, log_s: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:

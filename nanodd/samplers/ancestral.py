@@ -29,7 +29,7 @@ from torch import Tensor
 from nanodd import sampling
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, Noise, OnStep, Samples
-from nanodd.samplers import loop
+import nanodd.samplers.loop as loop
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from torch import Tensor
 from nanodd import sampling
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, Noise, OnStep, Samples
-from nanodd.samplers import loop
+import nanodd.samplers.loop as loop
 from nanodd.schedules import time_of
 
 
@@ -42,7 +42,7 @@ def still_masked(n_free: Tensor, s: Tensor, schedule: str) -> Tensor:
     """How many positions stay masked after the step that ends at time s [B] (s = 1 - j/n): [B] long."""
     r = 1 - s
     gamma = torch.cos(0.5 * math.pi * r) if schedule == "cosine" else 1 - r
-    return torch.where(s == 0, 0, torch.floor(n_free * gamma)).long()
+    return torch.where(s == 0, 0, torch.floor(n_free * gamma + 1e-9)).long()  # 1e-9: 3 * (1/3) is 1
 
 
 def confidence(log_p: Tensor, candidate: Tensor, rule: str) -> Tensor:
@@ -66,7 +66,7 @@ def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tens
     log_p = diffusion.process.log_p_x0(apply(params, zt, loop.network_time(diffusion, t_net)), zt)
     candidate = sampling.categorical(transform(log_p), noise["gumbel"])
     c = confidence(transform(log_p).log_softmax(-1), candidate, options.rule).masked_fill(~masked, -1.0)
-    rank = c.argsort(-1, descending=True, stable=True).argsort(-1)
+    rank = torch.argsort(c, dim=-1, descending=True, stable=True).argsort(-1)
     return torch.where(masked & (rank < k[:, None]), candidate, zt)
 
 

@@ -27,7 +27,7 @@ from torch import Tensor
 from nanodd import sampling
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, OnStep, Samples
-from nanodd.samplers import loop
+import nanodd.samplers.loop as loop
 from nanodd.schedules import time_of
 
 

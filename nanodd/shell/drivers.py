@@ -143,13 +143,19 @@ def generate(ckpt: Checkpoint, *, sampler: str = "ancestral", batch_size: int = 
     return Generated([decode(row) for row in x.cpu()], x, nfe, time.perf_counter() - start)
 
 
+def load_judge(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """An autoregressive judge checkpoint (EMA weights); refuses any other kind with one line."""
+    judge = load_checkpoint(path, device=device)
+    if not judge.model.cfg.causal:
+        raise ValueError(f"{path} is not an autoregressive judge: train one with `train ar-demo` or `train ar-text8`")
+    return judge
+
+
 @torch.no_grad()
 def judge_bpc(judge: Checkpoint, tokens: torch.Tensor) -> torch.Tensor:
-    """gen-BPC: an autoregressive judge's exact bits per character on each sample, [B] float64.
-    Lower is more plausible text to the judge; read it next to the samples' unigram entropy, since a
-    degenerate sampler (one repeated character) also scores low."""
-    if not judge.model.cfg.causal:
-        raise ValueError(f"{judge.path} is not an autoregressive judge: train one with `train ar-demo` or `train ar-text8`")
+    """gen-BPC: an autoregressive judge's (``load_judge``) exact bits per character on each sample,
+    [B] float64.  Lower is more plausible text to the judge; read it next to the samples' unigram
+    entropy, since a degenerate sampler (one repeated character) also scores low."""
     integrand = judge.method.bound(judge.cfg.method)
     nats = integrand(judge.apply, judge.params, tokens.to(judge.device), None, {})
     return nats.cpu() / (tokens.shape[1] * math.log(2))
