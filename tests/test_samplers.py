@@ -238,3 +238,12 @@ def test_masked_only_samplers_refuse_other_models_in_one_line():
             sampler.sample(None, None, diffusion, batch_size=1, seq_len=3, generator=torch.Generator())
     with pytest.raises(ValueError, match="condition"):
         draw(ancestral, MDLM, n=2, steps=4, condition=torch.tensor([-1, 0]))
+
+
+@pytest.mark.parametrize("sampler", [analytic, euler], ids=["analytic", "euler"])
+def test_ratio_samplers_serve_an_x0_network_whose_schedule_reaches_alpha_zero(sampler):
+    """D3PM's linear schedule has alpha_1 = 0, where the ratios an x0 network implies vanish and the
+    analytic step is 0/0 unless the sampler guards it."""
+    seqs, p = toy_distribution(n_symbols=3, L=3)
+    x, _ = draw(sampler, D3PM, steps=200)
+    assert (x < 3).all() and tv_to_p(x, p) < 0.05

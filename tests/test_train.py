@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from benchmarks import sampling as sampling_benchmark
 from experiments import text8
 from nanodd.config import Config, DataConfig, TrainConfig, from_dict, network_config, to_dict
 from nanodd.functional import params_of
@@ -236,6 +237,11 @@ def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(mo
     code, stdout, err = run_cli(monkeypatch, capsys, "sample", run, "--sample.prefix", "the king", "--sample.no-live",
                                 "--sample.steps", "20")
     assert code == 0 and stdout.startswith("the king"), err
+    sampling_benchmark.main(sampling_benchmark.Options(run, judge=judge, batch=2, batches=1, single=1))
+    table = capsys.readouterr().out.splitlines()
+    rows = [line for line in table if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == len(sampling_benchmark.rows(1000)) and all(len(r.split("|")) == 11 for r in rows)
+    assert rows[0].split("|")[2].strip() == "1000" and "1.0x" in rows[0]  # nanoDD's sampler calls at every step
     for args, message in [(["sample", judge], "autoregressive judge"),
                           (["sample", run, "--sample.judge", run], "not an autoregressive judge"),
                           (["sample", run, "--sample.prefix", "The King"], "a-z and space"),

@@ -108,7 +108,9 @@ def ratio_step(step_probs: StepProbs, apply: Apply, params: Params, diffusion: D
     process = diffusion.process
     if not (process.prior(zt.device)[zt] > 0).any():
         return zt
-    alpha_t, alpha_s = alpha(diffusion, t), alpha(diffusion, s)
+    # alpha_t = 0 (all noise at t = 1: linear, cosine) would make the ratios 0 and the analytic step 0/0;
+    # a floor of 1e-12 keeps every formula finite in float64 and changes no probability visibly.
+    alpha_t, alpha_s = alpha(diffusion, t).clamp(min=1e-12), alpha(diffusion, s)
     log_s = model_log_ratios(diffusion, apply(params, zt, network_time(diffusion, t)), zt, alpha_t)
     probs = step_probs(process, zt, log_s.double(), alpha_t, alpha_s)
     return sampling.categorical(transform(probs.log()), noise["gumbel"])
