@@ -14,7 +14,7 @@ from nanodd.model import DiT, DiTConfig
 from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Slot
 from nanodd.schedules import Cosine, Linear, LogLinear
-from toy import exact_apply, exact_bound, toy_distribution
+from toy import exact_apply, exact_bound, loss_of_each_sequence, toy_distribution
 
 TOY = Absorbing(n_symbols=3)
 
@@ -23,20 +23,6 @@ TOY = Absorbing(n_symbols=3)
 def toy():
     seqs, p = toy_distribution(n_symbols=3, L=3)
     return seqs, p, exact_apply(seqs, p, TOY.mask_id)
-
-
-def nelbo_of_each_sequence(apply, seqs, cfg, n_batches=40, batch=500):
-    """The training loss on batches of one repeated x0 (antithetic t over each batch): per x0, the
-    mean over batches in nats per sequence and its standard error (batches are independent)."""
-    g = torch.Generator().manual_seed(0)
-    L = seqs.shape[1]
-    values = torch.empty(len(seqs), n_batches, dtype=torch.float64)
-    for i, x in enumerate(seqs):
-        x0 = x.expand(batch, L)
-        for b in range(n_batches):
-            loss, aux = mdlm.loss(apply, None, x0, mdlm.noise(g, x0, cfg), cfg=cfg)
-            values[i, b] = L * loss
-    return values.mean(1), values.std(1) / math.sqrt(n_batches)
 
 
 def wrong_weight(schedule, T, t):
@@ -51,7 +37,7 @@ def test_nelbo_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(toy, sch
     alpha_t.  Log-linear's alpha_1 = eps leaves out int_{1-eps}^1 (1/s) E_s[NLL] ds ~ eps * 3 ln 3 ~ 0.003
     nats (substitute s = (1 - eps) t), far below the standard error."""
     seqs, p, apply = toy
-    mean, se = nelbo_of_each_sequence(apply, seqs, mdlm.MDLMConfig(schedule=schedule, process=TOY))
+    mean, se = loss_of_each_sequence(mdlm, apply, seqs, mdlm.MDLMConfig(schedule=schedule, process=TOY))
     nll = -p.log()
     assert (se < 0.01 * nll).all(), (se / nll).max()
     assert ((mean - nll).abs() < 3 * se).all(), ((mean - nll) / se)
@@ -60,7 +46,7 @@ def test_nelbo_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(toy, sch
 def test_the_exactness_check_fails_without_the_one_over_one_minus_alpha_factor(toy, monkeypatch):
     seqs, p, apply = toy
     monkeypatch.setattr(bounds, "masked_weight", wrong_weight)
-    mean, se = nelbo_of_each_sequence(apply, seqs, mdlm.MDLMConfig(schedule=Linear(), process=TOY), n_batches=20)
+    mean, se = loss_of_each_sequence(mdlm, apply, seqs, mdlm.MDLMConfig(schedule=Linear(), process=TOY), n_batches=20)
     assert ((mean + p.log()).abs() > 3 * se).sum() >= 20
 
 

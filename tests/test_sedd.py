@@ -22,7 +22,7 @@ from nanodd.processes import mixing
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
 from nanodd.schedules import Geometric
-from toy import exact_ratio_apply, toy_distribution
+from toy import exact_ratio_apply, loss_of_each_sequence, toy_distribution
 
 GRAPHS = {"absorbing": Absorbing(n_symbols=3), "uniform": Uniform(n_symbols=3)}
 
@@ -44,18 +44,6 @@ def residual(seqs, p, cfg):
     return kl + p.log()
 
 
-def sedd_of_each_sequence(apply, seqs, cfg, n_batches=40, batch=500):
-    """The training loss on batches of one repeated x0: per x0, nats per sequence and its standard error."""
-    g = torch.Generator().manual_seed(0)
-    L = seqs.shape[1]
-    values = torch.empty(len(seqs), n_batches, dtype=torch.float64)
-    for i, x in enumerate(seqs):
-        x0 = x.expand(batch, L)
-        for b in range(n_batches):
-            values[i, b] = L * sedd.loss(apply, None, x0, sedd.noise(g, x0, cfg), cfg=cfg)[0]
-    return values.mean(1), values.std(1) / math.sqrt(n_batches)
-
-
 def config(graph):
     return sedd.SEDDConfig(process=GRAPHS[graph], schedule=Geometric(), scale_by_sigma=graph == "absorbing")
 
@@ -64,7 +52,7 @@ def config(graph):
 def test_score_entropy_of_the_exact_ratios_is_the_exact_nll_of_every_sequence(toy, graph):
     seqs, p = toy
     cfg = config(graph)
-    mean, se = sedd_of_each_sequence(exact_ratio_apply(seqs, p, cfg), seqs, cfg)
+    mean, se = loss_of_each_sequence(sedd, exact_ratio_apply(seqs, p, cfg), seqs, cfg)
     nll = -p.log()
     assert (residual(seqs, p, cfg).abs() < 0.5 * se).all()  # negligible beside the 3 s.e. tolerance
     assert (se < 0.035 * nll).all(), (se / nll).max()
@@ -80,7 +68,7 @@ def test_the_sedd_check_fails_with_a_flipped_log_term_or_without_the_constant(to
              "no K(rho) term": lambda log_s, rho: log_s.exp() - rho * log_s}
     for name, entropy in wrong.items():
         monkeypatch.setattr(bounds, "score_entropy", entropy)
-        mean, se = sedd_of_each_sequence(apply, seqs, cfg, n_batches=10)
+        mean, se = loss_of_each_sequence(sedd, apply, seqs, cfg, n_batches=10)
         assert mean.isfinite().all() and ((mean - nll).abs() > 3 * se).sum() >= 20, name
 
 

@@ -2,7 +2,6 @@
 UDLM's continuous bound by its training loss, and the rate bound against MDLM's on absorbing noise."""
 
 import itertools
-import math
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
 from nanodd.protocols import Diffusion
 from nanodd.schedules import Cosine, Linear, LogLinear
-from toy import entropy, exact_apply, exact_uniform_apply, toy_distribution
+from toy import entropy, exact_apply, exact_uniform_apply, loss_of_each_sequence, toy_distribution
 
 TOY = Uniform(n_symbols=3)
 
@@ -51,18 +50,6 @@ def test_d3pm_uniform_exact_bound_is_above_the_entropy_and_decreases_towards_it(
     assert gaps[2] < 0.02 * gaps[0], gaps
 
 
-def udlm_of_each_sequence(apply, seqs, cfg, n_batches=40, batch=500):
-    """The training loss on batches of one repeated x0: per x0, nats per sequence and its standard error."""
-    g = torch.Generator().manual_seed(0)
-    L = seqs.shape[1]
-    values = torch.empty(len(seqs), n_batches, dtype=torch.float64)
-    for i, x in enumerate(seqs):
-        x0 = x.expand(batch, L)
-        for b in range(n_batches):
-            values[i, b] = L * udlm.loss(apply, None, x0, udlm.noise(g, x0, cfg), cfg=cfg)[0]
-    return values.mean(1), values.std(1) / math.sqrt(n_batches)
-
-
 @pytest.mark.parametrize("schedule", [Cosine(), LogLinear(eps=1e-3)], ids=lambda s: type(s).__name__)
 def test_udlm_bound_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(toy, schedule):
     """With x_theta(z_t)^i = p(x0^i | z_t^{-i}) the model's jump rates are the data's, so the bound is
@@ -70,7 +57,7 @@ def test_udlm_bound_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(toy
     O(alpha_1^2) ~ 1e-6 nats for log-linear's alpha_1 = eps, whose prior term the bound includes."""
     seqs, p = toy
     apply = exact_uniform_apply(seqs, p, TOY, lambda t: schedule(t)[0])
-    mean, se = udlm_of_each_sequence(apply, seqs, udlm.UDLMConfig(schedule=schedule, process=TOY))
+    mean, se = loss_of_each_sequence(udlm, apply, seqs, udlm.UDLMConfig(schedule=schedule, process=TOY))
     nll = -p.log()
     assert (se < 0.035 * nll).all(), (se / nll).max()
     assert ((mean - nll).abs() < 3 * se).all(), ((mean - nll) / se)
@@ -81,10 +68,10 @@ def test_the_udlm_check_fails_for_a_denoiser_that_sees_its_own_token_or_a_flippe
     cfg, nll = udlm.UDLMConfig(schedule=Cosine(), process=TOY), -p.log()
     exact = exact_uniform_apply(seqs, p, TOY, lambda t: Cosine()(t)[0])
     own = exact_uniform_apply(seqs, p, TOY, lambda t: Cosine()(t)[0], sees_own_token=True)
-    mean, se = udlm_of_each_sequence(own, seqs, cfg, n_batches=10)
+    mean, se = loss_of_each_sequence(udlm, own, seqs, cfg, n_batches=10)
     assert ((mean - nll).abs() > 3 * se).sum() >= 20
     monkeypatch.setattr(bounds, "score_entropy", lambda log_s, rho: log_s.exp() - rho - torch.xlogy(rho, rho) + rho * log_s)
-    mean, se = udlm_of_each_sequence(exact, seqs, cfg, n_batches=10)
+    mean, se = loss_of_each_sequence(udlm, exact, seqs, cfg, n_batches=10)
     assert mean.isfinite().all() and ((mean - nll).abs() > 3 * se).sum() >= 20
 
 

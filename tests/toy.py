@@ -106,3 +106,17 @@ def exact_ratio_apply(seqs, p, cfg):
         return logits
 
     return apply
+
+
+def loss_of_each_sequence(method, apply, seqs, cfg, n_batches=40, batch=500):
+    """A method's training loss on batches of one repeated x0 (its own noise, t stratified over each
+    batch where it does so): per x0, the mean over batches in nats per sequence and its standard error
+    (batches are independent)."""
+    g = torch.Generator().manual_seed(0)
+    L = seqs.shape[1]
+    values = torch.empty(len(seqs), n_batches, dtype=torch.float64)
+    for i, x in enumerate(seqs):
+        x0 = x.expand(batch, L)
+        for b in range(n_batches):
+            values[i, b] = L * method.loss(apply, None, x0, method.noise(g, x0, cfg), cfg=cfg)[0]
+    return values.mean(1), values.std(1) / math.sqrt(n_batches)

@@ -20,10 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nanodd import sampling
-from nanodd.functional import Apply, Params
 import nanodd.processes.mixing as mixing
-from nanodd.protocols import Diffusion, OnStep, Process, Samples
+from nanodd.protocols import Process
 import nanodd.samplers.analytic as analytic
 import nanodd.samplers.loop as loop
 
@@ -39,11 +37,4 @@ def step_probs(process: Process, zt: Tensor, log_s: Tensor, alpha_t: Tensor, alp
     return probs / probs.sum(-1, keepdim=True)
 
 
-@torch.no_grad()
-def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
-           generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-           on_step: OnStep | None = None, condition: Tensor | None = None, options: None = None) -> Samples:
-    """Tau-leaping from the prior z_1: the samples [B, L] and the NFE (``loop.run``); it takes no options."""
-    return loop.run(lambda f, z, t, s, noise: loop.ratio_step(step_probs, f, params, diffusion, z, t, s, noise, transform),
-                    apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
-                    on_step=on_step, condition=condition)
+sample = loop.ratio_sampler(step_probs, "Tau-leaping")

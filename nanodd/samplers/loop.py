@@ -137,3 +137,18 @@ def run(step: Step, apply: Apply, diffusion: Diffusion, *, batch_size: int, seq_
         if on_step is not None:
             on_step(s, z)
     return Samples(z, counted.calls)
+
+
+def ratio_sampler(step_probs: StepProbs, what: str):
+    """The ``sample`` function of a sampler whose step is ``ratio_step`` with ``step_probs``."""
+
+    @torch.no_grad()
+    def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
+               generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
+               on_step: OnStep | None = None, condition: Tensor | None = None, options: None = None) -> Samples:
+        return run(lambda f, z, t, s, noise: ratio_step(step_probs, f, params, diffusion, z, t, s, noise, transform),
+                   apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
+                   on_step=on_step, condition=condition)
+
+    sample.__doc__ = f"{what} from the prior z_1: the samples [B, L] and the NFE (``loop.run``); no options."
+    return sample
