@@ -228,6 +228,8 @@ class SampleOptions:
     """Divide the logits by this before drawing a token."""
     top_p: float = 1.0
     """Nucleus sampling: draw only from the smallest set of tokens holding this probability."""
+    top_k: int = 0
+    """Draw only from the k most likely tokens (0: all)."""
     ema: bool = True
     """Use the EMA weights (--sample.no-ema: the raw trained weights)."""
     live: bool = True
@@ -344,7 +346,7 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
     condition = condition_of(ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
     view = LiveView(enabled=opt.live)
     out = sample_text(ckpt, sampler=sampler, batch_size=opt.batch_size, steps=opt.steps, seed=opt.seed,
-                      temperature=opt.temperature, top_p=opt.top_p, on_step=view, condition=condition,
+                      temperature=opt.temperature, top_p=opt.top_p, top_k=opt.top_k, on_step=view, condition=condition,
                       options={"ancestral": opt.ancestral, "remdm": opt.remdm, "confidence": opt.confidence}.get(sampler),
                       dtype=opt.dtype)
     view.close()

@@ -5,7 +5,7 @@ A loss or a sampler step never draws random numbers itself; the caller draws the
 
     x ~ Cat(softmax(logits))   <=>   x = argmax(logits + g),  g_k = -log(-log U_k)  (Gumbel-max)
 
-Logit transforms (temperature, nucleus/top-p) are plain functions ``logits -> logits`` composed
+Logit transforms (temperature, nucleus/top-p, top-k) are plain functions ``logits -> logits`` composed
 with ``compose`` and handed to a step, so no step is ever copied to add a sampling trick.
 """
 
@@ -88,6 +88,20 @@ def top_p(p: float) -> Transform:
         drop_sorted = mass_before >= p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
         return logits.masked_fill(drop, float("-inf"))
+
+    return transform
+
+
+def top_k(k: int) -> Transform:
+    """Keep the k largest logits (ties at the k-th value kept too); the rest get logit -inf.  k = 0: all."""
+    if k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 keeps every token), got {k}")
+
+    def transform(logits: Tensor) -> Tensor:
+        if k == 0 or k >= logits.shape[-1]:
+            return logits
+        kth = logits.topk(k, dim=-1).values[..., -1:]
+        return logits.masked_fill(logits < kth, float("-inf"))
 
     return transform
 

@@ -24,6 +24,17 @@ def test_top_p_keeps_smallest_nucleus():
     assert torch.isfinite(sampling.top_p(1.0)(probs.log())).all()
 
 
+def test_top_k_keeps_the_k_most_likely():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
+    out = sampling.top_k(2)(logits)
+    assert torch.isfinite(out).tolist() == [[False, True, False, True], [True, True, False, False]]
+    torch.testing.assert_close(out[torch.isfinite(out)], logits[torch.isfinite(out)])
+    assert torch.equal(sampling.top_k(0)(logits), logits) and torch.equal(sampling.top_k(9)(logits), logits)
+    draws = sampling.categorical(sampling.top_k(1)(logits.expand(1000, 2, 4)),
+                                 sampling.gumbels(torch.Generator().manual_seed(0), (1000, 2, 4)))
+    assert (draws == torch.tensor([1, 0])).all()  # top-1 is greedy
+
+
 def test_temperature_and_compose():
     logits = torch.tensor([1.0, 2.0, 4.0])
     torch.testing.assert_close(sampling.temperature(0.5)(logits), 2 * logits)
@@ -32,7 +43,7 @@ def test_temperature_and_compose():
 
 
 @pytest.mark.parametrize("bad", [lambda: sampling.temperature(0.0), lambda: sampling.top_p(0.0),
-                                 lambda: sampling.top_p(1.5)])
+                                 lambda: sampling.top_p(1.5), lambda: sampling.top_k(-1)])
 def test_bad_transform_arguments_are_refused(bad):
     with pytest.raises(ValueError, match="must be"):
         bad()

@@ -242,6 +242,8 @@ def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(mo
     rows = [line for line in table if line.startswith("| ") and "---" not in line][1:]
     assert len(rows) == len(sampling_benchmark.rows(1000)) and all(len(r.split("|")) == 11 for r in rows)
     assert rows[0].split("|")[2].strip() == "1000" and "1.0x" in rows[0]  # nanoDD's sampler calls at every step
+    assert rows[0].split("|")[7:] == rows[1].split("|")[7:]  # the cache changes the cost, never the samples
+    assert any(line.startswith(("Fastest at the reference's quality", "No row matches")) for line in table)
     for args, message in [(["sample", judge], "autoregressive judge"),
                           (["sample", run, "--sample.judge", run], "not an autoregressive judge"),
                           (["sample", run, "--sample.prefix", "The King"], "a-z and space"),
@@ -250,6 +252,14 @@ def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(mo
                           (["sample", run, "--sample.sampler", "remdm", "--sample.remdm.eta", "2"], "--sample.remdm.eta")]:
         code, _, err = run_cli(monkeypatch, capsys, *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def test_sampling_benchmark_verdict_picks_the_fastest_row_at_the_reference_quality():
+    row = lambda label, s, bpc, words: dict(label=label, s_per_sample=s, gen_bpc=bpc, words=words)  # noqa: E731
+    ref = row("reference", 10.0, 2.00, 0.50)
+    close, faster_but_worse, fewer_words = row("close", 2.0, 2.04, 0.505), row("worse", 0.5, 2.06, 0.5), row("w", 1.0, 2.0, 0.48)
+    assert "close, 5.0x less time" in sampling_benchmark.verdict([ref, close, faster_but_worse, fewer_words])
+    assert sampling_benchmark.verdict([ref, faster_but_worse]).startswith("No row matches")
 
 
 @pytest.mark.parametrize("args, message", [

@@ -122,7 +122,7 @@ def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tens
 
 
 def generate(ckpt: Checkpoint, *, sampler: str = "ancestral", batch_size: int = 1, steps: int | None = None,
-             seed: int = 0, temperature: float = 1.0, top_p: float = 1.0, on_step: OnStep | None = None,
+             seed: int = 0, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, on_step: OnStep | None = None,
              condition: torch.Tensor | None = None, options=None, dtype: Literal["auto", "fp32", "bf16"] = "fp32"
              ) -> Generated:
     """Sample ``batch_size`` sequences of the checkpoint's length with a registered sampler, given
@@ -132,7 +132,7 @@ def generate(ckpt: Checkpoint, *, sampler: str = "ancestral", batch_size: int = 
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     if batch_size < 1:
         raise ValueError(f"--sample.batch-size must be positive, got {batch_size}")
-    transform = sampling.compose(sampling.temperature(temperature), sampling.top_p(top_p))
+    transform = sampling.compose(sampling.temperature(temperature), sampling.top_p(top_p), sampling.top_k(top_k))
     # The checkpoint's params are the model's own tensors, so the sampler's apply can call the module
     # directly: the same function of (params, z_t, t), without functional_call's per-call swap.
     direct = lambda params, zt, t: ckpt.model(zt, t)  # noqa: E731

@@ -1,0 +1,85 @@
+r"""Per-timestep analysis: what each t contributes to a bound, how well the network denoises there, and
+how noisy its gradient is.
+
+Every bound is an integral over time, L(x0) = E_{t ~ U(0, 1]} f(x0, t) (``protocols.Integrand``; for
+masked diffusion f = w(t) * masked cross-entropy).  For one batch x0 [B, L], one draw of the
+integrand's noise (shared by every t, so differences between times are not noise), and a grid of
+times t_1..t_n, ``per_timestep`` returns, at each t (nats per token, divided by L):
+
+    f:          the mean over sequences of f(x0_b, t) / L, and ``f_se``, its standard error;
+    accuracy:   of the corrupted tokens (z_t^i != x0^i; absorbing: the masked ones), the share whose
+                argmax p(x0 | z_t) is x0^i  (x0 networks only; NaN for a ratio network);
+    grad_norm:  || g(t) ||,  g(t) = (1/B) sum_b g_b(t),  g_b(t) = grad_theta f(x0_b, t) / L;
+    grad_var:   (1/(B - 1)) sum_b || g_b(t) - g(t) ||^2, the trace of the covariance of one sequence's
+                gradient at t: how much noise a training step drawing this t gets.
+
+The mean of f over a midpoint grid (``midpoints``) is a quadrature of the bound itself.  It is
+computed as the papers' equations read: ``torch.func.grad`` of one sequence's f, ``torch.func.vmap``
+over the batch, and ``vmap`` over t in chunks of ``chunk_size`` times (per-sequence gradients take
+B x (number of parameters) floats per time, so chunks bound the memory on a large model).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+from torch.func import grad_and_value, vmap
+
+from nanodd.functional import Apply, Params
+from nanodd.protocols import Integrand, Noise, Process
+
+
+def midpoints(n: int) -> Tensor:
+    """t_i = (i - 1/2) / n, i = 1..n, float64: the midpoint rule's grid on (0, 1]."""
+    if n < 1:
+        raise ValueError(f"the time grid needs at least one point, got {n}")
+    return (torch.arange(n, dtype=torch.float64) + 0.5) / n
+
+
+def one_sequence(integrand: Integrand, apply: Apply, process: Process | None):
+    """(params, x0 [L], t 0-d, noise of one sequence) -> (f / L, (corrupted tokens, correctly denoised ones))."""
+
+    def f(params: Params, x0: Tensor, t: Tensor, noise: Noise) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        seen = {}
+
+        def recording(p: Params, zt: Tensor, t_in: Tensor) -> Tensor:
+            seen["zt"], seen["logits"] = zt, apply(p, zt, t_in)
+            return seen["logits"]
+
+        value = integrand(recording, params, x0[None], t[None], {k: v[None] for k, v in noise.items()})[0] / x0.shape[-1]
+        if process is None:
+            return value, (torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64))
+        corrupted = seen["zt"][0] != x0
+        correct = corrupted & (process.log_p_x0(seen["logits"], seen["zt"])[0].argmax(-1) == x0)
+        return value, (corrupted.sum().double(), correct.sum().double())
+
+    return f
+
+
+def per_timestep(integrand: Integrand, apply: Apply, params: Params, x0: Tensor, noise: Noise, ts: Tensor, *,
+                 process: Process | None = None, chunk_size: int | None = None) -> dict[str, Tensor]:
+    """The statistics above at each of ``ts`` [n] (float64 in (0, 1]) for x0 [B, L] (B >= 2) and the
+    integrand's ``noise`` for x0; ``process`` (that of an x0 network) enables the accuracy.  Returns a
+    dict of [n] float64 tensors: t, f, f_se, accuracy, grad_norm, grad_var."""
+    B = x0.shape[0]
+    if B < 2:
+        raise ValueError(f"per-timestep statistics need at least 2 sequences (a standard error), got {B}")
+    per_sequence = vmap(grad_and_value(one_sequence(integrand, apply, process), has_aux=True),
+                        in_dims=(None, 0, None, 0))
+
+    def at(t: Tensor) -> dict[str, Tensor]:
+        g, (f, (corrupted, correct)) = per_sequence(params, x0, t, noise)  # g: name -> [B, *shape]
+        flat = torch.cat([v.reshape(B, -1).double() for v in g.values()], dim=1)  # [B, n_params]
+        mean = flat.mean(0)
+        f = f.double()
+        return {"f": f.mean(), "f_se": f.std() / B ** 0.5, "accuracy": correct.sum() / corrupted.sum(),
+                "grad_norm": mean.norm(), "grad_var": (flat - mean).pow(2).sum() / (B - 1)}
+
+    with warnings.catch_warnings():
+        # functorch loops over the batch where an op (CPU attention's backward) has no batching rule; the
+        # result is the same, only slower, so its performance warning says nothing to act on here.
+        warnings.filterwarnings("ignore", message=".*batching rule.*")
+        out = vmap(at, chunk_size=chunk_size)(ts)
+    return {"t": ts, **out}
