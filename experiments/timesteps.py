@@ -1,0 +1,143 @@
+"""Per-timestep analysis of trained checkpoints: where in t a bound is paid, how well the network
+denoises there, and how noisy its gradient is (``nanodd.analysis``).
+
+    python -m experiments.timesteps runs/demo runs/mdlm-demo --csv docs/timesteps.csv --plot docs/timesteps.png
+
+For each checkpoint, on the same validation chunks and the same noise at every t of the midpoint grid
+t_i = (i - 1/2) / n: the bound's integrand in bits per character (mean and standard error over the
+chunks; its mean over the grid is a quadrature of the bound), the accuracy on corrupted tokens, and
+the norm and variance of the per-sequence gradient.  Several checkpoints share the axes of the plot
+(the optional ``plot`` extra: matplotlib).  Autoregressive judges have no time axis and are refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tyro
+
+from nanodd import analysis
+from nanodd.data import DataError, canonical_chunks, load_split
+from nanodd.shell.checkpoint import CheckpointError
+from nanodd.shell.drivers import Checkpoint, load_checkpoint, prepared_dir
+
+COLUMNS = ("checkpoint", "method", "t", "f_bits", "f_se_bits", "accuracy", "grad_norm", "grad_var")
+
+
+@dataclass(frozen=True)
+class Options:
+    checkpoints: tyro.conf.Positional[tuple[str, ...]]
+    """Run directories or checkpoints to analyse (any diffusion method; not an AR judge)."""
+    n_t: int = 32
+    """Times on the midpoint grid t_i = (i - 1/2) / n_t."""
+    batch: int = 16
+    """Validation chunks x0 (the first ones; the same for checkpoints of the same data and length)."""
+    chunk_size: int = 4
+    """Times per vmapped call: memory grows as chunk_size x batch x parameters (per-sequence gradients)."""
+    seed: int = 0
+    """Seeds the integrand's noise, shared by every t."""
+    csv: str = "timesteps.csv"
+    """Where the table goes (one row per checkpoint and t)."""
+    plot: str | None = None
+    """Also draw the integrand, accuracy and gradient variance against t to this PNG (needs matplotlib)."""
+
+
+def check(opt: Options) -> None:
+    """Every option's problem as one line naming it, before anything is loaded."""
+    if not opt.checkpoints:
+        raise ValueError("name at least one checkpoint")
+    for name in ("n_t", "chunk_size"):
+        if getattr(opt, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opt, name)}")
+    if opt.batch < 2:
+        raise ValueError(f"--batch must be >= 2 (a standard error needs two sequences), got {opt.batch}")
+
+
+def profile(ckpt: Checkpoint, opt: Options) -> dict[str, torch.Tensor]:
+    """``analysis.per_timestep`` on the checkpoint's first ``batch`` validation chunks, chunk by chunk
+    of times with a progress line; f in bits per character."""
+    if ckpt.model.cfg.causal:
+        raise ValueError(f"{ckpt.path} is an autoregressive judge: its bound has no time axis")
+    data = load_split(prepared_dir(ckpt.cfg.data.source, ckpt.cfg.data.data_dir), "val")
+    x0 = canonical_chunks(data, ckpt.cfg.data.seq_len, opt.batch).to(ckpt.device)
+    if len(x0) < 2:
+        raise ValueError(f"{ckpt.path}: the validation split holds fewer than 2 chunks of {ckpt.cfg.data.seq_len}")
+    integrand, diffusion = ckpt.method.bound(ckpt.cfg.method), ckpt.method.diffusion(ckpt.cfg.method)
+    noise = integrand.noise(torch.Generator(ckpt.device).manual_seed(opt.seed), x0)
+    process = diffusion.process if diffusion.log_ratios is None else None
+    parts, start = [], time.perf_counter()
+    for ts in analysis.midpoints(opt.n_t).to(ckpt.device).split(opt.chunk_size):
+        parts.append(analysis.per_timestep(integrand, ckpt.apply, ckpt.params, x0, noise, ts, process=process))
+        done = sum(len(p["t"]) for p in parts)
+        print(f"  {ckpt.path}: {done}/{opt.n_t} times, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    out = {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
+    out["f_bits"], out["f_se_bits"] = out.pop("f") / math.log(2), out.pop("f_se") / math.log(2)
+    return out
+
+
+def plot(curves: dict[tuple[str, str], dict[str, torch.Tensor]], path: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError("--plot needs matplotlib: pip install 'nanodd[plot]'")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    for (checkpoint, method), c in curves.items():
+        label, t = f"{checkpoint} ({method})", c["t"].numpy()
+        axes[0].plot(t, c["f_bits"].numpy(), label=label)
+        axes[0].fill_between(t, (c["f_bits"] - c["f_se_bits"]).numpy(), (c["f_bits"] + c["f_se_bits"]).numpy(), alpha=0.2)
+        axes[1].plot(t, c["accuracy"].numpy(), label=label)
+        axes[2].plot(t, c["grad_var"].numpy(), label=label)
+    axes[0].set_ylabel("integrand f(t), bits/char (its mean over t is the bound)")
+    axes[1].set_ylabel("accuracy on corrupted tokens")
+    axes[2].set_ylabel("per-sequence gradient variance (trace)")
+    axes[2].set_yscale("log")
+    for ax in axes:
+        ax.set_xlabel("t")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
+
+
+def main(opt: Options) -> None:
+    check(opt)
+    curves = {}  # (checkpoint, method) -> statistics
+    for path in opt.checkpoints:
+        ckpt = load_checkpoint(path)
+        key = (path, type(ckpt.cfg.method).__name__.removesuffix("Config").lower())
+        curves[key] = c = profile(ckpt, opt)
+        worst = int(c["grad_var"].argmax())
+        print(f"{path} ({key[1]}): mean over t {float(c['f_bits'].mean()):.3f} bits/char (the bound by quadrature); "
+              f"gradient variance largest at t = {float(c['t'][worst]):.3f}")
+    Path(opt.csv).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{opt.csv}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        for (path, method), c in curves.items():
+            for i in range(len(c["t"])):
+                writer.writerow([path, method, *(f"{float(c[k][i]):.6g}" for k in COLUMNS[2:])])
+    os.replace(tmp, opt.csv)  # complete or absent
+    print(f"wrote {opt.csv}", file=sys.stderr)
+    if opt.plot:
+        plot(curves, opt.plot)
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Options, prog="python -m experiments.timesteps", description=__doc__.split("\n\n")[0]))
+    except (ValueError, OSError, DataError, CheckpointError) as e:
+        if os.environ.get("NANODD_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
