@@ -27,22 +27,20 @@ The parts must share the network: the same ids K, and both bidirectional.
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 from functools import partial
 from typing import Annotated
 
 import tyro
 
+from experiments.cli import run
 from experiments.text8 import DEMOS
 from nanodd.config import Config, MethodConfig
-from nanodd.data import DataError
 from nanodd.methods import method_of
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.protocols import Noise
-from nanodd.shell.checkpoint import CheckpointError
 from nanodd.shell.drivers import evaluate_checkpoint, load_checkpoint
-from nanodd.shell.trainer import Loss, NoiseFn, StopTraining, train
+from nanodd.shell.trainer import Loss, NoiseFn, train
 
 Part = tuple[float, Loss, NoiseFn]
 """(weight, loss, noise) of one term of a composed objective."""
@@ -123,17 +121,7 @@ def main(cfg: Annotated[BasePreset, tyro.conf.arg(name="")] = COMPOSE_PRESETS["m
 
 def cli(args: list[str] | None = None) -> None:
     """Parse ``args`` (default: sys.argv) and run; a user's mistake is one ``error:`` line and exit 2."""
-    try:
-        tyro.cli(main, args=args, prog="python -m experiments.compose", description=__doc__.split("\n\n")[0],
-                 config=(tyro.conf.CascadeSubcommandArgs,))
-    except (ValueError, OSError, DataError, CheckpointError, StopTraining) as e:
-        if os.environ.get("NANODD_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(main, args, prog="python -m experiments.compose", description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

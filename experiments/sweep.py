@@ -36,7 +36,6 @@ import dataclasses
 import io
 import itertools
 import json
-import os
 import re
 import shutil
 import sys
@@ -50,15 +49,14 @@ from typing import Annotated, Any, Literal, Union
 
 import tyro
 
+from experiments.cli import run
 from experiments.text8 import Preset
 from nanodd import config as config_lib
 from nanodd.config import Config
-from nanodd.data import DataError
 from nanodd.data.prepare import _atomic_write as atomic_write
-from nanodd.shell.checkpoint import CheckpointError
 from nanodd.shell.drivers import evaluate_checkpoint, load_checkpoint
 from nanodd.shell.log import duration
-from nanodd.shell.trainer import StopTraining, train
+from nanodd.shell.trainer import train
 
 OWNED = ("train.out_dir", "train.resume")
 """Fields the sweep sets itself."""
@@ -245,18 +243,8 @@ def main(cfg: Annotated[Preset, tyro.conf.arg(name="")], sweep: Sweep) -> None:
 
 def cli(args: list[str] | None = None) -> None:
     """Parse ``args`` (default: sys.argv) and run; a user's mistake is one ``error:`` line and exit 2."""
-    try:
-        tyro.cli(main, args=args, prog="python -m experiments.sweep", description=__doc__.split("**Rows.**")[0],
-                 config=(tyro.conf.CascadeSubcommandArgs,))
-    except (ValueError, OSError, DataError, CheckpointError, StopTraining) as e:
-        if os.environ.get("NANODD_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: finished rows are in results.csv; rerun the same command to run the rest",
-              file=sys.stderr)
-        sys.exit(130)
+    run(main, args, prog="python -m experiments.sweep", description=__doc__.split("**Rows.**")[0],
+        interrupted="interrupted: finished rows are in results.csv; rerun the same command to run the rest")
 
 
 if __name__ == "__main__":
