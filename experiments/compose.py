@@ -109,7 +109,7 @@ def main(cfg: Annotated[BasePreset, tyro.conf.arg(name="")] = COMPOSE_PRESETS["m
     check(cfg, extra, compose_.lam)
     loss, noise = compose({"base": method_part(cfg.method), "extra": method_part(extra, compose_.lam)})
     last = train(cfg, loss=loss, noise=noise)
-    print(f"training bounds over the last {cfg.train.log_interval} steps: base {last['base_bpt']:.3f}, "
+    print(f"training bounds over the last log interval: base {last['base_bpt']:.3f}, "
           f"extra {last['extra_bpt']:.3f} bits/char (single-sample estimates)", file=sys.stderr)
     ckpt = load_checkpoint(cfg.train.out_dir)
     for name, method in (("base", cfg.method), ("extra", extra)):
