@@ -166,7 +166,8 @@ def rows_of(cfg: Config, sweep: Sweep, root: Path) -> list[Row]:
 
 def claim(root: Path, cfg: Config, paths: list[str]) -> None:
     """Record what this directory sweeps (sweep.json); refuse a directory holding another sweep."""
-    base = config_lib.to_dict(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir="")))
+    base = config_lib.to_dict(cfg)
+    del base["train"]["out_dir"]  # the sweep sets it per row
     spec = {"base": base, "fields": paths}
     path = root / "sweep.json"
     if path.exists() and json.loads(path.read_text()) != spec:
