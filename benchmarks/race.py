@@ -32,12 +32,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
 
 from benchmarks.demos import which_bound
 from experiments import timesteps
+from experiments.cli import run
 from experiments.text8 import DEMOS, PRESETS
 from nanodd import evaluate as ev
 from nanodd.config import Config
@@ -131,7 +133,7 @@ def score(run: Path, judge, vocab: set[str], opt: Options) -> dict:
             "entropy": ev.char_entropy(out.texts)}
 
 
-def main(opt: Options) -> None:
+def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     check(opt)
     opt = dataclasses.replace(opt, corpus=opt.corpus or default_corpus())
     root = Path(opt.out_dir)
@@ -168,9 +170,9 @@ def validation(judge, n: int = 64) -> torch.Tensor:
                             judge.cfg.data.seq_len, n)
 
 
+def cli(args: list[str] | None = None) -> None:
+    run(main, args, prog="python -m benchmarks.race", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Options, prog="python -m benchmarks.race", description=__doc__.split("\n\n")[0]))
-    except (ValueError, OSError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli()

@@ -19,13 +19,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import tyro
 
+from experiments.cli import run
+
 from nanodd import analysis
-from nanodd.data import DataError, canonical_chunks, load_split
-from nanodd.shell.checkpoint import CheckpointError
+from nanodd.data import canonical_chunks, load_split
 from nanodd.shell.drivers import Checkpoint, load_checkpoint, prepared_dir
 
 COLUMNS = ("checkpoint", "method", "t", "f_bits", "f_se_bits", "accuracy", "grad_norm", "grad_var")
@@ -109,7 +111,7 @@ def plot(curves: dict[tuple[str, str], dict[str, torch.Tensor]], path: str) -> N
     print(f"wrote {path}", file=sys.stderr)
 
 
-def main(opt: Options) -> None:
+def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     check(opt)
     curves = {}  # (checkpoint, method) -> statistics
     for path in opt.checkpoints:
@@ -133,11 +135,9 @@ def main(opt: Options) -> None:
         plot(curves, opt.plot)
 
 
+def cli(args: list[str] | None = None) -> None:
+    run(main, args, prog="python -m experiments.timesteps", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    try:
-        main(tyro.cli(Options, prog="python -m experiments.timesteps", description=__doc__.split("\n\n")[0]))
-    except (ValueError, OSError, DataError, CheckpointError) as e:
-        if os.environ.get("NANODD_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    cli()
