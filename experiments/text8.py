@@ -13,27 +13,31 @@
     python -m experiments.text8 convert nanoDD-D3PM-text8/ckpt.pt runs/nanodd   # as our checkpoint
     python -m experiments.text8 evaluate runs/d3pm-text8 --eval.split test --eval.estimator exact
 
-Every mistake in the arguments or the data is reported with exit code 2: one line ``error: ...``
-(set NANODD_DEBUG=1 to see the traceback instead), or tyro's box for a malformed argument.  The work
-itself lives in the library (``nanodd.shell.trainer``, ``nanodd.shell.drivers``); this file parses
-and prints.
+Every mistake in the arguments or the data is reported with exit code 2 and one line ``error: ...``
+naming the option (``experiments/cli.py``; set NANODD_DEBUG=1 to see the traceback instead).  Each
+subcommand first runs the cheap checks (every value, when its dataclass is built; then the paths) and
+returns its work, which ``main`` runs unless ``check_only``.  The work itself lives in the library
+(``nanodd.shell.trainer``, ``nanodd.shell.drivers``); this file parses and prints.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Callable, Literal, Sequence
 
 import tyro
 
-from nanodd.config import Config, DataConfig, TrainConfig
-from nanodd.data import DataError, decode, prepare as prepare_data
+import nanodd.checks as checks
+from experiments import cli
+from nanodd.config import Config, DataConfig, TrainConfig, check_source, validate
+from nanodd.data import decode, prepare as prepare_data
+from nanodd.data.prepare import _atomic_write as atomic_write, dataset_name
 from nanodd.methods.ar import ARConfig
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.methods.mdlm import MDLMConfig
@@ -45,11 +49,10 @@ from nanodd.processes.uniform import Uniform
 from nanodd.samplers import SAMPLERS, ancestral, confidence, default_sampler, remdm
 from nanodd.schedules import Geometric, LogLinear
 from nanodd.shell import dist
-from nanodd.shell.checkpoint import CheckpointError
 from nanodd.evaluate import char_entropy
-from nanodd.shell.drivers import (Estimator, condition_of, convert_nanodd, evaluate_checkpoint,
+from nanodd.shell.drivers import (Estimator, check_pattern, condition_of, convert_nanodd, evaluate_checkpoint,
                                   generate as sample_text, judge_bpc, load_checkpoint, load_judge, sample_metrics)
-from nanodd.shell.trainer import StopTraining, train as run_training
+from nanodd.shell.trainer import train as run_training
 
 D3PM_TEXT8 = Config(
     model=DiTConfig(),
@@ -187,17 +190,61 @@ DemoPreset = tyro.extras.subcommand_type_from_defaults({k: v for k, (_, v) in DE
                                                        {k: d for k, (d, _) in DEMOS.items()})
 
 
-def prepare(data: DataConfig = DataConfig()) -> None:
+Work = Callable[[], None]
+"""What a subcommand returns once its checks pass: the work itself (train, sample, ...)."""
+
+
+def check_corpus(data: DataConfig) -> None:
+    """The corpus file exists (builtin, text8 and URLs are checked when fetched); data_dir can be a directory."""
+    if dataset_name(data.source).startswith("file-") and not Path(data.source).expanduser().is_file():
+        what = "is a directory" if Path(data.source).expanduser().is_dir() else "no such file"
+        raise ValueError(f"--data.source {data.source}: {what} (it takes builtin, text8, a text file or an http(s) URL)")
+    check_directory("--data.data-dir", data.data_dir, must_exist=False)
+
+
+def check_directory(option: str, path: str | None, *, must_exist: bool) -> None:
+    """``path`` (None: the default) is a directory, or (unless ``must_exist``) nothing yet."""
+    if path is None:
+        return
+    exists = Path(path).exists()
+    if exists and not Path(path).is_dir() or must_exist and not exists:
+        raise ValueError(f"{option} {path}: {'not a directory' if exists else 'not found'}"
+                         f"{'' if exists else ' (prepare the data first: python -m experiments.text8 prepare)'}")
+
+
+def check_readable(option: str, path: str | None) -> None:
+    """``path`` (a checkpoint: a file or a run directory) exists."""
+    checks.named(option, path)
+    if path is not None and not Path(path).exists():
+        raise ValueError(f"{option} {path}: not found")
+
+
+def check_writable(option: str, path: str | None) -> None:
+    """``path`` can become a file: not a directory, in a directory that exists."""
+    if path is not None and (Path(path).is_dir() or not Path(path).absolute().parent.is_dir()):
+        what = "is a directory" if Path(path).is_dir() else "its directory does not exist"
+        raise ValueError(f"{option} {path}: {what}")
+
+
+def prepare(data: DataConfig = DataConfig()) -> Work:
     """Download (text8 or a URL) or read (a local file, the built-in corpus) and split a corpus."""
-    root = prepare_data(data.source, Path(data.data_dir) if data.data_dir else None,
-                        seq_len=data.seq_len, force=data.force)
-    print(root)
+    check_corpus(data)
+    return lambda: print(prepare_data(data.source, Path(data.data_dir) if data.data_dir else None,
+                                      seq_len=data.seq_len, force=data.force))
 
 
-def train(cfg: Annotated[Preset, tyro.conf.arg(name="")]) -> None:
+def check_training(cfg: Config) -> None:
+    """What training needs before it starts: sections that agree, a corpus, directories where they go."""
+    validate(cfg)
+    check_corpus(cfg.data)
+    check_directory("--train.out-dir", cfg.train.out_dir, must_exist=False)
+
+
+def train(cfg: Annotated[Preset, tyro.conf.arg(name="")]) -> Work:
     """Train from a preset; every field can be overridden (--train.lr 3e-4, --model.n-blocks 6,
     method.schedule:cosine, ...)."""
-    run_training(cfg)
+    check_training(cfg)
+    return functools.partial(run_training, cfg)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,10 +295,28 @@ class SampleOptions:
     """Autocast precision of the network ('auto': bf16 on CUDA and on CPUs with native bf16, else fp32).
     Categorical draws are float64 whatever this says."""
 
+    def __post_init__(self):
+        checks.at_least("--sample.batch-size", self.batch_size, 1)
+        if self.steps is not None:
+            checks.at_least("--sample.steps", self.steps, 1)
+        check_pattern(self.prefix, self.infill)
+        checks.seed("--sample.seed", self.seed)
+        checks.positive("--sample.temperature", self.temperature)
+        checks.require("--sample.top-p", 0 < self.top_p <= 1, "be in (0, 1]", self.top_p)
+        checks.at_least("--sample.top-k", self.top_k, 0)
+        checks.named("--sample.out", self.out)
+        checks.named("--sample.judge", self.judge)
 
-def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions = SampleOptions()) -> None:
+    def check_paths(self) -> None:
+        check_writable("--sample.out", self.out)
+        check_readable("--sample.judge", self.judge)
+
+
+def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions = SampleOptions()) -> Work:
     """Generate text from a checkpoint: a run directory, a checkpoint directory, or a nanoDD ckpt.pt."""
-    generate(checkpoint, sample)
+    check_readable("CHECKPOINT", checkpoint)
+    sample.check_paths()
+    return functools.partial(generate, checkpoint, sample)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -283,9 +348,28 @@ class EvalOptions:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to run the network ('auto': CUDA when available)."""
 
+    def __post_init__(self):
+        for option, value in (("--eval.max-chunks", self.max_chunks), ("--eval.seq-len", self.seq_len)):
+            if value is not None:
+                checks.at_least(option, value, 1)
+        checks.at_least("--eval.n-t", self.n_t, 1)
+        checks.at_least("--eval.batch-size", self.batch_size, 1)
+        checks.seed("--eval.seed", self.seed)
+        if self.data_source is not None:
+            check_source("--eval.data-source", self.data_source)
+        checks.named("--eval.data-dir", self.data_dir)
+        checks.named("--eval.out", self.out)
 
-def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOptions()) -> None:
+
+def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOptions()) -> Work:
     """Bits per character on the val or test split: canonical chunks, standard errors, a JSON report."""
+    check_readable("CHECKPOINT", checkpoint)
+    check_directory("--eval.data-dir", eval.data_dir, must_exist=True)
+    check_writable("--eval.out", eval.out)
+    return functools.partial(evaluate_work, checkpoint, eval)
+
+
+def evaluate_work(checkpoint: str, eval: EvalOptions) -> None:
     ckpt = load_checkpoint(checkpoint, ema=eval.ema, device=dist.setup(eval.device).device)
     if eval.seq_len is not None and eval.seq_len != ckpt.cfg.data.seq_len:
         raise ValueError(f"--eval.seq-len {eval.seq_len} differs from the checkpoint's sequence length "
@@ -296,7 +380,7 @@ def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOpti
     text = json.dumps(report | {"ema": eval.ema}, indent=2)
     print(text)
     if eval.out:
-        Path(eval.out).write_text(text + "\n")
+        atomic_write(Path(eval.out), (text + "\n").encode())
 
 
 class Progress:
@@ -316,15 +400,24 @@ class Progress:
         sys.stderr.flush()
 
 
-def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional[str]) -> None:
+def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional[str]) -> Work:
     """Write a nanoDD ckpt.pt as one of our checkpoints (raw and EMA weights) under OUT_DIR/checkpoints."""
-    print(f"wrote {convert_nanodd(checkpoint, out_dir)}", file=sys.stderr)
+    check_readable("CHECKPOINT", checkpoint)
+    checks.named("OUT_DIR", out_dir)
+    check_directory("OUT_DIR", out_dir, must_exist=False)
+    return lambda: print(f"wrote {convert_nanodd(checkpoint, out_dir)}", file=sys.stderr)
 
 
 def demo(cfg: Annotated[DemoPreset, tyro.conf.arg(name="")] = DEMO,
-         sample: SampleOptions = SampleOptions(batch_size=2, top_p=0.9)) -> None:
+         sample: SampleOptions = SampleOptions(batch_size=2, top_p=0.9)) -> Work:
     """Train a demo preset (D3PM by default; mdlm-demo, sedd-absorb-demo, sedd-uniform-demo, udlm-demo) on
     the built-in corpus, then sample from it."""
+    check_training(cfg)
+    sample.check_paths()
+    return functools.partial(demo_work, cfg, sample)
+
+
+def demo_work(cfg: Config, sample: SampleOptions) -> None:
     out = Path(cfg.train.out_dir)
     if (out / "checkpoints").exists() and not cfg.train.resume:
         shutil.rmtree(out / "checkpoints")  # the demo always starts fresh unless told to resume
@@ -351,8 +444,8 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
                       dtype=opt.dtype)
     view.close()
     print(f"{len(out.texts)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s", file=sys.stderr)
-    if opt.out:
-        Path(opt.out).write_text("\n".join(out.texts) + "\n")
+    if opt.out:  # all or nothing: a kill leaves no partial file
+        atomic_write(Path(opt.out), ("\n".join(out.texts) + "\n").encode())
         print(f"wrote {opt.out}", file=sys.stderr)
     else:
         print("\n\n".join(out.texts))
@@ -392,22 +485,20 @@ class LiveView:
             sys.stderr.write("\n")
 
 
-def main() -> None:
-    try:
-        tyro.extras.subcommand_cli_from_dict(
-            {"prepare": prepare, "train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
-             "demo": demo},
-            prog="python -m experiments.text8", description=__doc__.split("\n")[0],
+COMMANDS = {"prepare": prepare, "train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
+            "demo": demo}
+
+
+def main(argv: Sequence[str] | None = None, *, check_only: bool = False) -> None:
+    """Parse ``argv`` (default: sys.argv), check, and run the subcommand's work; ``check_only`` stops after
+    the checks (what the option-walking test runs: nothing is loaded, trained or written)."""
+    with cli.one_line_errors():
+        work = tyro.extras.subcommand_cli_from_dict(
+            COMMANDS, prog="python -m experiments.text8", description=__doc__.split("\n")[0], args=argv,
             config=(tyro.conf.CascadeSubcommandArgs,),  # --method.T works without naming method:<name> first
         )
-    except (ValueError, OSError, DataError, CheckpointError, StopTraining) as e:  # user-facing problems
-        if os.environ.get("NANODD_DEBUG"):
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        if not check_only:
+            work()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ This module sits between the core and the shell: it names the CLI's choices (so 
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -20,6 +21,7 @@ from typing import Annotated, Literal, Union
 
 import tyro
 
+import nanodd.checks as checks
 from nanodd.methods import METHODS, method_of
 from nanodd.model import DiTConfig
 
@@ -36,6 +38,21 @@ class DataConfig:
     """Sequence length L of every training crop and evaluation chunk."""
     force: bool = False
     """Re-prepare even if the directory holds data prepared from another source."""
+
+    def __post_init__(self):
+        check_source("--data.source", self.source)
+        checks.named("--data.data-dir", self.data_dir)
+        checks.at_least("--data.seq-len", self.seq_len, 1)
+
+
+def check_source(option: str, source: str) -> None:
+    """A corpus name, a file or an http(s) URL: refuse the empty string and URLs of other schemes
+    (which would otherwise be read as a local path, e.g. 'ftp://h/x' as 'ftp:/h/x')."""
+    checks.named(option, source)
+    scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://", source)
+    if scheme and scheme[1].lower() not in ("http", "https"):
+        raise ValueError(f"{option}: the URL scheme '{scheme[1]}' is not supported (only http and https), "
+                         f"got {source!r}")
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,19 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep (the best by validation is kept as well)."""
 
+    def __post_init__(self):
+        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_batches", "log_interval",
+                     "keep_checkpoints"):
+            checks.at_least(f"--train.{name.replace('_', '-')}", getattr(self, name), 1)
+        for name in ("warmup_iters", "weight_decay", "grad_clip"):
+            checks.at_least(f"--train.{name.replace('_', '-')}", getattr(self, name), 0)
+        checks.seed("--train.seed", self.seed)
+        checks.positive("--train.lr", self.lr)
+        checks.between("--train.min-lr", self.min_lr, 0, self.lr)
+        for name in ("beta1", "beta2", "ema_decay"):
+            checks.between(f"--train.{name.replace('_', '-')}", getattr(self, name), 0, 1, open_high=True)
+        checks.named("--train.out-dir", self.out_dir)
+
 
 @dataclass(frozen=True)
 class Config:
@@ -108,20 +138,8 @@ def network_config(cfg: Config) -> DiTConfig:
 
 
 def validate(cfg: Config) -> None:
-    """Raise ValueError with one readable line for any inconsistent or out-of-range setting.
-    (Method, process and schedule configs check their own fields when they are built.)"""
-    t, m = cfg.train, cfg.model
-    positive = {"train.batch_size": t.batch_size, "train.grad_accum": t.grad_accum, "train.max_iters": t.max_iters,
-                "train.eval_interval": t.eval_interval, "train.eval_batches": t.eval_batches,
-                "train.log_interval": t.log_interval, "data.seq_len": cfg.data.seq_len, "model.d_model": m.d_model,
-                "model.n_heads": m.n_heads, "model.n_blocks": m.n_blocks, "model.cond_dim": m.cond_dim}
-    for name, value in positive.items():
-        if value <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {value}")
-    if t.lr <= 0 or t.min_lr < 0 or t.min_lr > t.lr:
-        raise ValueError(f"need 0 <= --train.min-lr <= --train.lr and lr > 0, got lr={t.lr}, min_lr={t.min_lr}")
-    if not 0 <= t.ema_decay < 1 or not 0 <= m.dropout < 1 or t.warmup_iters < 0 or t.seed < 0:
-        raise ValueError("need 0 <= ema_decay < 1, 0 <= dropout < 1, warmup_iters >= 0 and seed >= 0")
+    """Raise ValueError with one readable line for settings that disagree across sections (the network
+    against the method).  Every section checks its own fields when it is built (``__post_init__``)."""
     network_config(cfg)
 
 

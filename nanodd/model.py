@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+import nanodd.checks as checks
+
 
 @dataclass(frozen=True)
 class DiTConfig:
@@ -55,6 +57,19 @@ class DiTConfig:
     """Width of the sinusoidal time features."""
     max_period: float = 10000.0
     """Longest period of the sinusoidal time features."""
+
+    def __post_init__(self):
+        if self.vocab_size is not None:
+            checks.at_least("--model.vocab-size", self.vocab_size, 1)
+        for option, value in (("--model.d-model", self.d_model), ("--model.n-heads", self.n_heads),
+                              ("--model.n-blocks", self.n_blocks), ("--model.cond-dim", self.cond_dim)):
+            checks.at_least(option, value, 1)
+        checks.require("--model.d-model", self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
+                       f"split into --model.n-heads {self.n_heads} heads of even width (rotary)", self.d_model)
+        checks.between("--model.dropout", self.dropout, 0, 1, open_high=True)
+        checks.require("--model.freq-dim", self.freq_dim >= 2 and self.freq_dim % 2 == 0, "be even and >= 2 (cos and sin)",
+                       self.freq_dim)
+        checks.positive("--model.max-period", self.max_period)
 
 
 def layer_norm(x: Tensor, weight: Tensor) -> Tensor:
@@ -144,8 +159,6 @@ class DiT(nn.Module):
         if cfg.vocab_size is None:
             raise ValueError("DiTConfig.vocab_size is None: set it, or build the network with "
                              "nanodd.config.network_config(cfg), which takes it from the process")
-        if cfg.d_model % cfg.n_heads or (cfg.d_model // cfg.n_heads) % 2:
-            raise ValueError(f"d_model={cfg.d_model} must split into {cfg.n_heads} heads of even width")
         self.cfg = cfg
         self.vocab_embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.c_embed = TimestepEmbedder(cfg.cond_dim, cfg.freq_dim, cfg.max_period)

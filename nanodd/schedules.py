@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+import nanodd.checks as checks
+
 
 @dataclass(frozen=True)
 class Linear:
@@ -55,8 +57,7 @@ class LogLinear:
     """alpha_1 = eps: the fraction of tokens still clean at t = 1."""
 
     def __post_init__(self):
-        if not 0 < self.eps < 1:
-            raise ValueError(f"the log-linear schedule's eps must be in (0, 1), got {self.eps}")
+        checks.require("--method.schedule.eps", 0 < self.eps < 1, "be in (0, 1) (alpha_1 = eps)", self.eps)
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return 1 - (1 - self.eps) * t, torch.full_like(t, -(1 - self.eps))
@@ -70,8 +71,7 @@ class Polynomial:
     """The power: w = 1 is linear, larger w keeps tokens clean longer."""
 
     def __post_init__(self):
-        if self.w <= 0:
-            raise ValueError(f"the polynomial schedule's power w must be > 0, got {self.w}")
+        checks.positive("--method.schedule.w", self.w)
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return 1 - t**self.w, -self.w * t ** (self.w - 1)
@@ -90,9 +90,10 @@ class Geometric:
     """Total noise at t = 1."""
 
     def __post_init__(self):
-        if not 0 < self.sigma_min < self.sigma_max:
-            raise ValueError(f"the geometric schedule needs 0 < sigma_min < sigma_max, got {self.sigma_min}, "
-                             f"{self.sigma_max}")
+        checks.positive("--method.schedule.sigma-min", self.sigma_min)
+        checks.positive("--method.schedule.sigma-max", self.sigma_max)
+        checks.require("--method.schedule.sigma-max", self.sigma_max > self.sigma_min,
+                       f"be > --method.schedule.sigma-min {self.sigma_min}", self.sigma_max)
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         log_ratio = math.log(self.sigma_max / self.sigma_min)

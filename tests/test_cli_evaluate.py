@@ -1,6 +1,7 @@
 """`python -m experiments.text8 evaluate` on a nanoDD-format checkpoint, and its bad-input errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,9 +48,10 @@ def test_elbo_vs_T_reports_every_T(monkeypatch, capsys, setup):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--eval.split", "test", "--eval.data-dir", "/nonexistent"], "prepare it with"),
+    (["--eval.split", "test", "--eval.data-dir", str(Path(__file__).parent)], "prepare it with"),
+    (["--eval.data-dir", "/nonexistent"], "--eval.data-dir /nonexistent: not found (prepare the data first"),
     (["--eval.seq-len", "256"], "differs from the checkpoint's sequence length 32"),
-    (["--eval.max-chunks", "0"], "nothing to evaluate"),
+    (["--eval.max-chunks", "0"], "--eval.max-chunks must be >= 1, got 0"),
 ])
 def test_bad_input(monkeypatch, capsys, setup, extra, message):
     ckpt, data = setup

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
+import nanodd.checks as checks
 from nanodd.bounds import MaskedBound, StepBound
 from nanodd.functional import Apply, Params
 from nanodd.processes.absorbing import Absorbing
@@ -71,10 +72,8 @@ class D3PMConfig:
     """absorbing (its data symbols; the mask is one more id) or uniform."""
 
     def __post_init__(self):
-        if self.T < 1:
-            raise ValueError(f"--method.T must be positive, got {self.T}")
-        if self.hybrid_coeff < 0:
-            raise ValueError(f"--method.hybrid-coeff must be >= 0, got {self.hybrid_coeff}")
+        checks.at_least("--method.T", self.T, 1)
+        checks.at_least("--method.hybrid-coeff", self.hybrid_coeff, 0)
 
 
 Config = D3PMConfig

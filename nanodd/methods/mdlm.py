@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
+import nanodd.checks as checks
 from nanodd.bounds import MaskedBound, bound_loss, identity_time
 from nanodd.functional import Apply, Params
 from nanodd.processes.absorbing import Absorbing
@@ -63,8 +64,8 @@ class MDLMConfig:
     """The absorbing process: its data symbols (the mask is one more id)."""
 
     def __post_init__(self):
-        if self.T is not None and self.T < 1:
-            raise ValueError(f"--method.T must be positive (or None for continuous time), got {self.T}")
+        if self.T is not None:  # None: continuous time
+            checks.at_least("--method.T", self.T, 1)
 
 
 Config = MDLMConfig

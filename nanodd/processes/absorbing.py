@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
+import nanodd.checks as checks
 
 
 def reveal_prob(alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
@@ -59,8 +60,7 @@ class Absorbing:
     """N, the number of data symbols (text8: 27).  The mask is id N, so the network sees N + 1 ids."""
 
     def __post_init__(self):
-        if self.n_symbols < 1:
-            raise ValueError(f"n_symbols must be >= 1, got {self.n_symbols}")
+        checks.at_least("--method.process.n-symbols", self.n_symbols, 1)
 
     @property
     def K(self) -> int:

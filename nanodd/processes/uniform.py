@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
+import nanodd.checks as checks
 import nanodd.processes.mixing as mixing
 
 
@@ -35,8 +36,7 @@ class Uniform:
     """N, the number of data symbols (text8: 27); the network sees exactly these N ids."""
 
     def __post_init__(self):
-        if self.n_symbols < 2:
-            raise ValueError(f"n_symbols must be >= 2, got {self.n_symbols}")
+        checks.at_least("--method.process.n-symbols", self.n_symbols, 2)
 
     @property
     def K(self) -> int:

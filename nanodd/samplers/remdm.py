@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
+import nanodd.checks as checks
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, Noise, OnStep, Samples
 import nanodd.samplers.loop as loop
@@ -41,6 +42,9 @@ class Options:
     """The remasking level: sigma_t = min(eta, sigma_max) (cap) or eta * sigma_max (rescale)."""
     strategy: Literal["cap", "rescale"] = "cap"
     """How eta sets sigma_t."""
+
+    def __post_init__(self):
+        checks.between("--sample.remdm.eta", self.eta, 0, 1)
 
 
 def remask_prob(alpha_t: Tensor, alpha_s: Tensor, options: Options) -> Tensor:
@@ -71,8 +75,6 @@ def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: in
     """ReMDM sampling from z_1 = all masks: the samples [B, L] and the NFE (``loop.run``)."""
     loop.require_masked_x0_network(diffusion, "remdm")
     opt = options or Options()
-    if not 0 <= opt.eta <= 1:
-        raise ValueError(f"--sample.remdm.eta must be in [0, 1], got {opt.eta}")
     return loop.run(lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, options=opt),
                     apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
                     on_step=on_step, condition=condition)

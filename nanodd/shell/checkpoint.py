@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+
+import nanodd.shell.log as log
 
 FORMAT_VERSION = 1
 
@@ -136,13 +137,22 @@ class Checkpoints:
                                       "(the file was modified or corrupted)")
         return unflatten({k: to_torch(a) for k, a in arrays.items()}), meta
 
-    def restore_latest_good(self, warn: Callable[[str], None] = warnings.warn) -> tuple[dict, dict] | None:
-        """The newest checkpoint that verifies, warning about each newer one that does not; None if none."""
+    def restore_latest_good(self, warn: Callable[[str], None] = log.warn) -> tuple[dict, dict] | None:
+        """The newest checkpoint that verifies, with one ``warn`` per newer one that does not, naming the step
+        used instead; None when there is no checkpoint; CheckpointError when none verifies."""
+        failures = []
         for step in reversed(self.steps()):
             try:
-                return self.restore(step)
+                restored = self.restore(step)
             except CheckpointError as e:
-                warn(f"warning: {e}; falling back to the previous checkpoint")
+                failures.append(str(e))
+                continue
+            for failure in failures:
+                warn(f"{failure}; using the older checkpoint {self.directory / str(step)} instead")
+            return restored
+        if failures:
+            older = f" (the {len(failures) - 1} older ones fail too)" if len(failures) > 1 else ""
+            raise CheckpointError(f"{failures[0]}; no older good checkpoint exists{older}")
         return None
 
     def wait(self) -> None:

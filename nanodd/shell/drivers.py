@@ -20,6 +20,7 @@ from typing import Literal
 
 import torch
 
+import nanodd.checks as checks
 from nanodd import evaluate as ev, sampling
 from nanodd.config import Config, from_dict, network_config, to_dict
 from nanodd.data import VOCAB, canonical_chunks, decode, default_cache_dir, encode, eval_chunks, load_split
@@ -100,21 +101,26 @@ class Generated:
     seconds: float
 
 
+def check_pattern(prefix: str = "", infill: str = "") -> None:
+    """A prefix or an infill pattern (not both) of text8 characters, '_' marking where the infill writes."""
+    if prefix and infill:
+        raise ValueError("give --sample.prefix or --sample.infill, not both (an infill pattern can start with the prefix)")
+    allowed = set(VOCAB) | ({"_"} if infill else set())
+    if bad := sorted(set(prefix or infill) - allowed):
+        raise ValueError(f"--sample.{'prefix' if prefix else 'infill'} may hold only a-z and space"
+                         f"{' (and _ to generate)' if infill else ''}, got {bad[:5]}")
+
+
 def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tensor | None:
     """The sampler's ``condition`` [L] (-1: generate) from a prefix, or an infill pattern in which '_'
     marks a character to generate (positions past its end are generated too); None for neither."""
-    if prefix and infill:
-        raise ValueError("give --sample.prefix or --sample.infill, not both (an infill pattern can start with the prefix)")
+    check_pattern(prefix, infill)
     pattern = prefix or infill
     if len(pattern) > seq_len:
         raise ValueError(f"the {'prefix' if prefix else 'infill pattern'} has {len(pattern)} characters; "
                          f"the model writes {seq_len}")
     if not pattern:
         return None
-    allowed = set(VOCAB) | ({"_"} if infill else set())
-    if bad := sorted(set(pattern) - allowed):
-        raise ValueError(f"--sample.{'prefix' if prefix else 'infill'} may hold only a-z and space"
-                         f"{' (and _ to generate)' if infill else ''}, got {bad[:5]}")
     condition = torch.full((seq_len,), -1, dtype=torch.long)
     fixed = [i for i, c in enumerate(pattern) if c != "_"]
     condition[fixed] = torch.as_tensor(encode("".join(pattern[i] for i in fixed)), dtype=torch.long)
@@ -130,8 +136,7 @@ def generate(ckpt: Checkpoint, *, sampler: str = "ancestral", batch_size: int = 
     autocast for ``dtype`` "bf16", or "auto" where bf16 is fast (CUDA, CPUs with native bf16)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    if batch_size < 1:
-        raise ValueError(f"--sample.batch-size must be positive, got {batch_size}")
+    checks.at_least("--sample.batch-size", batch_size, 1)
     transform = sampling.compose(sampling.temperature(temperature), sampling.top_p(top_p), sampling.top_k(top_k))
     # The checkpoint's params are the model's own tensors, so the sampler's apply can call the module
     # directly: the same function of (params, z_t, t), without functional_call's per-call swap.

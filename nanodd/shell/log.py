@@ -40,6 +40,18 @@ class Log:
             print(line, file=sys.stderr, flush=True)
 
 
+def warn(message: str) -> None:
+    """A user-facing warning: one line ``warning: <message>`` on stderr, from rank 0 only (RANK, as
+    torchrun sets it), never Python's format with its source line."""
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A ``warnings.showwarning`` that prints any ``warnings.warn`` as ``warn`` does."""
+    warn(str(message))
+
+
 def drop_partial_line(path: Path) -> None:
     """Cut a trailing record without its newline (a crash mid-write on some filesystems) before appending."""
     if not path.exists() or path.stat().st_size == 0:

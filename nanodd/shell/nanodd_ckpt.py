@@ -11,7 +11,8 @@ arbitrary code to load is refused.
 
 from __future__ import annotations
 
-import pickle
+import pickletools
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,12 +28,13 @@ MODEL_ARGS = ("vocab_size", "n_embed", "n_heads", "n_blocks", "n_cond", "dropout
 
 def read(path: Path) -> dict:
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused: loading it would run arbitrary code (weights_only=True): "
-                              f"{str(e).splitlines()[0]}") from e
-    except (OSError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {e})") from e
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from e
+    except Exception as e:  # torch raises KeyError, UnpicklingError, RuntimeError, ... for bytes it cannot load
+        raise CheckpointError(why_unloadable(path, e)) from e
     if not isinstance(ckpt, dict) or "model_args" not in ckpt:
         raise CheckpointError(f"{path}: not a nanoDD checkpoint (no 'model_args')")
     if ckpt.get("model_cls") != "D3PMAbsorbing":
@@ -40,6 +42,26 @@ def read(path: Path) -> dict:
     if missing := [k for k in MODEL_ARGS if k not in ckpt["model_args"]]:
         raise CheckpointError(f"{path}: model_args lacks {missing}")
     return ckpt
+
+
+CODE_OPCODES = {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+"""Pickle opcodes that import or call Python code while loading."""
+
+
+def why_unloadable(path: Path, error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused ``path``: a damaged torch zip, a pickle that needs
+    code to load (read without running it, with pickletools), or bytes that are no checkpoint at all."""
+    data = path.read_bytes()
+    if data.startswith(b"PK"):
+        return f"{path}: a damaged torch checkpoint (zip archive): {str(error).split('. ')[0]}"
+    try:
+        opcodes = {op.name for op, _, _ in pickletools.genops(data)}
+    except Exception:  # pickletools raises ValueError, IndexError, ... on bytes that are no pickle
+        opcodes = set()
+    if opcodes & CODE_OPCODES:
+        return (f"{path}: refused: a pickle that needs code to load (it builds Python objects, which could run "
+                "arbitrary code; only tensors and plain containers are read, weights_only=True)")
+    return f"{path}: not a checkpoint (neither a torch checkpoint nor a pickle of tensors)"
 
 
 def config_of(ckpt: dict) -> Config:

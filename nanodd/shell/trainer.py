@@ -299,10 +299,7 @@ def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
     if not trainer.cfg.train.resume:
         raise ValueError(f"{ckpts.directory} already holds checkpoints (steps {ckpts.steps()}); pass "
                          "--train.resume to continue, or choose another --train.out-dir")
-    restored = ckpts.restore_latest_good(warn=log.say)
-    if restored is None:
-        raise ValueError(f"no checkpoint in {ckpts.directory} passes its integrity check")
-    arrays, meta = restored
+    arrays, meta = ckpts.restore_latest_good()  # steps exist: this restores one or raises
     saved = config_lib.from_dict(meta["config"])
     for part in ("model", "method"):
         if getattr(saved, part) != getattr(trainer.cfg, part):
