@@ -194,12 +194,15 @@ Work = Callable[[], None]
 """What a subcommand returns once its checks pass: the work itself (train, sample, ...)."""
 
 
-def check_corpus(data: DataConfig) -> None:
-    """The corpus file exists (builtin, text8 and URLs are checked when fetched); data_dir can be a directory."""
-    if dataset_name(data.source).startswith("file-") and not Path(data.source).expanduser().is_file():
-        what = "is a directory" if Path(data.source).expanduser().is_dir() else "no such file"
-        raise ValueError(f"--data.source {data.source}: {what} (it takes builtin, text8, a text file or an http(s) URL)")
-    check_directory("--data.data-dir", data.data_dir, must_exist=False)
+def check_corpus(option: str, source: str | None, *, must_exist: bool) -> None:
+    """A corpus that names a local file (builtin, text8 and URLs are checked when fetched) names no directory,
+    and (with ``must_exist``; evaluate only needs the name of a prepared corpus) a file that exists."""
+    if source is None or not dataset_name(source).startswith("file-"):
+        return
+    path = Path(source).expanduser()
+    if path.is_dir() or must_exist and not path.is_file():
+        raise ValueError(f"{option} {source}: {'is a directory' if path.is_dir() else 'no such file'} "
+                         "(it takes builtin, text8, a text file or an http(s) URL)")
 
 
 def check_directory(option: str, path: str | None, *, must_exist: bool) -> None:
@@ -228,7 +231,8 @@ def check_writable(option: str, path: str | None) -> None:
 
 def prepare(data: DataConfig = DataConfig()) -> Work:
     """Download (text8 or a URL) or read (a local file, the built-in corpus) and split a corpus."""
-    check_corpus(data)
+    check_corpus("--data.source", data.source, must_exist=True)
+    check_directory("--data.data-dir", data.data_dir, must_exist=False)
     return lambda: print(prepare_data(data.source, Path(data.data_dir) if data.data_dir else None,
                                       seq_len=data.seq_len, force=data.force))
 
@@ -236,7 +240,8 @@ def prepare(data: DataConfig = DataConfig()) -> Work:
 def check_training(cfg: Config) -> None:
     """What training needs before it starts: sections that agree, a corpus, directories where they go."""
     validate(cfg)
-    check_corpus(cfg.data)
+    check_corpus("--data.source", cfg.data.source, must_exist=True)
+    check_directory("--data.data-dir", cfg.data.data_dir, must_exist=False)
     check_directory("--train.out-dir", cfg.train.out_dir, must_exist=False)
 
 
@@ -364,6 +369,7 @@ class EvalOptions:
 def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOptions()) -> Work:
     """Bits per character on the val or test split: canonical chunks, standard errors, a JSON report."""
     check_readable("CHECKPOINT", checkpoint)
+    check_corpus("--eval.data-source", eval.data_source, must_exist=False)
     check_directory("--eval.data-dir", eval.data_dir, must_exist=True)
     check_writable("--eval.out", eval.out)
     return functools.partial(evaluate_work, checkpoint, eval)
@@ -403,6 +409,8 @@ class Progress:
 def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional[str]) -> Work:
     """Write a nanoDD ckpt.pt as one of our checkpoints (raw and EMA weights) under OUT_DIR/checkpoints."""
     check_readable("CHECKPOINT", checkpoint)
+    if Path(checkpoint).is_dir():
+        raise ValueError(f"CHECKPOINT {checkpoint}: is a directory; convert reads a nanoDD ckpt.pt file")
     checks.named("OUT_DIR", out_dir)
     check_directory("OUT_DIR", out_dir, must_exist=False)
     return lambda: print(f"wrote {convert_nanodd(checkpoint, out_dir)}", file=sys.stderr)

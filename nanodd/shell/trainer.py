@@ -275,7 +275,10 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
     """
     config_lib.validate(cfg)
     runtime = dist.setup(cfg.train.device)
-    log = Log(Path(cfg.train.out_dir), runtime.is_main)
+    try:
+        log = Log(Path(cfg.train.out_dir), runtime.is_main)
+    except OSError as e:
+        raise ValueError(f"--train.out-dir {cfg.train.out_dir}: cannot create it ({e.strerror or e})") from None
     try:
         trainer = Trainer(cfg, runtime, log, loss, noise)
         ckpts = Checkpoints(Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints,
