@@ -215,11 +215,12 @@ def check_directory(option: str, path: str | None, *, must_exist: bool) -> None:
                          f"{'' if exists else ' (prepare the data first: python -m experiments.text8 prepare)'}")
 
 
-def check_readable(option: str, path: str | None) -> None:
-    """``path`` (a checkpoint: a file or a run directory) exists."""
+def check_checkpoint(option: str, path: str | None) -> None:
+    """``path`` (None: none given) names a checkpoint that exists; what is in it is checked when it loads."""
     checks.named(option, path)
     if path is not None and not Path(path).exists():
-        raise ValueError(f"{option} {path}: not found")
+        raise ValueError(f"{option} {path}: not found (expected a run directory, its checkpoints/ directory, "
+                         "a step directory, or a nanoDD ckpt.pt)")
 
 
 def check_writable(option: str, path: str | None) -> None:
@@ -314,12 +315,12 @@ class SampleOptions:
 
     def check_paths(self) -> None:
         check_writable("--sample.out", self.out)
-        check_readable("--sample.judge", self.judge)
+        check_checkpoint("--sample.judge", self.judge)
 
 
 def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions = SampleOptions()) -> Work:
     """Generate text from a checkpoint: a run directory, a checkpoint directory, or a nanoDD ckpt.pt."""
-    check_readable("CHECKPOINT", checkpoint)
+    check_checkpoint("CHECKPOINT", checkpoint)
     sample.check_paths()
     return functools.partial(generate, checkpoint, sample)
 
@@ -368,7 +369,7 @@ class EvalOptions:
 
 def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOptions()) -> Work:
     """Bits per character on the val or test split: canonical chunks, standard errors, a JSON report."""
-    check_readable("CHECKPOINT", checkpoint)
+    check_checkpoint("CHECKPOINT", checkpoint)
     check_corpus("--eval.data-source", eval.data_source, must_exist=False)
     check_directory("--eval.data-dir", eval.data_dir, must_exist=True)
     check_writable("--eval.out", eval.out)
@@ -408,7 +409,7 @@ class Progress:
 
 def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional[str]) -> Work:
     """Write a nanoDD ckpt.pt as one of our checkpoints (raw and EMA weights) under OUT_DIR/checkpoints."""
-    check_readable("CHECKPOINT", checkpoint)
+    check_checkpoint("CHECKPOINT", checkpoint)
     if Path(checkpoint).is_dir():
         raise ValueError(f"CHECKPOINT {checkpoint}: is a directory; convert reads a nanoDD ckpt.pt file")
     checks.named("OUT_DIR", out_dir)

@@ -110,9 +110,8 @@ def command_options(fn) -> tuple[list[tuple[str, ...]], list[Option], list[Optio
         members = union_members(hint) if dataclasses.is_dataclass(hint) else union_members(typing.get_args(hint)[0])
         if len(members) > 1:  # presets: their fields are the top-level options (--train.lr)
             presets = [(preset,) for preset, _ in members]
-            options += list(walk(Config, "--"))
-        else:
-            options += list(walk(members[0][1], f"--{name}."))
+        for cls in dict.fromkeys(cls for _, cls in members):
+            options += list(walk(cls, "--" if len(members) > 1 else f"--{name}."))
     return presets, positionals, options
 
 
@@ -204,7 +203,8 @@ def test_garbage_bytes_are_not_a_checkpoint_and_a_pickle_needing_code_is_refused
     assert run_cli(["sample", str(garbage)], check_only=False) == (
         2, f"error: {garbage}: not a checkpoint (neither a torch checkpoint nor a pickle of tensors)\n")
     code, err = run_cli(["sample", str(tmp_path / "missing.pt")], check_only=False)
-    assert (code, err) == (2, f"error: CHECKPOINT {tmp_path / 'missing.pt'}: not found\n")
+    assert (code, err) == (2, f"error: CHECKPOINT {tmp_path / 'missing.pt'}: not found (expected a run directory, "
+                              "its checkpoints/ directory, a step directory, or a nanoDD ckpt.pt)\n")
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"model_args": Config()}))  # loading it would import and build a class
     assert run_cli(["sample", str(evil)], check_only=False) == (
