@@ -117,6 +117,8 @@ def race(cfg: Config, opt: Options, out: Path) -> dict:
                                                              eval_interval=steps, log_interval=max(1, steps // 10)))
     start = time.perf_counter()
     last = train(cfg)
+    if last["stopped"]:  # Ctrl-C: the race is off, not scored on a short run
+        raise KeyboardInterrupt
     return {"steps": steps, "wall_s": time.perf_counter() - start, "tokens_per_s": 1 / sps * cfg.train.batch_size
             * cfg.train.grad_accum * cfg.data.seq_len, "train_val": last["val_bpc"]}
 

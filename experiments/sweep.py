@@ -53,7 +53,7 @@ from experiments.cli import run
 from experiments.text8 import Preset
 from nanodd import config as config_lib
 from nanodd.config import Config
-from nanodd.data.prepare import _atomic_write as atomic_write
+from nanodd.data.prepare import atomic_write
 from nanodd.shell.drivers import evaluate_checkpoint, load_checkpoint
 from nanodd.shell.log import duration
 from nanodd.shell.trainer import train
@@ -184,7 +184,7 @@ def run_row(row: Row, eval_chunks: int) -> dict:
     start = time.perf_counter()
     last = train(row.cfg)
     wall = time.perf_counter() - start
-    if last.get("step", 0) < row.cfg.train.max_iters:  # the trainer stopped early on SIGINT / SIGTERM
+    if last["stopped"]:  # SIGINT / SIGTERM, even on the row's last step
         raise KeyboardInterrupt
     bound = evaluate_checkpoint(load_checkpoint(out), max_chunks=eval_chunks)["results"]
     return {"val_bpc": bound["bpc"], "val_se": bound["stderr"], "n_chunks": bound["n_chunks"], "steps": last["step"],

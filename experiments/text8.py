@@ -37,7 +37,7 @@ import nanodd.checks as checks
 from experiments import cli
 from nanodd.config import Config, DataConfig, TrainConfig, check_source, validate
 from nanodd.data import decode, prepare as prepare_data
-from nanodd.data.prepare import _atomic_write as atomic_write, dataset_name
+from nanodd.data.prepare import atomic_write, dataset_name
 from nanodd.methods.ar import ARConfig
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.methods.mdlm import MDLMConfig

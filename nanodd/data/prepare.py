@@ -137,14 +137,14 @@ def _write(out: Path, ids: np.ndarray, meta: dict) -> None:
         start = 0
         for split in SPLITS:
             end = start + meta["sizes"][split]
-            _atomic_write(out / f"{split}.bin", ids[start:end])
+            atomic_write(out / f"{split}.bin", ids[start:end])
             start = end
-        _atomic_write(out / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
+        atomic_write(out / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
     except OSError as e:
         raise DataError(f"could not write the prepared data to {out}: {e.strerror or e}") from None
 
 
-def _atomic_write(path: Path, data) -> None:
+def atomic_write(path: Path, data) -> None:
     """Write bytes-like ``data`` to ``path`` via a temporary name, so ``path`` is never partial."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)

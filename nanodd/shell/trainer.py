@@ -266,7 +266,8 @@ def load_data(cfg: Config, runtime: dist.Runtime, n_symbols: int) -> tuple[np.nd
 
 
 def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -> dict:
-    """Run (or resume) training as configured; returns the last logged metrics.
+    """Run (or resume) training as configured; returns the last logged metrics, with ``stopped``: whether
+    a signal (Ctrl-C, SIGTERM) ended it, even on its last step.
 
     ``loss`` (default: the config's method's) is any ``loss(apply, params, x0, noise) -> (scalar,
     aux)`` with ``aux["bpt"]``, e.g. a weighted sum of two methods' losses plus a regulariser; its
@@ -290,7 +291,7 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
         if trainer.stop_requested:
             log.say(f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same command "
                     "plus --train.resume")
-        return last
+        return last | {"stopped": trainer.stop_requested}
     finally:
         dist.teardown()
 
