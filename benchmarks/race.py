@@ -41,7 +41,7 @@ from benchmarks.demos import which_bound
 from experiments import timesteps
 from experiments.cli import run
 from experiments.text8 import DEMOS, PRESETS
-from nanodd import evaluate as ev
+from nanodd import checks, evaluate as ev
 from nanodd.config import Config
 from nanodd.data import DataError, canonical_chunks, decode, load_split
 from nanodd.samplers import default_sampler
@@ -72,14 +72,17 @@ class Options:
     plot: str | None = None
     """Write the racers' per-timestep integrand and gradient variance to this PNG (needs matplotlib)."""
 
-
-def check(opt: Options) -> None:
-    unknown = [m for m in opt.methods if m not in DEMOS]
-    if unknown:
-        raise ValueError(f"--methods: unknown demo preset(s) {', '.join(unknown)}; choose from {', '.join(DEMOS)}")
-    for name, low in (("budget", 1), ("probe_steps", 4), ("eval_chunks", 1), ("samples", 2)):
-        if not getattr(opt, name) >= low:  # also refuses nan
-            raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(opt, name)}")
+    def __post_init__(self):
+        unknown = [m for m in self.methods if m not in DEMOS]
+        checks.require("--methods", not unknown and len(self.methods) > 0,
+                       f"name demo presets ({', '.join(DEMOS)})", " ".join(self.methods))
+        checks.at_least("--budget", self.budget, 1)
+        checks.at_least("--probe-steps", self.probe_steps, 4)
+        checks.at_least("--eval-chunks", self.eval_chunks, 2)
+        checks.at_least("--samples", self.samples, 2)
+        for option, value in (("--corpus", self.corpus), ("--judge", self.judge), ("--out-dir", self.out_dir),
+                              ("--plot", self.plot)):
+            checks.named(option, value)
 
 
 def default_corpus() -> str:
@@ -136,7 +139,6 @@ def score(run: Path, judge, vocab: set[str], opt: Options) -> dict:
 
 
 def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
-    check(opt)
     opt = dataclasses.replace(opt, corpus=opt.corpus or default_corpus())
     root = Path(opt.out_dir)
     print(f"racing {', '.join(opt.methods)} for {opt.budget:.0f} s each on {opt.corpus}", file=sys.stderr)

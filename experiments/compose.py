@@ -35,6 +35,7 @@ import tyro
 
 from experiments.cli import run
 from experiments.text8 import DEMOS
+from nanodd import checks
 from nanodd.config import Config, MethodConfig
 from nanodd.methods import method_of
 from nanodd.methods.d3pm import D3PMConfig
@@ -87,6 +88,10 @@ class Options:
     eval_chunks: int = 64
     """Validation chunks on which both parts' bounds are evaluated at the end."""
 
+    def __post_init__(self):
+        checks.at_least("--compose.lam", self.lam, 0)
+        checks.at_least("--compose.eval-chunks", self.eval_chunks, 2)
+
 
 def check(cfg: Config, extra, lam: float) -> None:
     """The extra part must fit the base's network: the same ids K and the same attention."""
@@ -97,8 +102,6 @@ def check(cfg: Config, extra, lam: float) -> None:
                          "both parts train one network")
     if getattr(base_m, "CAUSAL", False) or getattr(extra_m, "CAUSAL", False):
         raise ValueError("compose diffusion objectives: the autoregressive judge (method:ar) needs a causal network")
-    if not lam >= 0:
-        raise ValueError(f"--compose.lam must be >= 0, got {lam}")
 
 
 def main(cfg: Annotated[BasePreset, tyro.conf.arg(name="")] = COMPOSE_PRESETS["mdlm-demo"][1],

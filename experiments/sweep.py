@@ -51,7 +51,7 @@ import tyro
 
 from experiments.cli import run
 from experiments.text8 import Preset
-from nanodd import config as config_lib
+from nanodd import checks, config as config_lib
 from nanodd.config import Config
 from nanodd.data.prepare import atomic_write
 from nanodd.shell.drivers import evaluate_checkpoint, load_checkpoint
@@ -77,6 +77,10 @@ class Sweep:
     --train.out-dir plus '-sweep')."""
     eval_chunks: int = 64
     """Validation chunks on which every row's bound (mean +- standard error) is evaluated."""
+
+    def __post_init__(self):
+        checks.at_least("--sweep.eval-chunks", self.eval_chunks, 2)  # a standard error needs two
+        checks.named("--sweep.dir", self.dir)
 
 
 @dataclass(frozen=True)
@@ -224,8 +228,6 @@ def main(cfg: Annotated[Preset, tyro.conf.arg(name="")], sweep: Sweep) -> None:
     """Train PRESET once per row of the sweep (each field overridable as in experiments.text8 train)
     and write results.csv and results.md."""
     root = Path(sweep.dir or f"{cfg.train.out_dir}-sweep")
-    if sweep.eval_chunks < 2:
-        raise ValueError(f"--sweep.eval-chunks must be >= 2 (a standard error needs two), got {sweep.eval_chunks}")
     rows = rows_of(cfg, sweep, root)
     paths = list(rows[0].values)
     claim(root, cfg, paths)

@@ -26,7 +26,7 @@ import tyro
 
 from experiments.cli import run
 
-from nanodd import analysis
+from nanodd import analysis, checks
 from nanodd.data import canonical_chunks, load_split
 from nanodd.shell.drivers import Checkpoint, load_checkpoint, prepared_dir
 
@@ -50,16 +50,14 @@ class Options:
     plot: str | None = None
     """Also draw the integrand, accuracy and gradient variance against t to this PNG (needs matplotlib)."""
 
-
-def check(opt: Options) -> None:
-    """Every option's problem as one line naming it, before anything is loaded."""
-    if not opt.checkpoints:
-        raise ValueError("name at least one checkpoint")
-    for name in ("n_t", "chunk_size"):
-        if getattr(opt, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(opt, name)}")
-    if opt.batch < 2:
-        raise ValueError(f"--batch must be >= 2 (a standard error needs two sequences), got {opt.batch}")
+    def __post_init__(self):
+        checks.require("CHECKPOINTS", len(self.checkpoints) > 0, "name at least one run or checkpoint", self.checkpoints)
+        checks.at_least("--n-t", self.n_t, 1)
+        checks.at_least("--batch", self.batch, 2)  # a standard error needs two sequences
+        checks.at_least("--chunk-size", self.chunk_size, 1)
+        checks.seed("--seed", self.seed)
+        checks.named("--csv", self.csv)
+        checks.named("--plot", self.plot)
 
 
 def profile(ckpt: Checkpoint, opt: Options) -> dict[str, torch.Tensor]:
@@ -112,7 +110,6 @@ def plot(curves: dict[tuple[str, str], dict[str, torch.Tensor]], path: str) -> N
 
 
 def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
-    check(opt)
     curves = {}  # (checkpoint, method) -> statistics
     for path in opt.checkpoints:
         ckpt = load_checkpoint(path)

@@ -15,7 +15,7 @@ from benchmarks import race
     (["--budget", "nan"], "--budget must be >= 1"),
     (["--probe-steps", "2"], "--probe-steps must be >= 4"),
     (["--samples", "1"], "--samples must be >= 2"),
-    (["--methods", "demo", "nope"], "--methods: unknown demo preset(s) nope"),
+    (["--methods", "demo", "nope"], "--methods must name demo presets"),
 ])
 def test_bad_options_are_one_line_before_anything_runs(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "benchmarks.race", *args, "--out-dir", str(tmp_path / "race")],

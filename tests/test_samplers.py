@@ -85,6 +85,19 @@ def sedd_diffusion(graph, schedule=LogLinear()):
 
 
 @pytest.mark.parametrize("sampler", [analytic, euler], ids=["analytic", "euler"])
+def test_ratio_samplers_end_on_data_whatever_the_ratios(sampler):
+    """A trained network's ratios are not exact, so (A) at alpha_s = 1 need not cancel on the mask: the
+    last step must still reveal every token (a judge or decoder cannot read a mask)."""
+    cfg, diffusion = sedd_diffusion(PROCESS)
+    g = torch.Generator().manual_seed(1)
+    wrong = lambda params, zt, t: 3 * torch.randn(*zt.shape, PROCESS.K, generator=g)  # noqa: E731
+    for steps in (1, 4, 16):
+        x, _ = sampler.sample(wrong, None, diffusion, batch_size=2000, seq_len=8,
+                              generator=torch.Generator().manual_seed(0), steps=steps)
+        assert (x < PROCESS.n_symbols).all(), (steps, int((x >= PROCESS.n_symbols).sum()))
+
+
+@pytest.mark.parametrize("sampler", [analytic, euler], ids=["analytic", "euler"])
 @pytest.mark.parametrize("graph", [PROCESS, UNIFORM], ids=["absorbing", "uniform"])
 def test_ratio_samplers_with_the_exact_ratios_reproduce_p(sampler, graph):
     """SEDD's samplers driven by the exact ratios (by enumeration): close to p at 40 steps, far at 2

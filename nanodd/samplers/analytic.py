@@ -18,6 +18,7 @@ checkpoint; one network call per step in which some token can move (absorbing: w
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 import nanodd.processes.mixing as mixing
@@ -26,9 +27,15 @@ import nanodd.samplers.loop as loop
 
 
 def step_probs(process: Process, zt: Tensor, log_s: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
-    """p(z_s | z_t) of (A) for every token, [B, L, K] float64, from log ratios log_s [B, L, K]."""
+    """p(z_s | z_t) of (A) for every token, [B, L, K] float64, from log ratios log_s [B, L, K].
+
+    At alpha_s = 1 (clean data) q_s has no mass outside the data symbols, so ids >= n_symbols (the
+    mask) get none: with exact ratios (A) gives them 0 by cancellation, with a model's ratios only
+    approximately, and a sample must not end on a mask (SEDD's final denoising step does the same)."""
     pi, a = process.prior(zt.device), (alpha_t / alpha_s)[:, None, None]
     probs = mixing.transition_into(pi, zt, a) * mixing.transition(pi, log_s.exp(), 1 / a).clamp_min(0)
+    not_data = torch.arange(process.K, device=zt.device) >= process.n_symbols
+    probs = torch.where((alpha_s == 1)[:, None, None] & not_data, 0.0, probs)
     return probs / probs.sum(-1, keepdim=True)
 
 
