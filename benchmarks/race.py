@@ -34,16 +34,16 @@ import time
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import tyro
 
 from benchmarks.demos import which_bound
+from benchmarks.sampling import data_bpc
 from experiments import timesteps
 from experiments.cli import run
 from experiments.text8 import DEMOS, PRESETS
 from nanodd import checks, evaluate as ev
 from nanodd.config import Config
-from nanodd.data import DataError, canonical_chunks, decode, load_split
+from nanodd.data import DataError, decode, load_split
 from nanodd.samplers import default_sampler
 from nanodd.shell.drivers import evaluate_checkpoint, generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
 from nanodd.shell.trainer import train
@@ -161,17 +161,12 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         print(f"| `{r['name']}` | {r['steps']} | {r['wall_s']:.0f} s | {r['tokens_per_s'] / 1e3:.1f}k | {r['bpc']:.3f} ± "
               f"{r['stderr']:.3f} | {r['bound']} | {r['sampler']} ({r['nfe']}) | {r['s_per_sample']:.2f} | "
               f"{r['gen_bpc']:.3f} ± {r['gen_bpc_se']:.3f} | {100 * r['words']:.1f}% | {r['entropy']:.3f} |")
-    print(f"\nJudge: {float(judge_bpc(judge, validation(judge)).mean()):.3f} bits/char on validation text; data unigram "
+    print(f"\nJudge: {data_bpc(judge, judge):.3f} bits/char on validation text; data unigram "
           f"entropy {ev.char_entropy(train_text[:1_000_000]):.3f}.")
     if opt.plot:
         timesteps.main(timesteps.Options(tuple(str(root / n) for n in opt.methods), n_t=16, batch=8,
                                          csv=str(Path(opt.plot).with_suffix(".csv")), plot=opt.plot))
 
-
-def validation(judge, n: int = 64) -> torch.Tensor:
-    """The first ``n`` canonical validation chunks of the judge's corpus."""
-    return canonical_chunks(load_split(prepared_dir(judge.cfg.data.source, judge.cfg.data.data_dir), "val"),
-                            judge.cfg.data.seq_len, n)
 
 
 def cli(args: list[str] | None = None) -> None:
