@@ -1,18 +1,28 @@
-"""Training throughput: tokens/s and model FLOP utilisation for fp32 / bf16, eager / compiled.
+"""Training throughput: tokens/s, model FLOP utilisation and peak memory for fp32 / bf16, eager / compiled.
 
     python benchmarks/train_throughput.py                 # width 256, 4 blocks, batch 16 x 256, CPU
-    python benchmarks/train_throughput.py --device cuda --d-model 768 --n-blocks 12 --batch-size 64
+    python benchmarks/train_throughput.py --d-model 768 --n-blocks 12 --n-heads 12 --batch-size 4
+    python benchmarks/train_throughput.py --device cuda --d-model 768 --n-blocks 12 --n-heads 12 --batch-size 64
 
 Runs the real ``Trainer.train_step`` (data, loss, backward, clipping, AdamW, EMA) on the built-in
-corpus.  MFU divides the model's training FLOPs (6 N per token for N non-embedding parameters,
-plus 12 n_blocks L d for attention) by a matmul peak this script measures itself on the same
-device and dtype.  Prints a table; asserts nothing.
+corpus.  Each path (dtype x compile) lives in its own worker process, built and warmed up (compiled)
+first; then the workers take turns, ``rounds`` times ``steps`` steps each, one at a time, so slow
+drift of a shared machine hits every path alike, and each path reports its median round.  MFU
+divides the model's training FLOPs (6 N per token for N non-embedding parameters, plus 12 n_blocks L
+d for attention) by a matmul peak this script measures on the same device and dtype.  Peak memory is
+the worker's peak resident set on CPU (the Python process included), max allocated on CUDA.
+Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing as mp
+import platform
+import resource
+import statistics
 import time
+from pathlib import Path
 
 import torch
 import tyro
@@ -28,15 +38,25 @@ from nanodd.shell.trainer import Trainer
 @dataclasses.dataclass(frozen=True)
 class Args:
     d_model: int = 256
+    """Model width."""
     n_blocks: int = 4
+    """Transformer blocks."""
     n_heads: int = 4
+    """Attention heads."""
     batch_size: int = 16
+    """Sequences per step."""
     seq_len: int = 256
-    steps: int = 10
-    """Timed steps per configuration (after warm-up steps, which include compilation)."""
+    """Characters per sequence."""
+    steps: int = 5
+    """Timed steps per path in each round."""
+    rounds: int = 3
+    """Rounds; each path reports its median round."""
     device: str = "cpu"
+    """cpu or cuda."""
     compile: tuple[bool, ...] = (False, True)
+    """torch.compile off and/or on."""
     dtypes: tuple[str, ...] = ("fp32", "bf16")
+    """Training precisions (bf16 = autocast, fp32 master weights)."""
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -65,44 +85,86 @@ def flops_per_token(model: torch.nn.Module, cfg: DiTConfig, seq_len: int) -> flo
     return 6 * n + 12 * cfg.n_blocks * seq_len * cfg.d_model
 
 
-def measure(args: Args, dtype: str, compile: bool) -> tuple[float, float, float]:
-    """(tokens/s, seconds of warm-up, FLOPs per token) of the real train step."""
+def trainer_for(args: Args, dtype: str, compile: bool) -> Trainer:
+    """The D3PM trainer of the benchmark's model (no dropout, no warmup) on the built-in corpus."""
     cfg = Config(model=DiTConfig(d_model=args.d_model, n_heads=args.n_heads, n_blocks=args.n_blocks,
                                  cond_dim=128, dropout=0.0),
                  method=D3PMConfig(), data=DataConfig(source="builtin", seq_len=args.seq_len),
                  train=TrainConfig(batch_size=args.batch_size, grad_accum=1, dtype=dtype, compile=compile,
                                    device=args.device, warmup_iters=0))
-    trainer = Trainer(cfg, dist.setup(args.device), Log(None, False))
+    return Trainer(cfg, dist.setup(args.device), Log(None, False))
+
+
+def peak_memory(device: torch.device) -> float:
+    """Bytes: max allocated on CUDA, else this process's peak resident set (Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker(args: Args, dtype: str, compile: bool, pipe) -> None:
+    """Build and warm up one path, then time ``args.steps`` steps whenever the parent asks."""
+    torch.set_num_threads(pipe.recv())
+    trainer = trainer_for(args, dtype, compile)
     device = trainer.runtime.device
     t = time.perf_counter()
     for _ in range(3):
         trainer.train_step()
     sync(device)
-    warmup = time.perf_counter() - t
-    t = time.perf_counter()
-    for _ in range(args.steps):
-        trainer.train_step()
-    sync(device)
-    tokens_per_s = args.steps * args.batch_size * args.seq_len / (time.perf_counter() - t)
-    return tokens_per_s, warmup, flops_per_token(trainer.state.model, cfg.model, args.seq_len)
+    pipe.send((time.perf_counter() - t, flops_per_token(trainer.state.model, trainer.cfg.model, args.seq_len)))
+    while pipe.recv():
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            trainer.train_step()
+        sync(device)
+        pipe.send(time.perf_counter() - t)
+    pipe.send(peak_memory(device))
+
+
+def machine(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in info.splitlines() if ":" in line)}
+    name = fields.get("model name", platform.processor())
+    family = f"family {fields['cpu family']} model {fields['model']}, " if "cpu family" in fields else ""
+    return f"{name} ({family}{torch.backends.cpu.get_cpu_capability()})"
 
 
 def main(args: Args) -> None:
     device = torch.device(args.device)
     peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
-    print(f"device {args.device}, {torch.get_num_threads()} threads; matmul peak fp32 {peaks['fp32'] / 1e9:.0f} "
-          f"GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
-    print(f"model: width {args.d_model}, {args.n_blocks} blocks; batch {args.batch_size} x {args.seq_len}\n")
-    print("| dtype | compile | tokens/s | vs fp32 eager | MFU | warm-up s |")
-    print("|---|---|---|---|---|---|")
+    print(f"device {machine(device)}, {torch.get_num_threads()} threads; matmul peak fp32 "
+          f"{peaks['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.0f} GFLOP/s "
+          f"(bf16 / fp32 = {peaks['bf16'] / peaks['fp32']:.2f}x)")
+    print(f"model: width {args.d_model}, {args.n_blocks} blocks; batch {args.batch_size} x {args.seq_len}; "
+          f"median of {args.rounds} rounds of {args.steps} steps per path\n", flush=True)
+    ctx = mp.get_context("spawn")
+    paths = [(dtype, compile) for compile in args.compile for dtype in args.dtypes]
+    workers = []
+    for dtype, compile in paths:  # build and warm up one at a time: compilation does not share the CPU
+        here, there = ctx.Pipe()
+        process = ctx.Process(target=worker, args=(args, dtype, compile, there), daemon=True)
+        process.start()
+        here.send(torch.get_num_threads())
+        warmup, flops = here.recv()
+        workers.append((here, process, warmup, flops))
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(args.rounds):
+        for (pipe, *_), spent in zip(workers, times):
+            pipe.send(True)
+            spent.append(pipe.recv())
+    print("| dtype | compile | tokens/s | vs fp32 eager | MFU | peak memory | warm-up s |")
+    print("|---|---|---|---|---|---|---|")
     base = None
-    for compile in args.compile:
-        for dtype in args.dtypes:
-            tps, warmup, fpt = measure(args, dtype, compile)
-            base = base or tps
-            mfu = tps * fpt / peaks[dtype]
-            print(f"| {dtype} | {'on' if compile else 'off'} | {tps:,.0f} | {tps / base:.2f}x | {100 * mfu:.1f}% | "
-                  f"{warmup:.1f} |", flush=True)
+    for (dtype, compile), (pipe, process, warmup, flops), spent in zip(paths, workers, times):
+        pipe.send(False)
+        memory = pipe.recv()
+        process.join()
+        tps = args.steps * args.batch_size * args.seq_len / statistics.median(spent)
+        base = base or tps
+        print(f"| {dtype} | {'on' if compile else 'off'} | {tps:,.0f} | {tps / base:.2f}x | "
+              f"{100 * tps * flops / peaks[dtype]:.1f}% | {memory / 2**30:.2f} GiB | {warmup:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -106,25 +106,58 @@ class TimestepEmbedder(nn.Module):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding, rotate-half form: x * cos(p w) + rotate_half(x) * sin(p w)."""
+    """Rotary position embedding, rotate-half form: x * cos(p w) + rotate_half(x) * sin(p w).
+
+    ``forward(L)`` gives the cos and sin tables once per network call; every block applies them with
+    ``rotate``."""
 
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         inv_freq = 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim)
         self.register_buffer("inv_freq", inv_freq)
 
-    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        # q, k: [B, H, L, head_dim]
-        pos = torch.arange(q.shape[-2], device=q.device, dtype=self.inv_freq.dtype)
+    def forward(self, L: int) -> tuple[Tensor, Tensor]:
+        pos = torch.arange(L, device=self.inv_freq.device, dtype=self.inv_freq.dtype)
         freqs = torch.outer(pos, self.inv_freq)
         emb = torch.cat([freqs, freqs], dim=-1)  # [L, head_dim]
-        cos, sin = emb.cos().to(q.dtype), emb.sin().to(q.dtype)
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        return emb.cos(), emb.sin()
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """x [..., L, head_dim] rotated by the tables of ``Rotary`` (cast to x's dtype)."""
+    return x * cos.to(x.dtype) + rotate_half(x) * sin.to(x.dtype)
 
 
 def rotate_half(x: Tensor) -> Tensor:
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([-x2, x1], dim=-1)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
+    """softmax(q k^T / sqrt(head_dim) + M) v for q, k, v [B, H, L, head_dim], M = -inf above the diagonal
+    when causal.  bf16 on CPU runs it as written, as two matmuls and a softmax: torch's CPU flash
+    kernel takes twice as long there at L = 256 (benchmarks/profile_step.py).  Everywhere else (CUDA,
+    fp32) torch's fused ``scaled_dot_product_attention``."""
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # [B, H, L, L]; scaling q costs head_dim / L of scaling these
+    if causal:
+        L = q.shape[-2]
+        future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
+        scores = scores.masked_fill(future, -math.inf)
+    return torch.softmax(scores, dim=-1) @ v
+
+
+class GELUTanh(nn.Module):
+    """GELU, tanh approximation (nanoDD's):  x/2 (1 + tanh(u)) = x sigmoid(2u),  u = sqrt(2/pi) (x + 0.044715 x^3).
+
+    Eager runs torch's kernel; compiled code the sigmoid form, which Inductor's CPU code runs in half the
+    time of its tanh (forward and backward)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            return x * torch.sigmoid(2 * math.sqrt(2 / math.pi) * (x + 0.044715 * x * x * x))
+        return F.gelu(x, approximate="tanh")
 
 
 class DiTBlock(nn.Module):
@@ -136,16 +169,15 @@ class DiTBlock(nn.Module):
         self.attn_qkv = nn.Linear(d, 3 * d, bias=False)
         self.attn_out = nn.Linear(d, d, bias=False)
         self.norm2 = LayerNorm(d)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(approximate="tanh"), nn.Linear(4 * d, d))
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), GELUTanh(), nn.Linear(4 * d, d))
         self.adaLN_modulation = nn.Linear(cfg.cond_dim, 6 * d)
 
-    def forward(self, x: Tensor, c: Tensor, rotary: Rotary) -> Tensor:
-        # x: [B, L, d]; c: [B, 1, cond] or [B, L, cond]
+    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        # x: [B, L, d]; c: [B, 1, cond] or [B, L, cond]; cos, sin: [L, head_dim]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, -1)
         qkv = self.attn_qkv(modulate(self.norm1(x), shift_msa, scale_msa))
         q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
-        q, k = rotary(q, k)
-        attn = rearrange(F.scaled_dot_product_attention(q, k, v, is_causal=self.causal), "b h l d -> b l (h d)")
+        attn = rearrange(attention(rotate(q, cos, sin), rotate(k, cos, sin), v, self.causal), "b h l d -> b l (h d)")
         x = x + gate_msa * F.dropout(self.attn_out(attn), self.dropout, self.training)
         h = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x + gate_mlp * F.dropout(h, self.dropout, self.training)
@@ -180,8 +212,9 @@ class DiT(nn.Module):
         c = F.silu(self.c_embed(t))  # [B, cond] or [B, L, cond]
         c = c[:, None] if c.dim() == 2 else c
         x = self.vocab_embed(zt)  # [B, L, d]
+        cos, sin = self.rotary_emb(zt.shape[1])
         for block in self.blocks:
-            x = block(x, c, self.rotary_emb)
+            x = block(x, c, cos, sin)
         shift, scale = self.adaLN_modulation(c).chunk(2, -1)
         x = modulate(self.norm_final(x), shift, scale)
         return x @ self.vocab_embed.weight.to(x.dtype).T  # tied output, [B, L, K]

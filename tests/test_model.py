@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from nanodd.functional import make_apply, params_of
-from nanodd.model import DiT, DiTConfig
+from nanodd.model import DiT, DiTConfig, rotate
 
 TINY = DiTConfig(vocab_size=8, d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0)
 
@@ -77,10 +77,10 @@ def test_time_conditioning_per_sequence_per_token_and_off():
 
 
 def test_rotary_scores_depend_only_on_relative_position():
-    rotary = randomized().rotary_emb
+    cos, sin = randomized().rotary_emb(12)
     g = torch.Generator().manual_seed(0)
     q1, k1 = torch.randn(1, 1, 1, 16, generator=g), torch.randn(1, 1, 1, 16, generator=g)
-    q, k = rotary(q1.expand(1, 1, 12, 16), k1.expand(1, 1, 12, 16))
+    q, k = rotate(q1.expand(1, 1, 12, 16), cos, sin), rotate(k1.expand(1, 1, 12, 16), cos, sin)
     scores = (q @ k.transpose(-1, -2))[0, 0]  # [12, 12]
     for offset in range(-3, 4):
         diag = torch.diagonal(scores, offset)

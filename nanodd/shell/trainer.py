@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.profiler import record_function
 
 from nanodd import config as config_lib
 from nanodd.config import Config, TrainConfig
@@ -68,11 +69,11 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 
 
 def build_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D parameters only (matrices, embeddings), fused on CUDA."""
+    """AdamW with weight decay on 2-D parameters only (matrices, embeddings); torch's fused kernel (CPU and CUDA)."""
     params = list(model.parameters())
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=device.type == "cuda")
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=True)
 
 
 @dataclass
@@ -139,33 +140,37 @@ class Trainer:
 
     def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Accumulate grad_accum micro-batches, clip, AdamW, EMA.  Returns the micro-batch mean of
-        (loss, aux) as device tensors (no host sync)."""
+        (loss, aux) as device tensors (no host sync).  Each phase is a ``record_function`` range, so
+        ``benchmarks/profile_step.py`` can say what share of the step it takes."""
         tc, st = self.cfg.train, self.state
         torch.manual_seed(key(tc.seed, self.runtime.rank, st.step, 1))  # dropout masks of this step
         params = params_of(st.model)
         self.net.train()
         mean: dict[str, torch.Tensor] = {}
         for micro in range(tc.grad_accum):
-            x0, noise = self.micro_batch(micro)
+            with record_function("data"):
+                x0, noise = self.micro_batch(micro)
             last = micro == tc.grad_accum - 1
             sync = nullcontext() if (last or not self.runtime.distributed) else self.net.no_sync()
             with sync:
-                with dist.autocast(self.runtime.device, self.amp):
+                with record_function("forward"), dist.autocast(self.runtime.device, self.amp):
                     loss, aux = self.loss(self.apply, params, x0, noise)
                 if "bpt" not in aux:
                     raise TypeError(f"the loss's aux must carry 'bpt' (its bound in bits per token), got {sorted(aux)}")
-                (loss / tc.grad_accum).backward()
+                with record_function("backward"):
+                    (loss / tc.grad_accum).backward()
             for k, v in {"loss": loss, **aux}.items():
                 mean[k] = mean.get(k, 0) + v.detach() / tc.grad_accum
-        grad_norm = nn.utils.clip_grad_norm_(st.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
-        for group in st.optimizer.param_groups:
-            group["lr"] = lr_at(st.step, tc)
-        st.optimizer.step()
-        st.optimizer.zero_grad(set_to_none=True)
+        with record_function("clip"):
+            grad_norm = nn.utils.clip_grad_norm_(st.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        with record_function("optimizer"):
+            for group in st.optimizer.param_groups:
+                group["lr"] = lr_at(st.step, tc)
+            st.optimizer.step()
+            st.optimizer.zero_grad(set_to_none=True)
         if tc.ema_decay > 0:
-            with torch.no_grad():
-                for k, p in params_of(st.model).items():
-                    st.ema[k].lerp_(p, 1 - tc.ema_decay)
+            with record_function("ema"), torch.no_grad():
+                torch._foreach_lerp_(list(st.ema.values()), list(params.values()), 1 - tc.ema_decay)
         st.step += 1
         return mean.pop("loss"), mean | {"grad_norm": grad_norm}
 

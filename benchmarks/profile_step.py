@@ -1,0 +1,85 @@
+"""Where a training step's time goes: ``torch.profiler`` over the real ``Trainer.train_step``.
+
+    python -m benchmarks.profile_step                        # benchmark size and the demo, bf16 eager, CPU
+    python -m benchmarks.profile_step --compile --sizes benchmark
+
+For each size, after warm-up steps, profiles ``steps`` steps and prints two tables: the step's
+phases (the ``record_function`` ranges of ``train_step``: data, forward, backward, clip, optimizer,
+ema) as shares of the step's wall time, and the operators taking the most self time (compiled code
+shows up as its fused kernels).  "benchmark" is ``benchmarks/train_throughput.py``'s model (width
+256, 4 blocks, batch 16 x 256, no dropout); "demo" is the ``demo`` preset of ``experiments.text8``
+as it trains.  Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Literal
+
+import torch
+import tyro
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.train_throughput import Args as ThroughputArgs, trainer_for
+from experiments.text8 import DEMO
+from nanodd.shell import dist
+from nanodd.shell.log import Log
+from nanodd.shell.trainer import Trainer
+
+PHASES = ("data", "forward", "backward", "clip", "optimizer", "ema")
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    sizes: tuple[Literal["benchmark", "demo"], ...] = ("benchmark", "demo")
+    """Which steps to profile."""
+    dtype: Literal["fp32", "bf16"] = "bf16"
+    """Training precision."""
+    compile: bool = False
+    """torch.compile the model (Inductor's kernels appear by name)."""
+    steps: int = 5
+    """Profiled steps (after 3 warm-up steps)."""
+    rows: int = 12
+    """Operators listed."""
+
+
+def build(size: str, args: Args) -> Trainer:
+    if size == "benchmark":
+        return trainer_for(ThroughputArgs(), args.dtype, args.compile)
+    cfg = dataclasses.replace(DEMO, train=dataclasses.replace(DEMO.train, dtype=args.dtype, compile=args.compile,
+                                                              device="cpu", warmup_iters=0))
+    return Trainer(cfg, dist.setup("cpu"), Log(None, False))
+
+
+def main(args: Args) -> None:
+    if args.compile:
+        torch._inductor.config.cpp.enable_kernel_profile = True  # name each fused kernel in the table
+    for size in args.sizes:
+        trainer = build(size, args)
+        for _ in range(3):
+            trainer.train_step()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                trainer.train_step()
+            wall = (time.perf_counter() - t) / args.steps
+        model, tc = trainer.cfg.model, trainer.cfg.train
+        print(f"\n{size}: width {model.d_model}, {model.n_blocks} blocks, batch {tc.batch_size} x "
+              f"{trainer.cfg.data.seq_len}, {args.dtype}, compile {'on' if args.compile else 'off'}: "
+              f"{wall * 1e3:.0f} ms per step ({torch.get_num_threads()} threads)\n")
+        events = prof.key_averages()
+        print("| phase | ms/step | share |\n|---|---|---|")
+        for e in sorted((e for e in events if e.key in PHASES), key=lambda e: PHASES.index(e.key)):
+            ms = e.cpu_time_total / 1e3 / args.steps
+            print(f"| {e.key} | {ms:.1f} | {ms / wall / 10:.1f}% |")
+        print("\n| operator | calls/step | ms/step | share |\n|---|---|---|---|")
+        ops = sorted((e for e in events if e.key not in PHASES), key=lambda e: -e.self_cpu_time_total)
+        for e in ops[: args.rows]:
+            ms = e.self_cpu_time_total / 1e3 / args.steps
+            name = e.key if len(e.key) <= 60 else e.key[:57] + "..."
+            print(f"| `{name}` | {e.count // args.steps} | {ms:.1f} | {ms / wall / 10:.1f}% |", flush=True)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
