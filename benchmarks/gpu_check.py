@@ -8,8 +8,8 @@
 Runs the ``d3pm-text8`` preset's model and method (its optimizer settings too; no warmup, batch
 ``batch-size`` x ``seq-len``, no accumulation) on the built-in corpus, so nothing is downloaded:
 
-1. **Throughput**: the real ``Trainer.train_step`` with bf16 autocast, torch.compile and AdamW (fused
-   on CUDA), ``steps`` timed steps after the loss-match steps (which are the warm-up: compilation
+1. **Throughput**: the real ``Trainer.train_step`` with bf16 autocast, torch.compile and fused AdamW,
+   ``steps`` timed steps after the loss-match steps (which are the warm-up: compilation
    happens there).  MFU as in ``train_throughput.py``, against the bf16 matmul peak measured here and,
    for a GPU named in ``SPEC_PEAKS``, its data-sheet dense bf16 peak; each row says which.  Peak
    memory: ``torch.cuda.max_memory_allocated`` on CUDA, the process's ``ru_maxrss`` on CPU.
