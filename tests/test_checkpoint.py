@@ -94,12 +94,12 @@ def test_missing_or_partial_checkpoint_directories_are_clear_errors(tmp_path):
 # ---- training runs in subprocesses: kill -9 and SIGTERM ---------------------------------------
 
 
-def train_cmd(corpus, out, *extra):
+def train_cmd(corpus, out, *extra, dtype="fp32"):
     return [sys.executable, "-m", "experiments.text8", "train", "demo", "--model.d-model", "32", "--model.n-heads", "2",
             "--model.n-blocks", "2", "--model.cond-dim", "16", "--model.dropout", "0.1", "--data.source", str(corpus),
             "--data.data-dir", str(out.parent / "data"), "--data.seq-len", "32", "--train.batch-size", "8",
             "--train.max-iters", "300", "--train.warmup-iters", "10", "--train.eval-interval", "40",
-            "--train.eval-batches", "1", "--train.log-interval", "1", "--train.dtype", "fp32", "--train.device", "cpu",
+            "--train.eval-batches", "1", "--train.log-interval", "1", "--train.dtype", dtype, "--train.device", "cpu",
             "--train.out-dir", str(out), *extra]
 
 
@@ -127,19 +127,22 @@ def final_state(out: Path, step: int):
     return Checkpoints(out / "checkpoints", is_main=False).restore(step)[0]
 
 
-def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path):
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path, dtype):
+    """fp32 and the bf16 fast path (autocast, bf16 attention as written, fused AdamW) alike."""
     env = os.environ | {"PYTHONPATH": str(ROOT)}
     whole = tmp_path / "whole"
-    subprocess.run(train_cmd(corpus, whole), check=True, cwd=ROOT, env=env, capture_output=True)
+    subprocess.run(train_cmd(corpus, whole, dtype=dtype), check=True, cwd=ROOT, env=env, capture_output=True)
 
     cut = tmp_path / "cut"
-    proc = subprocess.Popen(train_cmd(corpus, cut), cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_cmd(corpus, cut, dtype=dtype), cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
     wait_for_step(cut, 150, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = max(step_losses(cut))
     assert killed_at < 300, "the run finished before it could be killed"
-    done = subprocess.run(train_cmd(corpus, cut, "--train.resume"), cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run(train_cmd(corpus, cut, "--train.resume", dtype=dtype), cwd=ROOT, env=env, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr
     resumed_from = int(done.stderr.split("resumed from step ")[1].split()[0])
     assert 0 < resumed_from <= killed_at

@@ -61,8 +61,11 @@ class GlobalBatch(Trainer):
         return torch.cat([x for x, _ in parts]), noise
 
 
-def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_batch(corpus, tmp_path):
-    cfg = tiny(corpus, tmp_path / "run", grad_accum=2)
+@pytest.mark.parametrize("dtype, tolerance", [("fp32", 1e-6), ("bf16", 2e-3)])
+def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_batch(corpus, tmp_path, dtype, tolerance):
+    """Bit-identical ranks in fp32 and on the bf16 fast path; against one process on the global batch the
+    bf16 matmuls round differently (other batch shapes), hence the looser match there."""
+    cfg = tiny(corpus, tmp_path / "run", grad_accum=2, dtype=dtype)
     steps = 3
     mp.spawn(ddp_worker, args=(2, free_port(), to_dict(cfg), steps, str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
@@ -76,7 +79,7 @@ def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_b
         single.train_step()
     moved = 0
     for k, v in params_of(single.state.model).items():
-        torch.testing.assert_close(r0["params"][k], v.detach(), rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(r0["params"][k], v.detach(), rtol=10 * tolerance, atol=tolerance, msg=k)
         moved += not torch.equal(v.detach(), initial[k])
     assert moved > 0.8 * len(initial)
 
