@@ -68,7 +68,7 @@ def lr_at(step: int, tc: TrainConfig) -> float:
     return tc.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (tc.lr - tc.min_lr)
 
 
-def build_optimizer(model: nn.Module, tc: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on 2-D parameters only (matrices, embeddings); torch's fused kernel (CPU and CUDA)."""
     params = list(model.parameters())
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
@@ -115,7 +115,7 @@ class Trainer:
         self.train_data, self.val_data = load_data(cfg, runtime, method.diffusion(cfg.method).process.n_symbols)
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         model = DiT(config_lib.network_config(cfg)).to(runtime.device)
-        self.state = State(model, build_optimizer(model, tc, runtime.device),
+        self.state = State(model, build_optimizer(model, tc),
                            {k: v.detach().clone() for k, v in params_of(model).items()})
         if tc.compile:
             dist.check_compile_possible(runtime.device)
@@ -170,7 +170,7 @@ class Trainer:
             st.optimizer.zero_grad(set_to_none=True)
         if tc.ema_decay > 0:
             with record_function("ema"), torch.no_grad():
-                torch._foreach_lerp_(list(st.ema.values()), list(params.values()), 1 - tc.ema_decay)
+                torch._foreach_lerp_([st.ema[k] for k in params], list(params.values()), 1 - tc.ema_decay)
         st.step += 1
         return mean.pop("loss"), mean | {"grad_norm": grad_norm}
 
