@@ -170,7 +170,8 @@ class Trainer:
             st.optimizer.zero_grad(set_to_none=True)
         if tc.ema_decay > 0:
             with record_function("ema"), torch.no_grad():
-                torch._foreach_lerp_([st.ema[k] for k in params], list(params.values()), 1 - tc.ema_decay)
+                for k, p in params.items():  # torch's foreach lerp is the same loop on CPU (no faster)
+                    st.ema[k].lerp_(p, 1 - tc.ema_decay)
         st.step += 1
         return mean.pop("loss"), mean | {"grad_norm": grad_norm}
 
