@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import tyro
 from torch.profiler import ProfilerActivity, profile
 
+import nanodd.checks as checks
 from benchmarks.train_throughput import Args as ThroughputArgs, trainer_for
+from experiments.cli import run
 from experiments.text8 import DEMO
 from nanodd.shell import dist
 from nanodd.shell.log import Log
@@ -43,6 +45,11 @@ class Args:
     rows: int = 12
     """Operators listed."""
 
+    def __post_init__(self):
+        checks.require("--sizes", len(self.sizes) > 0, "name at least one of benchmark, demo", self.sizes)
+        checks.at_least("--steps", self.steps, 1)
+        checks.at_least("--rows", self.rows, 1)
+
 
 def build(size: str, args: Args) -> Trainer:
     if size == "benchmark":
@@ -52,7 +59,7 @@ def build(size: str, args: Args) -> Trainer:
     return Trainer(cfg, dist.setup("cpu"), Log(None, False))
 
 
-def main(args: Args) -> None:
+def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     if args.compile:
         torch._inductor.config.cpp.enable_kernel_profile = True  # name each fused kernel in the table
     for size in args.sizes:
@@ -81,5 +88,9 @@ def main(args: Args) -> None:
             print(f"| `{name}` | {e.count // args.steps} | {ms:.1f} | {ms / wall / 10:.1f}% |", flush=True)
 
 
+def cli(args: list[str] | None = None) -> None:
+    run(main, args, prog="python -m benchmarks.profile_step", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli()

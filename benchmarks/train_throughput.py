@@ -22,11 +22,18 @@ import platform
 import resource
 import statistics
 import time
+import sys
 from pathlib import Path
+from typing import Annotated, Literal
+
+if __package__ in (None, ""):  # run as a file: make benchmarks/ and experiments/ importable from the repo root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import tyro
 
+import nanodd.checks as checks
+from experiments.cli import run
 from nanodd.config import Config, DataConfig, TrainConfig
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.model import DiTConfig
@@ -51,12 +58,20 @@ class Args:
     """Timed steps per path in each round."""
     rounds: int = 3
     """Rounds; each path reports its median round."""
-    device: str = "cpu"
-    """cpu or cuda."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where to train."""
     compile: tuple[bool, ...] = (False, True)
     """torch.compile off and/or on."""
-    dtypes: tuple[str, ...] = ("fp32", "bf16")
+    dtypes: tuple[Literal["fp32", "bf16"], ...] = ("fp32", "bf16")
     """Training precisions (bf16 = autocast, fp32 master weights)."""
+
+    def __post_init__(self):
+        for name in ("d_model", "n_blocks", "n_heads", "batch_size", "seq_len", "steps", "rounds"):
+            checks.at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
+        checks.require("--d-model", self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
+                       f"split into --n-heads {self.n_heads} heads of even width (rotary)", self.d_model)
+        checks.require("--compile", len(self.compile) > 0, "name at least one setting", self.compile)
+        checks.require("--dtypes", len(self.dtypes) > 0, "name at least one precision", self.dtypes)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
@@ -131,7 +146,7 @@ def machine(device: torch.device) -> str:
     return f"{name} ({family}{torch.backends.cpu.get_cpu_capability()})"
 
 
-def main(args: Args) -> None:
+def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     device = torch.device(args.device)
     peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
     print(f"device {machine(device)}, {torch.get_num_threads()} threads")
@@ -170,5 +185,9 @@ def main(args: Args) -> None:
               f"{100 * tps * flops / peaks[dtype]:.1f}% | {memory / 2**30:.2f} GiB | {warmup:.1f} |", flush=True)
 
 
+def cli(args: list[str] | None = None) -> None:
+    run(main, args, prog="python benchmarks/train_throughput.py", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli()
