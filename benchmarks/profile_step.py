@@ -1,6 +1,6 @@
 """Where a training step's time goes: ``torch.profiler`` over the real ``Trainer.train_step``.
 
-    python -m benchmarks.profile_step                        # benchmark size and the demo, bf16 eager, CPU
+    python -m benchmarks.profile_step                        # benchmark size and the demo, eager, CPU
     python -m benchmarks.profile_step --compile --sizes benchmark
 
 For each size, after warm-up steps, profiles ``steps`` steps and prints two tables: the step's
@@ -36,8 +36,8 @@ PHASES = ("data", "forward", "backward", "clip", "optimizer", "ema")
 class Args:
     sizes: tuple[Literal["benchmark", "demo"], ...] = ("benchmark", "demo")
     """Which steps to profile."""
-    dtype: Literal["fp32", "bf16"] = "bf16"
-    """Training precision."""
+    dtype: Literal["auto", "fp32", "bf16"] = "auto"
+    """Training precision ('auto': bf16 on CUDA and on CPUs with native bf16, else fp32)."""
     compile: bool = False
     """torch.compile the model (Inductor's kernels appear by name)."""
     steps: int = 5
@@ -72,8 +72,9 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
                 trainer.train_step()
             wall = (time.perf_counter() - t) / args.steps
         model, tc = trainer.cfg.model, trainer.cfg.train
+        precision = "bf16" if dist.autocast_dtype(args.dtype, trainer.runtime.device) else "fp32"
         print(f"\n{size}: width {model.d_model}, {model.n_blocks} blocks, batch {tc.batch_size} x "
-              f"{trainer.cfg.data.seq_len}, {args.dtype}, compile {'on' if args.compile else 'off'}: "
+              f"{trainer.cfg.data.seq_len}, {precision}, compile {'on' if args.compile else 'off'}: "
               f"{wall * 1e3:.0f} ms per step ({torch.get_num_threads()} threads)\n")
         events = prof.key_averages()
         print("| phase | ms/step | share |\n|---|---|---|")

@@ -10,8 +10,9 @@ first; then the workers take turns, ``rounds`` times ``steps`` steps each, one a
 drift of a shared machine hits every path alike, and each path reports its median round.  MFU
 divides the model's training FLOPs (6 N per token for N non-embedding parameters, plus 12 n_blocks L
 d for attention) by a matmul peak this script measures on the same device and dtype.  Peak memory is
-the worker's peak resident set on CPU (the Python process included), max allocated on CUDA.
-Prints a table; asserts nothing.
+the worker's peak resident set on CPU (the Python process included), max allocated on CUDA.  On a
+CPU without native bf16 the bf16 paths are skipped (and the output says so): their matmuls run at
+~1 GFLOP/s there.  Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +65,9 @@ class Args:
     """torch.compile off and/or on."""
     dtypes: tuple[Literal["fp32", "bf16"], ...] = ("fp32", "bf16")
     """Training precisions (bf16 = autocast, fp32 master weights)."""
+    skip_slow_bf16: bool = True
+    """Skip bf16 on a CPU without native bf16 (AVX512-BF16 / AMX), where it runs ~50-80x slower than fp32;
+    --no-skip-slow-bf16 runs it anyway."""
 
     def __post_init__(self):
         for name in ("d_model", "n_blocks", "n_heads", "batch_size", "seq_len", "steps", "rounds"):
@@ -74,17 +78,29 @@ class Args:
         checks.require("--dtypes", len(self.dtypes) > 0, "name at least one precision", self.dtypes)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """Best observed FLOP/s of an n x n matmul."""
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    best = 0.0
-    for _ in range(reps):
+def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, budget_s: float = 1.0) -> float:
+    """Best observed FLOP/s of a square matmul of size up to n.  The size doubles from 256 while one
+    matmul takes under a tenth of ``budget_s``, then it repeats (10 times at most) for about ``budget_s``:
+    a slow path (bf16 on a CPU without native bf16, ~1 GFLOP/s) is measured at a size that finishes."""
+
+    def seconds(a: torch.Tensor, b: torch.Tensor) -> float:
         sync(device)
         t = time.perf_counter()
         a @ b
         sync(device)
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best
+        return time.perf_counter() - t
+
+    def square(size: int) -> torch.Tensor:
+        return torch.randn(size, size, device=device, dtype=dtype)
+
+    size = min(256, n)
+    while size < n and seconds(square(size), square(size)) < budget_s / 10:
+        size *= 2
+    a, b = square(size), square(size)
+    times = [seconds(a, b)]
+    while len(times) < 10 and sum(times) < budget_s:
+        times.append(seconds(a, b))
+    return 2 * size**3 / min(times)
 
 
 def sync(device: torch.device) -> None:
@@ -152,8 +168,16 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     print(f"device {machine(device)}, {torch.get_num_threads()} threads")
     print(f"model: width {args.d_model}, {args.n_blocks} blocks; batch {args.batch_size} x {args.seq_len}; "
           f"median of {args.rounds} rounds of {args.steps} steps per path", flush=True)
+    dtypes = args.dtypes
+    if device.type == "cpu" and args.skip_slow_bf16 and "bf16" in dtypes and not dist.cpu_has_native_bf16():
+        dtypes = tuple(d for d in dtypes if d != "bf16")
+        print(f"skipped: bf16 (this CPU has no native bf16: its bf16 matmul peak is {peaks['bf16'] / 1e9:,.1f} GFLOP/s, "
+              f"fp32's {peaks['fp32'] / 1e9:,.0f}; --no-skip-slow-bf16 runs it anyway)", flush=True)
     ctx = mp.get_context("spawn")
-    paths = [(dtype, compile) for compile in args.compile for dtype in args.dtypes]
+    paths = [(dtype, compile) for compile in args.compile for dtype in dtypes]
+    if not paths:
+        print("no path left to run")
+        return
     workers = []
     for dtype, compile in paths:  # build and warm up one at a time: compilation does not share the CPU
         here, there = ctx.Pipe()

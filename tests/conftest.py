@@ -1,7 +1,19 @@
-"""Fixtures shared by the test files: a small English-like corpus written by the test itself."""
+"""Fixtures shared by the test files: a small English-like corpus written by the test itself.
 
-import pytest
-import torch
+Every test runs as on a CPU without native bf16 (``slow_bf16/sitecustomize.py``): bf16 matmuls are
+slowed to ~1 GFLOP/s here and in every subprocess, and ``dtype auto`` picks fp32."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+SLOW_BF16 = Path(__file__).resolve().parent / "slow_bf16"
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SLOW_BF16), os.environ.get("PYTHONPATH")]))
+_spec = importlib.util.spec_from_file_location("nanodd_tests_slow_bf16", SLOW_BF16 / "sitecustomize.py")
+_spec.loader.exec_module(importlib.util.module_from_spec(_spec))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 WORDS = ("the quick brown fox jumps over the lazy dog while seven wizards quietly hex a jovial "
          "sphinx of black quartz and the dog sleeps near the river bank every day").split()

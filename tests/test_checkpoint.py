@@ -130,7 +130,7 @@ def final_state(out: Path, step: int):
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path, dtype):
     """fp32 and the bf16 fast path (autocast, bf16 attention as written, fused AdamW) alike."""
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     whole = tmp_path / "whole"
     subprocess.run(train_cmd(corpus, whole, dtype=dtype), check=True, cwd=ROOT, env=env, capture_output=True)
 
@@ -157,7 +157,7 @@ def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path, dtype):
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint_and_resume_finishes(corpus, tmp_path):
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     out = tmp_path / "run"
     proc = subprocess.Popen(train_cmd(corpus, out), cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     wait_for_step(out, 20, proc)

@@ -22,14 +22,26 @@ def table(stdout: str) -> list[list[str]]:
             and not line.startswith("| operator")]
 
 
-def test_train_throughput_prints_every_path_against_fp32_eager(tmp_path):
-    done = bench(["benchmarks/train_throughput.py", "--d-model", "32", "--n-blocks", "1", "--n-heads", "2",
-                  "--batch-size", "2", "--seq-len", "32", "--steps", "1", "--rounds", "2", "--compile", "False"], tmp_path)
+TINY = ["benchmarks/train_throughput.py", "--d-model", "32", "--n-blocks", "1", "--n-heads", "2", "--batch-size", "2",
+        "--seq-len", "32", "--steps", "1", "--rounds", "2", "--compile", "False"]
+
+
+def test_train_throughput_prints_every_path_the_cpu_has_and_says_what_it_skipped(tmp_path):
+    done = bench(TINY, tmp_path)  # the test run is a CPU without native bf16 (tests/slow_bf16)
+    assert done.returncode == 0, done.stderr
+    rows = table(done.stdout)
+    assert [r[:2] for r in rows] == [["fp32", "off"]], done.stdout
+    assert "skipped: bf16 (this CPU has no native bf16: its bf16 matmul peak is" in done.stdout
+    assert rows[0][3] == "1.00x" and rows[0][5].endswith("GiB")
+
+
+def test_train_throughput_runs_slow_bf16_when_asked_against_fp32_eager(tmp_path):
+    done = bench(TINY + ["--no-skip-slow-bf16"], tmp_path)
     assert done.returncode == 0, done.stderr
     rows = table(done.stdout)
     assert [r[:2] for r in rows] == [["fp32", "off"], ["bf16", "off"]], done.stdout
     assert rows[0][3] == "1.00x" and all(r[5].endswith("GiB") for r in rows)
-    assert "bf16 / fp32 =" in done.stdout
+    assert "bf16 / fp32 =" in done.stdout and "skipped" not in done.stdout
 
 
 def test_profile_step_prints_the_phases_and_the_top_operators(tmp_path):
@@ -38,6 +50,7 @@ def test_profile_step_prints_the_phases_and_the_top_operators(tmp_path):
     rows = table(done.stdout)
     assert [r[0] for r in rows[:6]] == ["data", "forward", "backward", "clip", "optimizer", "ema"], done.stdout
     assert len(rows) == 6 + 3 and all(r[-1].endswith("%") for r in rows)
+    assert ", fp32, compile off:" in done.stdout  # 'auto' on a CPU without native bf16
 
 
 @pytest.mark.parametrize("args, message", [
