@@ -31,8 +31,13 @@ class Args:
 def main(args: Args) -> None:
     model = DiT(DiTConfig(vocab_size=28, d_model=args.d_model, n_blocks=args.n_blocks))
     params = {k: v.detach() for k, v in params_of(model).items()}
-    state = {"params": dict(model.state_dict()), "ema": params,
-             "opt": {f"{i}.{m}": torch.randn_like(v) for i, v in enumerate(params.values()) for m in ("exp_avg", "exp_avg_sq")}}
+    state = {
+        "params": dict(model.state_dict()),
+        "ema": params,
+        "opt": {
+            f"{i}.{m}": torch.randn_like(v) for i, v in enumerate(params.values()) for m in ("exp_avg", "exp_avg_sq")
+        },
+    }
     mb = sum(v.numel() * v.element_size() for part in state.values() for v in part.values()) / 2**20
     with tempfile.TemporaryDirectory() as d:
         ckpts = Checkpoints(Path(d))

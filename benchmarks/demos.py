@@ -56,9 +56,15 @@ def run(preset: str, opt: Options) -> dict:
     if evaluated.returncode:
         raise SystemExit(f"error: evaluate {preset} failed:\n{evaluated.stderr[-2000:]}")
     report = json.loads(evaluated.stdout)["results"]
-    return {"preset": preset, "bpc": report["bpc"], "stderr": report["stderr"], "n_chunks": report["n_chunks"],
-            "bound": which_bound(DEMOS[preset][1]), "wall_s": wall,
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records if "tokens_per_s" in r)}
+    return {
+        "preset": preset,
+        "bpc": report["bpc"],
+        "stderr": report["stderr"],
+        "n_chunks": report["n_chunks"],
+        "bound": which_bound(DEMOS[preset][1]),
+        "wall_s": wall,
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records if "tokens_per_s" in r),
+    }
 
 
 def main(opt: Options) -> None:
@@ -71,8 +77,11 @@ def main(opt: Options) -> None:
         print(f"running {preset} ...", file=sys.stderr, flush=True)
         r = run(preset, opt)
         minutes, seconds = divmod(round(r["wall_s"]), 60)
-        print(f"| `{preset}` | {r['bpc']:.3f} ± {r['stderr']:.3f} | {r['bound']} | {r['tokens_per_s'] / 1e3:.1f}k "
-              f"| {minutes} min {seconds:02d} s |", flush=True)
+        print(
+            f"| `{preset}` | {r['bpc']:.3f} ± {r['stderr']:.3f} | {r['bound']} | {r['tokens_per_s'] / 1e3:.1f}k "
+            f"| {minutes} min {seconds:02d} s |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

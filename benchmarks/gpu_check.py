@@ -52,8 +52,12 @@ from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer
 
 PRESET = "d3pm-text8"
-SPEC_PEAKS = (("H200", "H200 SXM", 989e12), ("H100 PCIe", "H100 PCIe", 756e12), ("H100", "H100 SXM", 989e12),
-              ("A100", "A100", 312e12))
+SPEC_PEAKS = (
+    ("H200", "H200 SXM", 989e12),
+    ("H100 PCIe", "H100 PCIe", 756e12),
+    ("H100", "H100 SXM", 989e12),
+    ("A100", "A100", 312e12),
+)
 """(substring of torch.cuda.get_device_name, name, dense bf16 FLOP/s from the data sheet), first match wins."""
 
 
@@ -88,22 +92,39 @@ class Args:
     def __post_init__(self):
         for name in ("d_model", "n_blocks", "n_heads", "batch_size", "seq_len", "steps"):
             checks.at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
-        checks.require("--d-model", self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
-                       f"split into --n-heads {self.n_heads} heads of even width (rotary)", self.d_model)
+        checks.require(
+            "--d-model",
+            self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
+            f"split into --n-heads {self.n_heads} heads of even width (rotary)",
+            self.d_model,
+        )
         checks.at_least("--loss-steps", self.loss_steps, 3)
         checks.positive("--tolerance", self.tolerance)
-        checks.require("--ddp-procs", self.ddp_procs in (None, 0) or self.ddp_procs >= 2, "be 0 or >= 2", self.ddp_procs)
+        checks.require(
+            "--ddp-procs", self.ddp_procs in (None, 0) or self.ddp_procs >= 2, "be 0 or >= 2", self.ddp_procs
+        )
         checks.seed("--seed", self.seed)
 
 
 def config(args: Args, dtype: str, compile: bool) -> Config:
     """The preset with the check's sizes, the built-in corpus, no dropout, warmup or accumulation."""
     preset = PRESETS[PRESET][1]
-    model = dataclasses.replace(preset.model, d_model=args.d_model, n_blocks=args.n_blocks, n_heads=args.n_heads,
-                                dropout=0.0)
-    train = dataclasses.replace(preset.train, batch_size=args.batch_size, grad_accum=1, warmup_iters=0, dtype=dtype,
-                                compile=compile, device=args.device, seed=args.seed)
-    return dataclasses.replace(preset, model=model, data=DataConfig(source="builtin", seq_len=args.seq_len), train=train)
+    model = dataclasses.replace(
+        preset.model, d_model=args.d_model, n_blocks=args.n_blocks, n_heads=args.n_heads, dropout=0.0
+    )
+    train = dataclasses.replace(
+        preset.train,
+        batch_size=args.batch_size,
+        grad_accum=1,
+        warmup_iters=0,
+        dtype=dtype,
+        compile=compile,
+        device=args.device,
+        seed=args.seed,
+    )
+    return dataclasses.replace(
+        preset, model=model, data=DataConfig(source="builtin", seq_len=args.seq_len), train=train
+    )
 
 
 def trainer(args: Args, dtype: str, compile: bool) -> Trainer:
@@ -133,8 +154,13 @@ def checksum(model: torch.nn.Module) -> torch.Tensor:
 
 def ddp_worker(rank: int, args: Args, world: int, port: int, results) -> None:
     """One DDP rank: the bf16 run's warm-up and timed steps, then every rank's checksums on rank 0."""
-    os.environ |= {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
-                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    os.environ |= {
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
     try:
         t = trainer(args, "bf16", args.compile)  # dist.setup joins the process group
         losses(t, args.loss_steps)  # warm-up
@@ -146,8 +172,13 @@ def ddp_worker(rank: int, args: Args, world: int, port: int, results) -> None:
         torch.distributed.all_gather(gathered, local)
         if rank == 0:
             tokens = world * args.steps * args.batch_size * args.seq_len
-            results.put({"tokens_per_s": tokens / seconds.item(), "identical": all(torch.equal(g, local) for g in gathered),
-                         "backend": torch.distributed.get_backend()})
+            results.put(
+                {
+                    "tokens_per_s": tokens / seconds.item(),
+                    "identical": all(torch.equal(g, local) for g in gathered),
+                    "backend": torch.distributed.get_backend(),
+                }
+            )
     finally:
         dist.teardown()
 
@@ -173,7 +204,9 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     device = torch.device(args.device, 0) if args.device == "cuda" else torch.device("cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     measured = matmul_peak(device, torch.bfloat16, n=8192 if device.type == "cuda" else 512)
-    spec = next(((label, peak) for key, label, peak in SPEC_PEAKS if key in name), None) if device.type == "cuda" else None
+    spec = (
+        next(((label, peak) for key, label, peak in SPEC_PEAKS if key in name), None) if device.type == "cuda" else None
+    )
 
     # 1. throughput (the loss-match steps are its warm-up) and 2. loss match
     if device.type == "cuda":
@@ -184,9 +217,11 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     fused = fast.state.optimizer.defaults.get("fused")
     fast_losses = losses(fast, args.loss_steps)
     tokens_per_s = args.steps * args.batch_size * args.seq_len / timed(fast, args.steps)
-    memory = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (torch.cuda.max_memory_allocated)"
-              if device.type == "cuda" else
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (ru_maxrss of the process)")
+    memory = (
+        f"{torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB (torch.cuda.max_memory_allocated)"
+        if device.type == "cuda"
+        else f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (ru_maxrss of the process)"
+    )
     del fast
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -194,36 +229,58 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     diff = max(abs(a - b) / abs(b) for a, b in zip(fast_losses, ref_losses))
     match = diff <= args.tolerance
 
-    print(f"{PRESET} model and method: DiT width {args.d_model}, {args.n_blocks} blocks, {args.n_heads} heads, "
-          f"{n_params / 1e6:.2f}M parameters; batch {args.batch_size} x {args.seq_len} on {name}\n")
+    print(
+        f"{PRESET} model and method: DiT width {args.d_model}, {args.n_blocks} blocks, {args.n_heads} heads, "
+        f"{n_params / 1e6:.2f}M parameters; batch {args.batch_size} x {args.seq_len} on {name}\n"
+    )
     print("| check | result |\n|---|---|")
-    row("throughput", f"{tokens_per_s:,.0f} tokens/s (bf16 autocast, compile {'on' if args.compile else 'off'}, "
-                      f"{'fused' if fused else 'unfused'} AdamW; {args.steps} steps)")
-    row("MFU vs measured bf16 matmul peak", f"{100 * tokens_per_s * fpt / measured:.1f}% "
-                                            f"(peak measured here: {measured / 1e12:.3g} TFLOP/s)")
-    row("MFU vs spec bf16 peak", f"{100 * tokens_per_s * fpt / spec[1]:.1f}% ({spec[0]} dense bf16: "
-                                 f"{spec[1] / 1e12:.0f} TFLOP/s)" if spec else
-        "none on CPU" if device.type == "cpu" else f"no spec peak known for {name}")
+    row(
+        "throughput",
+        f"{tokens_per_s:,.0f} tokens/s (bf16 autocast, compile {'on' if args.compile else 'off'}, "
+        f"{'fused' if fused else 'unfused'} AdamW; {args.steps} steps)",
+    )
+    row(
+        "MFU vs measured bf16 matmul peak",
+        f"{100 * tokens_per_s * fpt / measured:.1f}% (peak measured here: {measured / 1e12:.3g} TFLOP/s)",
+    )
+    row(
+        "MFU vs spec bf16 peak",
+        f"{100 * tokens_per_s * fpt / spec[1]:.1f}% ({spec[0]} dense bf16: {spec[1] / 1e12:.0f} TFLOP/s)"
+        if spec
+        else "none on CPU"
+        if device.type == "cpu"
+        else f"no spec peak known for {name}",
+    )
     row("peak memory", memory)
-    row(f"loss match, {args.loss_steps} steps", f"{'PASS' if match else 'FAIL'}: max relative difference "
+    row(
+        f"loss match, {args.loss_steps} steps",
+        f"{'PASS' if match else 'FAIL'}: max relative difference "
         f"{100 * diff:.3f}% {'<=' if match else '>'} {100 * args.tolerance:g}% (bf16 + compile "
-        f"{'on' if args.compile else 'off'} vs fp32 eager; fp32 losses {ref_losses[0]:.4f} -> {ref_losses[-1]:.4f})")
+        f"{'on' if args.compile else 'off'} vs fp32 eager; fp32 losses {ref_losses[0]:.4f} -> {ref_losses[-1]:.4f})",
+    )
 
     # 3. DDP
     visible = torch.cuda.device_count() if device.type == "cuda" else None
     world = args.ddp_procs if args.ddp_procs is not None else (2 if visible and visible >= 2 else 0)
     identical = True
     if world == 0:
-        why = ("--ddp-procs 0" if args.ddp_procs == 0 else "on CPU it runs with --ddp-procs 2" if visible is None
-               else f"{visible} GPU visible, it needs 2")
+        why = (
+            "--ddp-procs 0"
+            if args.ddp_procs == 0
+            else "on CPU it runs with --ddp-procs 2"
+            if visible is None
+            else f"{visible} GPU visible, it needs 2"
+        )
         row("DDP", f"skipped ({why})")
     elif visible is not None and visible < world:
         row("DDP", f"skipped ({visible} GPU(s) visible, --ddp-procs {world} needs {world})")
     else:
         result = ddp(args, world)
         identical = result["identical"]
-        row(f"DDP, {world} processes ({result['backend']})",
-            f"{result['tokens_per_s']:,.0f} tokens/s aggregate ({result['tokens_per_s'] / tokens_per_s:.2f}x one process)")
+        row(
+            f"DDP, {world} processes ({result['backend']})",
+            f"{result['tokens_per_s']:,.0f} tokens/s aggregate ({result['tokens_per_s'] / tokens_per_s:.2f}x one process)",
+        )
         row("DDP parameters across ranks", "bit-identical" if identical else "FAIL: they differ")
     if not (match and identical):
         sys.exit(1)

@@ -54,8 +54,10 @@ class Args:
 def build(size: str, args: Args) -> Trainer:
     if size == "benchmark":
         return trainer_for(ThroughputArgs(), args.dtype, args.compile)
-    cfg = dataclasses.replace(DEMO, train=dataclasses.replace(DEMO.train, dtype=args.dtype, compile=args.compile,
-                                                              device="cpu", warmup_iters=0))
+    cfg = dataclasses.replace(
+        DEMO,
+        train=dataclasses.replace(DEMO.train, dtype=args.dtype, compile=args.compile, device="cpu", warmup_iters=0),
+    )
     return Trainer(cfg, dist.setup("cpu"), Log(None, False))
 
 
@@ -73,9 +75,11 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
             wall = (time.perf_counter() - t) / args.steps
         model, tc = trainer.cfg.model, trainer.cfg.train
         precision = "bf16" if dist.autocast_dtype(args.dtype, trainer.runtime.device) else "fp32"
-        print(f"\n{size}: width {model.d_model}, {model.n_blocks} blocks, batch {tc.batch_size} x "
-              f"{trainer.cfg.data.seq_len}, {precision}, compile {'on' if args.compile else 'off'}: "
-              f"{wall * 1e3:.0f} ms per step ({torch.get_num_threads()} threads)\n")
+        print(
+            f"\n{size}: width {model.d_model}, {model.n_blocks} blocks, batch {tc.batch_size} x "
+            f"{trainer.cfg.data.seq_len}, {precision}, compile {'on' if args.compile else 'off'}: "
+            f"{wall * 1e3:.0f} ms per step ({torch.get_num_threads()} threads)\n"
+        )
         events = prof.key_averages()
         print("| phase | ms/step | share |\n|---|---|---|")
         for e in sorted((e for e in events if e.key in PHASES), key=lambda e: PHASES.index(e.key)):

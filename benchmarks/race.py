@@ -74,14 +74,22 @@ class Options:
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in DEMOS]
-        checks.require("--methods", not unknown and len(self.methods) > 0,
-                       f"name demo presets ({', '.join(DEMOS)})", " ".join(self.methods))
+        checks.require(
+            "--methods",
+            not unknown and len(self.methods) > 0,
+            f"name demo presets ({', '.join(DEMOS)})",
+            " ".join(self.methods),
+        )
         checks.at_least("--budget", self.budget, 1)
         checks.at_least("--probe-steps", self.probe_steps, 4)
         checks.at_least("--eval-chunks", self.eval_chunks, 2)
         checks.at_least("--samples", self.samples, 2)
-        for option, value in (("--corpus", self.corpus), ("--judge", self.judge), ("--out-dir", self.out_dir),
-                              ("--plot", self.plot)):
+        for option, value in (
+            ("--corpus", self.corpus),
+            ("--judge", self.judge),
+            ("--out-dir", self.out_dir),
+            ("--plot", self.plot),
+        ):
             checks.named(option, value)
 
 
@@ -94,16 +102,29 @@ def default_corpus() -> str:
 
 
 def on_corpus(cfg: Config, corpus: str, out_dir: Path, **train) -> Config:
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source=corpus),
-                               train=dataclasses.replace(cfg.train, out_dir=str(out_dir), **train))
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, source=corpus),
+        train=dataclasses.replace(cfg.train, out_dir=str(out_dir), **train),
+    )
 
 
 def seconds_per_step(cfg: Config, opt: Options) -> float:
     """The probe: run ``probe_steps`` steps of ``cfg`` and time the second half (after warm-up)."""
     out = Path(cfg.train.out_dir).with_name(Path(cfg.train.out_dir).name + "-probe")
     shutil.rmtree(out, ignore_errors=True)
-    train(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out), max_iters=opt.probe_steps,
-                                                             log_interval=opt.probe_steps // 2, eval_batches=1)))
+    train(
+        dataclasses.replace(
+            cfg,
+            train=dataclasses.replace(
+                cfg.train,
+                out_dir=str(out),
+                max_iters=opt.probe_steps,
+                log_interval=opt.probe_steps // 2,
+                eval_batches=1,
+            ),
+        )
+    )
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "tokens_per_s" in line][-1]
     shutil.rmtree(out)
     return cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len / last["tokens_per_s"]
@@ -116,14 +137,22 @@ def race(cfg: Config, opt: Options, out: Path) -> dict:
     sps = seconds_per_step(cfg, opt)
     steps = max(1, int(opt.budget / sps))
     warmup = round(cfg.train.warmup_iters * steps / cfg.train.max_iters)
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_iters=steps, warmup_iters=warmup,
-                                                             eval_interval=steps, log_interval=max(1, steps // 10)))
+    cfg = dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(
+            cfg.train, max_iters=steps, warmup_iters=warmup, eval_interval=steps, log_interval=max(1, steps // 10)
+        ),
+    )
     start = time.perf_counter()
     last = train(cfg)
     if last["stopped"]:  # Ctrl-C: the race is off, not scored on a short run
         raise KeyboardInterrupt
-    return {"steps": steps, "wall_s": time.perf_counter() - start, "tokens_per_s": 1 / sps * cfg.train.batch_size
-            * cfg.train.grad_accum * cfg.data.seq_len, "train_val": last["val_bpc"]}
+    return {
+        "steps": steps,
+        "wall_s": time.perf_counter() - start,
+        "tokens_per_s": 1 / sps * cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len,
+        "train_val": last["val_bpc"],
+    }
 
 
 def score(run: Path, judge, vocab: set[str], opt: Options) -> dict:
@@ -132,10 +161,17 @@ def score(run: Path, judge, vocab: set[str], opt: Options) -> dict:
     sampler, L = default_sampler(ckpt.diffusion), ckpt.cfg.data.seq_len
     out = generate(ckpt, sampler=sampler, batch_size=opt.samples, steps=L, seed=0, dtype="auto")
     bpc = judge_bpc(judge, out.tokens)
-    return {"bpc": bound["bpc"], "stderr": bound["stderr"], "sampler": f"{sampler} {L}", "nfe": out.nfe,
-            "s_per_sample": out.seconds / opt.samples, "gen_bpc": float(bpc.mean()),
-            "gen_bpc_se": float(bpc.std() / math.sqrt(len(bpc))), "words": ev.word_in_vocab_fraction(out.texts, vocab),
-            "entropy": ev.char_entropy(out.texts)}
+    return {
+        "bpc": bound["bpc"],
+        "stderr": bound["stderr"],
+        "sampler": f"{sampler} {L}",
+        "nfe": out.nfe,
+        "s_per_sample": out.seconds / opt.samples,
+        "gen_bpc": float(bpc.mean()),
+        "gen_bpc_se": float(bpc.std() / math.sqrt(len(bpc))),
+        "words": ev.word_in_vocab_fraction(out.texts, vocab),
+        "entropy": ev.char_entropy(out.texts),
+    }
 
 
 def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
@@ -151,22 +187,40 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     rows = []
     for name in opt.methods:
         print(f"racing {name} ...", file=sys.stderr, flush=True)
-        rows.append({"name": name, "bound": which_bound(DEMOS[name][1]), **race(DEMOS[name][1], opt, root / name),
-                     **score(root / name, judge, vocab, opt)})
+        rows.append(
+            {
+                "name": name,
+                "bound": which_bound(DEMOS[name][1]),
+                **race(DEMOS[name][1], opt, root / name),
+                **score(root / name, judge, vocab, opt),
+            }
+        )
     print(f"\n{opt.budget:.0f} s of training per method on {opt.corpus}; samples: {opt.samples} per method.\n")
-    print("| method | steps | train wall time | tokens/s | val bound, bits/char | which bound | sampler (NFE) "
-          "| s / sample | gen-BPC | words in vocab | unigram entropy |")
+    print(
+        "| method | steps | train wall time | tokens/s | val bound, bits/char | which bound | sampler (NFE) "
+        "| s / sample | gen-BPC | words in vocab | unigram entropy |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| `{r['name']}` | {r['steps']} | {r['wall_s']:.0f} s | {r['tokens_per_s'] / 1e3:.1f}k | {r['bpc']:.3f} ± "
-              f"{r['stderr']:.3f} | {r['bound']} | {r['sampler']} ({r['nfe']}) | {r['s_per_sample']:.2f} | "
-              f"{r['gen_bpc']:.3f} ± {r['gen_bpc_se']:.3f} | {100 * r['words']:.1f}% | {r['entropy']:.3f} |")
-    print(f"\nJudge: {data_bpc(judge, judge):.3f} bits/char on validation text; data unigram "
-          f"entropy {ev.char_entropy(train_text[:1_000_000]):.3f}.")
+        print(
+            f"| `{r['name']}` | {r['steps']} | {r['wall_s']:.0f} s | {r['tokens_per_s'] / 1e3:.1f}k | {r['bpc']:.3f} ± "
+            f"{r['stderr']:.3f} | {r['bound']} | {r['sampler']} ({r['nfe']}) | {r['s_per_sample']:.2f} | "
+            f"{r['gen_bpc']:.3f} ± {r['gen_bpc_se']:.3f} | {100 * r['words']:.1f}% | {r['entropy']:.3f} |"
+        )
+    print(
+        f"\nJudge: {data_bpc(judge, judge):.3f} bits/char on validation text; data unigram "
+        f"entropy {ev.char_entropy(train_text[:1_000_000]):.3f}."
+    )
     if opt.plot:
-        timesteps.main(timesteps.Options(tuple(str(root / n) for n in opt.methods), n_t=16, batch=8,
-                                         csv=str(Path(opt.plot).with_suffix(".csv")), plot=opt.plot))
-
+        timesteps.main(
+            timesteps.Options(
+                tuple(str(root / n) for n in opt.methods),
+                n_t=16,
+                batch=8,
+                csv=str(Path(opt.plot).with_suffix(".csv")),
+                plot=opt.plot,
+            )
+        )
 
 
 def cli(args: list[str] | None = None) -> None:

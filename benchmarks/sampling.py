@@ -47,8 +47,11 @@ def rows(T: int | None) -> list[Row]:
         Row(f"ancestral {full}, fp32", "ancestral", full, None, "fp32"),
         *[Row(f"ancestral {n}", "ancestral", n) for n in (full, 256, 128, 64, 32)],
         Row("first-hitting", "first-hitting", None),
-        *[Row(f"confidence {n}, {rule}", "confidence", n, confidence.Options(rule=rule))
-          for n in (128, 32) for rule in ("probability", "margin")],
+        *[
+            Row(f"confidence {n}, {rule}", "confidence", n, confidence.Options(rule=rule))
+            for n in (128, 32)
+            for rule in ("probability", "margin")
+        ],
         Row("remdm 256, cap 0.02", "remdm", 256, remdm.Options(eta=0.02)),
         Row("remdm 256, rescale 0.1", "remdm", 256, remdm.Options(eta=0.1, strategy="rescale")),
         Row("analytic 64", "analytic", 64),
@@ -81,25 +84,35 @@ def measure(ckpt, judge, row: Row, opt: Options, vocab: set[str]) -> dict:
         # The cache changes the cost, never the samples: draw the quality samples with it (checked on
         # the timed seeds), so the reference row costs what the cached one does.
         kw["options"] = ancestral.Options(cache=True)
-        if any(not torch.equal(generate(ckpt, batch_size=1, seed=seed, **kw).tokens, g.tokens) for seed, g in enumerate(single)):
+        if any(
+            not torch.equal(generate(ckpt, batch_size=1, seed=seed, **kw).tokens, g.tokens)
+            for seed, g in enumerate(single)
+        ):
             raise SystemExit("error: the cached ancestral sampler drew other samples than the uncached one")
     batches = [generate(ckpt, batch_size=opt.batch, seed=100 + seed, **kw) for seed in range(opt.batches)]
     texts = [t for b in batches for t in b.texts]
     bpc = torch.cat([judge_bpc(judge, b.tokens) for b in batches])
-    return {"label": row.label, "nfe_1": statistics.median(g.nfe for g in single), "nfe": batches[0].nfe,
-            "s_per_sample": statistics.median(g.seconds for g in single),
-            "samples_per_s": opt.batch * len(batches) / sum(b.seconds for b in batches),
-            "gen_bpc": float(bpc.mean()), "gen_bpc_se": float(bpc.std() / math.sqrt(len(bpc))),
-            "words": ev.word_in_vocab_fraction(texts, vocab) if any(ev.words(t) for t in texts) else 0.0,
-            "entropy": ev.char_entropy(texts)}
+    return {
+        "label": row.label,
+        "nfe_1": statistics.median(g.nfe for g in single),
+        "nfe": batches[0].nfe,
+        "s_per_sample": statistics.median(g.seconds for g in single),
+        "samples_per_s": opt.batch * len(batches) / sum(b.seconds for b in batches),
+        "gen_bpc": float(bpc.mean()),
+        "gen_bpc_se": float(bpc.std() / math.sqrt(len(bpc))),
+        "words": ev.word_in_vocab_fraction(texts, vocab) if any(ev.words(t) for t in texts) else 0.0,
+        "entropy": ev.char_entropy(texts),
+    }
 
 
 def main(opt: Options) -> None:
     ckpt, judge = load_checkpoint(opt.checkpoint), load_judge(opt.judge)
     train_text = decode(load_split(prepared_dir(ckpt.cfg.data.source, ckpt.cfg.data.data_dir), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
-    print(f"| sampler | NFE (batch 1) | s / sample (batch 1) | speed-up | NFE (batch {opt.batch}) | samples/s "
-          f"(batch {opt.batch}) | gen-BPC | words in vocab | unigram entropy |")
+    print(
+        f"| sampler | NFE (batch 1) | s / sample (batch 1) | speed-up | NFE (batch {opt.batch}) | samples/s "
+        f"(batch {opt.batch}) | gen-BPC | words in vocab | unigram entropy |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     results = []
     grid = rows(ckpt.diffusion.T)
@@ -107,11 +120,16 @@ def main(opt: Options) -> None:
         print(f"running {row.label} ...", file=sys.stderr, flush=True)
         r = measure(ckpt, judge, row, opt, vocab)
         results.append(r)
-        print(f"| {r['label']} | {r['nfe_1']:.0f} | {r['s_per_sample']:.3f} | "
-              f"{results[0]['s_per_sample'] / r['s_per_sample']:.1f}x | {r['nfe']} | {r['samples_per_s']:.2f} | {r['gen_bpc']:.3f} ± {r['gen_bpc_se']:.3f} | {100 * r['words']:.1f}% "
-              f"| {r['entropy']:.3f} |", flush=True)
-    print(f"\nData (validation split): judge {data_bpc(ckpt, judge):.3f} bits/char, unigram entropy "
-          f"{ev.char_entropy(train_text[:1_000_000]):.3f}; {ckpt.cfg.data.seq_len}-character samples.")
+        print(
+            f"| {r['label']} | {r['nfe_1']:.0f} | {r['s_per_sample']:.3f} | "
+            f"{results[0]['s_per_sample'] / r['s_per_sample']:.1f}x | {r['nfe']} | {r['samples_per_s']:.2f} | {r['gen_bpc']:.3f} ± {r['gen_bpc_se']:.3f} | {100 * r['words']:.1f}% "
+            f"| {r['entropy']:.3f} |",
+            flush=True,
+        )
+    print(
+        f"\nData (validation split): judge {data_bpc(ckpt, judge):.3f} bits/char, unigram entropy "
+        f"{ev.char_entropy(train_text[:1_000_000]):.3f}; {ckpt.cfg.data.seq_len}-character samples."
+    )
     print(verdict(results))
     if opt.plot:
         plot(results, opt.plot)
@@ -121,13 +139,18 @@ def verdict(results: list[dict], bits: float = 0.05, points: float = 1.0) -> str
     """The fastest row at the reference's quality: gen-BPC within ``bits`` and word share within
     ``points`` of the first row (a point estimate: read it with the standard errors)."""
     ref = results[0]
-    same = [r for r in results[1:] if abs(r["gen_bpc"] - ref["gen_bpc"]) <= bits
-            and 100 * abs(r["words"] - ref["words"]) <= points]
+    same = [
+        r
+        for r in results[1:]
+        if abs(r["gen_bpc"] - ref["gen_bpc"]) <= bits and 100 * abs(r["words"] - ref["words"]) <= points
+    ]
     if not same:
         return f"No row matches the reference's gen-BPC within {bits} bits and word share within {points} point."
     best = min(same, key=lambda r: r["s_per_sample"])
-    return (f"Fastest at the reference's quality (gen-BPC within {bits} bits, words within {points} point): "
-            f"{best['label']}, {ref['s_per_sample'] / best['s_per_sample']:.1f}x less time per sample at batch 1.")
+    return (
+        f"Fastest at the reference's quality (gen-BPC within {bits} bits, words within {points} point): "
+        f"{best['label']}, {ref['s_per_sample'] / best['s_per_sample']:.1f}x less time per sample at batch 1."
+    )
 
 
 def data_bpc(ckpt, judge) -> float:
@@ -141,6 +164,7 @@ def data_bpc(ckpt, judge) -> float:
 def plot(results: list[dict], path: str) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

@@ -72,8 +72,12 @@ class Args:
     def __post_init__(self):
         for name in ("d_model", "n_blocks", "n_heads", "batch_size", "seq_len", "steps", "rounds"):
             checks.at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
-        checks.require("--d-model", self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
-                       f"split into --n-heads {self.n_heads} heads of even width (rotary)", self.d_model)
+        checks.require(
+            "--d-model",
+            self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
+            f"split into --n-heads {self.n_heads} heads of even width (rotary)",
+            self.d_model,
+        )
         checks.require("--compile", len(self.compile) > 0, "name at least one setting", self.compile)
         checks.require("--dtypes", len(self.dtypes) > 0, "name at least one precision", self.dtypes)
 
@@ -118,11 +122,14 @@ def flops_per_token(model: torch.nn.Module, cfg: DiTConfig, seq_len: int) -> flo
 
 def trainer_for(args: Args, dtype: str, compile: bool) -> Trainer:
     """The D3PM trainer of the benchmark's model (no dropout, no warmup) on the built-in corpus."""
-    cfg = Config(model=DiTConfig(d_model=args.d_model, n_heads=args.n_heads, n_blocks=args.n_blocks,
-                                 cond_dim=128, dropout=0.0),
-                 method=D3PMConfig(), data=DataConfig(source="builtin", seq_len=args.seq_len),
-                 train=TrainConfig(batch_size=args.batch_size, grad_accum=1, dtype=dtype, compile=compile,
-                                   device=args.device, warmup_iters=0))
+    cfg = Config(
+        model=DiTConfig(d_model=args.d_model, n_heads=args.n_heads, n_blocks=args.n_blocks, cond_dim=128, dropout=0.0),
+        method=D3PMConfig(),
+        data=DataConfig(source="builtin", seq_len=args.seq_len),
+        train=TrainConfig(
+            batch_size=args.batch_size, grad_accum=1, dtype=dtype, compile=compile, device=args.device, warmup_iters=0
+        ),
+    )
     return Trainer(cfg, dist.setup(args.device), Log(None, False))
 
 
@@ -166,13 +173,19 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     device = torch.device(args.device)
     peaks = {"fp32": matmul_peak(device, torch.float32), "bf16": matmul_peak(device, torch.bfloat16)}
     print(f"device {machine(device)}, {torch.get_num_threads()} threads")
-    print(f"model: width {args.d_model}, {args.n_blocks} blocks; batch {args.batch_size} x {args.seq_len}; "
-          f"median of {args.rounds} rounds of {args.steps} steps per path", flush=True)
+    print(
+        f"model: width {args.d_model}, {args.n_blocks} blocks; batch {args.batch_size} x {args.seq_len}; "
+        f"median of {args.rounds} rounds of {args.steps} steps per path",
+        flush=True,
+    )
     dtypes = args.dtypes
     if device.type == "cpu" and args.skip_slow_bf16 and "bf16" in dtypes and not dist.cpu_has_native_bf16():
         dtypes = tuple(d for d in dtypes if d != "bf16")
-        print(f"skipped: bf16 (this CPU has no native bf16: its bf16 matmul peak is {peaks['bf16'] / 1e9:,.1f} GFLOP/s, "
-              f"fp32's {peaks['fp32'] / 1e9:,.0f}; --no-skip-slow-bf16 runs it anyway)", flush=True)
+        print(
+            f"skipped: bf16 (this CPU has no native bf16: its bf16 matmul peak is {peaks['bf16'] / 1e9:,.1f} GFLOP/s, "
+            f"fp32's {peaks['fp32'] / 1e9:,.0f}; --no-skip-slow-bf16 runs it anyway)",
+            flush=True,
+        )
     ctx = mp.get_context("spawn")
     paths = [(dtype, compile) for compile in args.compile for dtype in dtypes]
     if not paths:
@@ -193,9 +206,11 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
             pipe.send(True)
             spent.append(pipe.recv())
     for dtype, torch_dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):  # before and after: a busy
-        peaks[dtype] = max(peaks[dtype], matmul_peak(device, torch_dtype))       # moment must not lower a peak
-    print(f"matmul peak (best before and after) fp32 {peaks['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.0f} "
-          f"GFLOP/s: bf16 / fp32 = {peaks['bf16'] / peaks['fp32']:.2f}x\n")
+        peaks[dtype] = max(peaks[dtype], matmul_peak(device, torch_dtype))  # moment must not lower a peak
+    print(
+        f"matmul peak (best before and after) fp32 {peaks['fp32'] / 1e9:,.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:,.0f} "
+        f"GFLOP/s: bf16 / fp32 = {peaks['bf16'] / peaks['fp32']:.2f}x\n"
+    )
     print("| dtype | compile | tokens/s | vs fp32 eager | MFU | peak memory | warm-up s |")
     print("|---|---|---|---|---|---|---|")
     base = None
@@ -205,8 +220,11 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
         process.join()
         tps = args.steps * args.batch_size * args.seq_len / statistics.median(spent)
         base = base or tps
-        print(f"| {dtype} | {'on' if compile else 'off'} | {tps:,.0f} | {tps / base:.2f}x | "
-              f"{100 * tps * flops / peaks[dtype]:.1f}% | {memory / 2**30:.2f} GiB | {warmup:.1f} |", flush=True)
+        print(
+            f"| {dtype} | {'on' if compile else 'off'} | {tps:,.0f} | {tps / base:.2f}x | "
+            f"{100 * tps * flops / peaks[dtype]:.1f}% | {memory / 2**30:.2f} GiB | {warmup:.1f} |",
+            flush=True,
+        )
 
 
 def cli(args: list[str] | None = None) -> None:

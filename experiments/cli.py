@@ -70,8 +70,9 @@ def one_line_errors(interrupted: str = "interrupted"):
         sys.exit(130)
 
 
-def run(main: Callable, args: Sequence[str] | None, *, prog: str, description: str,
-        interrupted: str = "interrupted") -> None:
+def run(
+    main: Callable, args: Sequence[str] | None, *, prog: str, description: str, interrupted: str = "interrupted"
+) -> None:
     """``tyro.cli(main)`` on ``args`` (default: sys.argv), options allowed after subcommands."""
     with one_line_errors(interrupted):
         tyro.cli(main, args=args, prog=prog, description=description, config=(tyro.conf.CascadeSubcommandArgs,))

@@ -74,11 +74,16 @@ def compose(parts: dict[str, Part]) -> tuple[Loss, NoiseFn]:
     return loss, noise
 
 
-COMPOSE_PRESETS = {name: (f"{text} Written to runs/compose-{name}.",
-                          dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=f"runs/compose-{name}")))
-                   for name, (text, cfg) in DEMOS.items()}
-BasePreset = tyro.extras.subcommand_type_from_defaults({k: v for k, (_, v) in COMPOSE_PRESETS.items()},
-                                                       {k: d for k, (d, _) in COMPOSE_PRESETS.items()})
+COMPOSE_PRESETS = {
+    name: (
+        f"{text} Written to runs/compose-{name}.",
+        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=f"runs/compose-{name}")),
+    )
+    for name, (text, cfg) in DEMOS.items()
+}
+BasePreset = tyro.extras.subcommand_type_from_defaults(
+    {k: v for k, (_, v) in COMPOSE_PRESETS.items()}, {k: d for k, (d, _) in COMPOSE_PRESETS.items()}
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,28 +103,37 @@ def check(cfg: Config, extra, lam: float) -> None:
     base_m, extra_m = method_of(cfg.method), method_of(extra)
     K, K_extra = (m.diffusion(c).process.K for m, c in ((base_m, cfg.method), (extra_m, extra)))
     if K != K_extra:
-        raise ValueError(f"the extra method's process has {K_extra} ids but the base's network has {K}; "
-                         "both parts train one network")
+        raise ValueError(
+            f"the extra method's process has {K_extra} ids but the base's network has {K}; both parts train one network"
+        )
     if getattr(base_m, "CAUSAL", False) or getattr(extra_m, "CAUSAL", False):
         raise ValueError("compose diffusion objectives: the autoregressive judge (method:ar) needs a causal network")
 
 
-def main(cfg: Annotated[BasePreset, tyro.conf.arg(name="")] = COMPOSE_PRESETS["mdlm-demo"][1],
-         extra: MethodConfig = D3PMConfig(T=1000, hybrid_coeff=0.05),
-         compose_: Annotated[Options, tyro.conf.arg(name="compose")] = Options()) -> None:
+def main(
+    cfg: Annotated[BasePreset, tyro.conf.arg(name="")] = COMPOSE_PRESETS["mdlm-demo"][1],
+    extra: MethodConfig = D3PMConfig(T=1000, hybrid_coeff=0.05),
+    compose_: Annotated[Options, tyro.conf.arg(name="compose")] = Options(),
+) -> None:
     """Train the base preset's objective plus lambda times the extra method's (default: D3PM's hybrid
     loss), then evaluate each part's bound on validation."""
     check(cfg, extra, compose_.lam)
     loss, noise = compose({"base": method_part(cfg.method), "extra": method_part(extra, compose_.lam)})
     last = train(cfg, loss=loss, noise=noise)
-    print(f"training bounds over the last log interval: base {last['base_bpt']:.3f}, "
-          f"extra {last['extra_bpt']:.3f} bits/char (single-sample estimates)", file=sys.stderr)
+    print(
+        f"training bounds over the last log interval: base {last['base_bpt']:.3f}, "
+        f"extra {last['extra_bpt']:.3f} bits/char (single-sample estimates)",
+        file=sys.stderr,
+    )
     ckpt = load_checkpoint(cfg.train.out_dir)
     for name, method in (("base", cfg.method), ("extra", extra)):
         as_part = dataclasses.replace(ckpt, cfg=dataclasses.replace(ckpt.cfg, method=method))
         r = evaluate_checkpoint(as_part, max_chunks=compose_.eval_chunks)["results"]
-        print(f"{name} ({type(method).__name__}) validation bound: {r['bpc']:.3f} +- {r['stderr']:.3f} bits/char "
-              f"over {r['n_chunks']} chunks", file=sys.stderr)
+        print(
+            f"{name} ({type(method).__name__}) validation bound: {r['bpc']:.3f} +- {r['stderr']:.3f} bits/char "
+            f"over {r['n_chunks']} chunks",
+            file=sys.stderr,
+        )
 
 
 def cli(args: list[str] | None = None) -> None:

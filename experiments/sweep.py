@@ -109,8 +109,10 @@ def field_hint(cfg: Config, path: str):
             raise ValueError(f"--sweep.field {path}: {where} ({type(obj).__name__}) has no field {name!r}{has}")
         hint, obj = typing.get_type_hints(type(obj))[name], getattr(obj, name)
     if is_dataclass(obj):
-        raise ValueError(f"--sweep.field {path} is a section ({type(obj).__name__}); name one of its fields: "
-                         + ", ".join(f"{path}.{f.name}" for f in fields(obj)))
+        raise ValueError(
+            f"--sweep.field {path} is a section ({type(obj).__name__}); name one of its fields: "
+            + ", ".join(f"{path}.{f.name}" for f in fields(obj))
+        )
     return hint
 
 
@@ -147,8 +149,10 @@ def rows_of(cfg: Config, sweep: Sweep, root: Path) -> list[Row]:
         raise ValueError(f"--sweep.field: name each field once, and not {' or '.join(OWNED)} (the sweep sets them)")
     groups = [",".join(sweep.values)] if len(paths) == 1 else list(sweep.values)
     if len(groups) != len(paths):
-        raise ValueError(f"--sweep.values: {len(paths)} fields need {len(paths)} comma-separated lists, got "
-                         f"{len(groups)}: {' '.join(sweep.values)}")
+        raise ValueError(
+            f"--sweep.values: {len(paths)} fields need {len(paths)} comma-separated lists, got "
+            f"{len(groups)}: {' '.join(sweep.values)}"
+        )
     lists = [[parse(t, field_hint(cfg, p), p) for t in g.split(",") if t] for p, g in zip(paths, groups)]
     if not all(lists):
         raise ValueError(f"--sweep.values: every field needs at least one value, got {' '.join(sweep.values)}")
@@ -175,8 +179,9 @@ def claim(root: Path, cfg: Config, paths: list[str]) -> None:
     spec = {"base": base, "fields": paths}
     path = root / "sweep.json"
     if path.exists() and json.loads(path.read_text()) != spec:
-        raise ValueError(f"{root} holds a sweep of another preset, overrides or fields ({path}); choose "
-                         "another --sweep.dir")
+        raise ValueError(
+            f"{root} holds a sweep of another preset, overrides or fields ({path}); choose another --sweep.dir"
+        )
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(path, (json.dumps(spec, indent=1) + "\n").encode())
 
@@ -191,9 +196,15 @@ def run_row(row: Row, eval_chunks: int) -> dict:
     if last["stopped"]:  # SIGINT / SIGTERM, even on the row's last step
         raise KeyboardInterrupt
     bound = evaluate_checkpoint(load_checkpoint(out), max_chunks=eval_chunks)["results"]
-    return {"val_bpc": bound["bpc"], "val_se": bound["stderr"], "n_chunks": bound["n_chunks"], "steps": last["step"],
-            "tokens_per_s": last["tokens_per_s"], "wall_s": wall,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return {
+        "val_bpc": bound["bpc"],
+        "val_se": bound["stderr"],
+        "n_chunks": bound["n_chunks"],
+        "steps": last["step"],
+        "tokens_per_s": last["tokens_per_s"],
+        "wall_s": wall,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
 
 
 def read_results(root: Path) -> dict[str, dict]:
@@ -209,14 +220,26 @@ def write_results(root: Path, paths: list[str], done: dict[str, dict], total: in
     writer.writeheader()
     writer.writerows(done.values())
     atomic_write(root / "results.csv", text.getvalue().encode())
-    lines = [f"Sweep over {', '.join(paths)}: {len(done)} of {total} rows finished.  val bound: the method's own, "
-             "bits/char, mean ± s.e. over validation chunks; tokens/s and wall time of the training.", "",
-             "| " + " | ".join([*paths, "val bound", "tokens/s", "wall time"]) + " |",
-             "|" + "---|" * (len(paths) + 3)]
+    lines = [
+        f"Sweep over {', '.join(paths)}: {len(done)} of {total} rows finished.  val bound: the method's own, "
+        "bits/char, mean ± s.e. over validation chunks; tokens/s and wall time of the training.",
+        "",
+        "| " + " | ".join([*paths, "val bound", "tokens/s", "wall time"]) + " |",
+        "|" + "---|" * (len(paths) + 3),
+    ]
     for r in done.values():
-        lines.append("| " + " | ".join([*(str(r[p]) for p in paths), f"{float(r['val_bpc']):.3f} ± "
-                     f"{float(r['val_se']):.3f}", f"{float(r['tokens_per_s']) / 1e3:.1f}k",
-                     wall_time(float(r["wall_s"]))]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    *(str(r[p]) for p in paths),
+                    f"{float(r['val_bpc']):.3f} ± {float(r['val_se']):.3f}",
+                    f"{float(r['tokens_per_s']) / 1e3:.1f}k",
+                    wall_time(float(r["wall_s"])),
+                ]
+            )
+            + " |"
+        )
     atomic_write(root / "results.md", ("\n".join(lines) + "\n").encode())
 
 
@@ -236,7 +259,9 @@ def main(cfg: Annotated[Preset, tyro.conf.arg(name="")], sweep: Sweep) -> None:
         if row.name in done:
             print(f"sweep: row {i}/{len(rows)} {row.name}: finished earlier, skipped", file=sys.stderr)
             continue
-        print(f"sweep: row {i}/{len(rows)} {row.name}: training in {row.cfg.train.out_dir}", file=sys.stderr, flush=True)
+        print(
+            f"sweep: row {i}/{len(rows)} {row.name}: training in {row.cfg.train.out_dir}", file=sys.stderr, flush=True
+        )
         done[row.name] = {"row": row.name, **row.values, **run_row(row, sweep.eval_chunks)}
         write_results(root, paths, done, len(rows))
     write_results(root, paths, done, len(rows))
@@ -246,8 +271,13 @@ def main(cfg: Annotated[Preset, tyro.conf.arg(name="")], sweep: Sweep) -> None:
 
 def cli(args: list[str] | None = None) -> None:
     """Parse ``args`` (default: sys.argv) and run; a user's mistake is one ``error:`` line and exit 2."""
-    run(main, args, prog="python -m experiments.sweep", description=__doc__.split("**Rows.**")[0],
-        interrupted="interrupted: finished rows are in results.csv; rerun the same command to run the rest")
+    run(
+        main,
+        args,
+        prog="python -m experiments.sweep",
+        description=__doc__.split("**Rows.**")[0],
+        interrupted="interrupted: finished rows are in results.csv; rerun the same command to run the rest",
+    )
 
 
 if __name__ == "__main__":

@@ -50,8 +50,18 @@ from nanodd.samplers import SAMPLERS, ancestral, confidence, default_sampler, re
 from nanodd.schedules import Geometric, LogLinear
 from nanodd.shell import dist
 from nanodd.evaluate import char_entropy
-from nanodd.shell.drivers import (Estimator, check_pattern, condition_of, convert_nanodd, evaluate_checkpoint,
-                                  generate as sample_text, judge_bpc, load_checkpoint, load_judge, sample_metrics)
+from nanodd.shell.drivers import (
+    Estimator,
+    check_pattern,
+    condition_of,
+    convert_nanodd,
+    evaluate_checkpoint,
+    generate as sample_text,
+    judge_bpc,
+    load_checkpoint,
+    load_judge,
+    sample_metrics,
+)
 from nanodd.shell.trainer import train as run_training
 
 D3PM_TEXT8 = Config(
@@ -64,9 +74,20 @@ MDLM_TEXT8 = Config(
     model=DiTConfig(dropout=0.05),
     method=MDLMConfig(schedule=LogLinear(eps=1e-4)),
     data=DataConfig(source="text8", seq_len=256),
-    train=TrainConfig(batch_size=256, grad_accum=2, max_iters=1_000_000, lr=3e-4, min_lr=0.0, warmup_iters=2_000,
-                      weight_decay=0.03, beta2=0.999, grad_clip=1.0, ema_decay=0.9999, compile=True,
-                      out_dir="runs/mdlm-text8"),
+    train=TrainConfig(
+        batch_size=256,
+        grad_accum=2,
+        max_iters=1_000_000,
+        lr=3e-4,
+        min_lr=0.0,
+        warmup_iters=2_000,
+        weight_decay=0.03,
+        beta2=0.999,
+        grad_clip=1.0,
+        ema_decay=0.9999,
+        compile=True,
+        out_dir="runs/mdlm-text8",
+    ),
 )
 """Continuous-time masked diffusion on text8 with MD4's recipe (Shi et al. 2024, App. J.1; Table 2 reports
 <= 1.37 bits/char).  The MDLM paper (Sahoo et al. 2024) has no text8 experiment; MD4's is the
@@ -77,8 +98,19 @@ alpha_t = 1 - (1 - eps) t with eps = 1e-4 (our LogLinear(eps=1e-4): MDLM's "log-
 linear alpha_t), antithetic t, a time-conditioned network.  Not stated there, so ours: beta2 = 0.999
 (optax's AdamW default), gradient clipping at 1.0, decay to 0; the batch is 256 x 2 accumulation
 steps on one GPU."""
-SEDD_TRAIN = TrainConfig(batch_size=256, grad_accum=2, max_iters=1_000_000, lr=3e-4, min_lr=3e-4, warmup_iters=2_000,
-                         weight_decay=0.0, beta2=0.999, grad_clip=1.0, ema_decay=0.9999, compile=True)
+SEDD_TRAIN = TrainConfig(
+    batch_size=256,
+    grad_accum=2,
+    max_iters=1_000_000,
+    lr=3e-4,
+    min_lr=3e-4,
+    warmup_iters=2_000,
+    weight_decay=0.0,
+    beta2=0.999,
+    grad_clip=1.0,
+    ema_decay=0.9999,
+    compile=True,
+)
 SEDD_ABSORB_TEXT8 = Config(
     model=DiTConfig(),
     method=SEDDConfig(process=Absorbing(), schedule=LogLinear(eps=1e-3), scale_by_sigma=True),
@@ -104,25 +136,49 @@ UDLM_TEXT8 = Config(
     model=DiTConfig(),
     method=UDLMConfig(schedule=LogLinear(eps=1e-3), process=Uniform()),
     data=DataConfig(source="text8", seq_len=256),
-    train=TrainConfig(batch_size=256, grad_accum=2, max_iters=1_000_000, lr=3e-4, min_lr=3e-4, warmup_iters=2_500,
-                      weight_decay=0.0, beta2=0.999, grad_clip=1.0, ema_decay=0.9999, compile=True,
-                      out_dir="runs/udlm-text8"),
+    train=TrainConfig(
+        batch_size=256,
+        grad_accum=2,
+        max_iters=1_000_000,
+        lr=3e-4,
+        min_lr=3e-4,
+        warmup_iters=2_500,
+        weight_decay=0.0,
+        beta2=0.999,
+        grad_clip=1.0,
+        ema_decay=0.9999,
+        compile=True,
+        out_dir="runs/udlm-text8",
+    ),
 )
 """UDLM on text8 (Schiff et al. 2024; its text8 training script): a 12-block, 768-wide, 12-head DiT on 256
 characters, batch 512, AdamW at 3e-4 with a constant rate after warmup, 1M steps, the log-linear
 schedule, a time-conditioned network, EMA 0.9999, gradient clipping at 1.  Ours where not stated in
 what we checked: 2,500 warmup steps, no weight decay, beta2 = 0.999, eps = 1e-3.  Published text8
 results for UDLM are around 1.44 bits/char (quoted by later papers; not confirmed here)."""
-AR_TEXT8 = dataclasses.replace(D3PM_TEXT8, method=ARConfig(), train=dataclasses.replace(D3PM_TEXT8.train, out_dir="runs/ar-text8"))
+AR_TEXT8 = dataclasses.replace(
+    D3PM_TEXT8, method=ARConfig(), train=dataclasses.replace(D3PM_TEXT8.train, out_dir="runs/ar-text8")
+)
 """The judge for text8 samples: d3pm-text8's DiT and recipe with a causal mask, trained on next-character
 prediction (our choice of recipe; it scores, it is not a published baseline)."""
 DEMO = Config(
     model=DiTConfig(d_model=128, n_heads=4, n_blocks=4, cond_dim=64, dropout=0.0),
     method=D3PMConfig(T=1000, hybrid_coeff=0.05),
     data=DataConfig(source="builtin", seq_len=128),
-    train=TrainConfig(batch_size=32, grad_accum=1, max_iters=1200, lr=2e-3, min_lr=1e-4, warmup_iters=100,
-                      grad_clip=1.0, ema_decay=0.99, eval_interval=400, eval_batches=5, log_interval=50,
-                      out_dir="runs/demo"),
+    train=TrainConfig(
+        batch_size=32,
+        grad_accum=1,
+        max_iters=1200,
+        lr=2e-3,
+        min_lr=1e-4,
+        warmup_iters=100,
+        grad_clip=1.0,
+        ema_decay=0.99,
+        eval_interval=400,
+        eval_batches=5,
+        log_interval=50,
+        out_dir="runs/demo",
+    ),
 )
 DEMOS = {
     "demo": ("A small D3PM that learns visibly on 2 CPU cores in a few minutes, on the built-in corpus.", DEMO),
@@ -131,19 +187,29 @@ DEMOS = {
 
 def demo_of(name: str, method, what: str) -> tuple[str, Config]:
     """demo with another method: the same model, data and budget, its own run directory."""
-    return (f"demo's model, data and budget trained with {what}.",
-            dataclasses.replace(DEMO, method=method, train=dataclasses.replace(DEMO.train, out_dir=f"runs/{name}")))
+    return (
+        f"demo's model, data and budget trained with {what}.",
+        dataclasses.replace(DEMO, method=method, train=dataclasses.replace(DEMO.train, out_dir=f"runs/{name}")),
+    )
 
 
 DEMOS |= {
-    "mdlm-demo": demo_of("mdlm-demo", MDLMConfig(schedule=LogLinear(eps=1e-3)),
-                         "MDLM's continuous-time NELBO (log-linear, antithetic t)"),
-    "sedd-absorb-demo": demo_of("sedd-absorb-demo", SEDDConfig(process=Absorbing(), schedule=LogLinear(eps=1e-3)),
-                                "SEDD's score entropy on the absorbing graph (log-linear noise, ratios scaled by sigma)"),
-    "sedd-uniform-demo": demo_of("sedd-uniform-demo", SEDDConfig(process=Uniform(), schedule=Geometric(), scale_by_sigma=False),
-                                 "SEDD's score entropy on the uniform graph (geometric noise 1e-5 -> 20)"),
-    "udlm-demo": demo_of("udlm-demo", UDLMConfig(schedule=LogLinear(eps=1e-3)),
-                         "UDLM's continuous-time uniform-state NELBO (log-linear)"),
+    "mdlm-demo": demo_of(
+        "mdlm-demo", MDLMConfig(schedule=LogLinear(eps=1e-3)), "MDLM's continuous-time NELBO (log-linear, antithetic t)"
+    ),
+    "sedd-absorb-demo": demo_of(
+        "sedd-absorb-demo",
+        SEDDConfig(process=Absorbing(), schedule=LogLinear(eps=1e-3)),
+        "SEDD's score entropy on the absorbing graph (log-linear noise, ratios scaled by sigma)",
+    ),
+    "sedd-uniform-demo": demo_of(
+        "sedd-uniform-demo",
+        SEDDConfig(process=Uniform(), schedule=Geometric(), scale_by_sigma=False),
+        "SEDD's score entropy on the uniform graph (geometric noise 1e-5 -> 20)",
+    ),
+    "udlm-demo": demo_of(
+        "udlm-demo", UDLMConfig(schedule=LogLinear(eps=1e-3)), "UDLM's continuous-time uniform-state NELBO (log-linear)"
+    ),
 }
 PRESETS = {
     "d3pm-text8": (
@@ -154,8 +220,9 @@ PRESETS = {
     "d3pm-text8-8gpu": (
         "d3pm-text8 for 8 GPUs under torchrun: grad_accum 1, so the global batch stays 8 x 256 = 2048. "
         "batch_size is per device.",
-        dataclasses.replace(D3PM_TEXT8, train=dataclasses.replace(D3PM_TEXT8.train, grad_accum=1,
-                                                                   out_dir="runs/d3pm-text8-8gpu")),
+        dataclasses.replace(
+            D3PM_TEXT8, train=dataclasses.replace(D3PM_TEXT8.train, grad_accum=1, out_dir="runs/d3pm-text8-8gpu")
+        ),
     ),
     "mdlm-text8": (
         "MDLM / MD4 on text8 with MD4's recipe (Shi et al. 2024, App. J.1; <= 1.37 bits/char in its Table 2): "
@@ -178,16 +245,23 @@ PRESETS = {
         "256 x 2; AdamW 3e-4, 2.5k warmup, constant; clip 1; EMA 0.9999; 1M steps.",
         UDLM_TEXT8,
     ),
-    "ar-text8": ("The autoregressive judge on text8: d3pm-text8's DiT and recipe, causal, next-character NLL "
-                 "(scores samples: gen-BPC).", AR_TEXT8),
-    "ar-demo": ("The autoregressive judge for the demos: demo's model, data and budget, causal, next-character NLL.",
-                dataclasses.replace(DEMO, method=ARConfig(), train=dataclasses.replace(DEMO.train, out_dir="runs/ar-demo"))),
+    "ar-text8": (
+        "The autoregressive judge on text8: d3pm-text8's DiT and recipe, causal, next-character NLL "
+        "(scores samples: gen-BPC).",
+        AR_TEXT8,
+    ),
+    "ar-demo": (
+        "The autoregressive judge for the demos: demo's model, data and budget, causal, next-character NLL.",
+        dataclasses.replace(DEMO, method=ARConfig(), train=dataclasses.replace(DEMO.train, out_dir="runs/ar-demo")),
+    ),
     **DEMOS,
 }
-Preset = tyro.extras.subcommand_type_from_defaults({k: v for k, (_, v) in PRESETS.items()},
-                                                   {k: d for k, (d, _) in PRESETS.items()})
-DemoPreset = tyro.extras.subcommand_type_from_defaults({k: v for k, (_, v) in DEMOS.items()},
-                                                       {k: d for k, (d, _) in DEMOS.items()})
+Preset = tyro.extras.subcommand_type_from_defaults(
+    {k: v for k, (_, v) in PRESETS.items()}, {k: d for k, (d, _) in PRESETS.items()}
+)
+DemoPreset = tyro.extras.subcommand_type_from_defaults(
+    {k: v for k, (_, v) in DEMOS.items()}, {k: d for k, (d, _) in DEMOS.items()}
+)
 
 
 Work = Callable[[], None]
@@ -201,8 +275,10 @@ def check_corpus(option: str, source: str | None, *, must_exist: bool) -> None:
         return
     path = Path(source).expanduser()
     if path.is_dir() or must_exist and not path.is_file():
-        raise ValueError(f"{option} {source}: {'is a directory' if path.is_dir() else 'no such file'} "
-                         "(it takes builtin, text8, a text file or an http(s) URL)")
+        raise ValueError(
+            f"{option} {source}: {'is a directory' if path.is_dir() else 'no such file'} "
+            "(it takes builtin, text8, a text file or an http(s) URL)"
+        )
 
 
 def check_directory(option: str, path: str | None, *, must_exist: bool) -> None:
@@ -211,16 +287,20 @@ def check_directory(option: str, path: str | None, *, must_exist: bool) -> None:
         return
     exists = Path(path).exists()
     if exists and not Path(path).is_dir() or must_exist and not exists:
-        raise ValueError(f"{option} {path}: {'not a directory' if exists else 'not found'}"
-                         f"{'' if exists else ' (prepare the data first: python -m experiments.text8 prepare)'}")
+        raise ValueError(
+            f"{option} {path}: {'not a directory' if exists else 'not found'}"
+            f"{'' if exists else ' (prepare the data first: python -m experiments.text8 prepare)'}"
+        )
 
 
 def check_checkpoint(option: str, path: str | None) -> None:
     """``path`` (None: none given) names a checkpoint that exists; what is in it is checked when it loads."""
     checks.named(option, path)
     if path is not None and not Path(path).exists():
-        raise ValueError(f"{option} {path}: not found (expected a run directory, its checkpoints/ directory, "
-                         "a step directory, or a nanoDD ckpt.pt)")
+        raise ValueError(
+            f"{option} {path}: not found (expected a run directory, its checkpoints/ directory, "
+            "a step directory, or a nanoDD ckpt.pt)"
+        )
 
 
 def check_writable(option: str, path: str | None) -> None:
@@ -234,8 +314,11 @@ def prepare(data: DataConfig = DataConfig()) -> Work:
     """Download (text8 or a URL) or read (a local file, the built-in corpus) and split a corpus."""
     check_corpus("--data.source", data.source, must_exist=True)
     check_directory("--data.data-dir", data.data_dir, must_exist=False)
-    return lambda: print(prepare_data(data.source, Path(data.data_dir) if data.data_dir else None,
-                                      seq_len=data.seq_len, force=data.force))
+    return lambda: print(
+        prepare_data(
+            data.source, Path(data.data_dir) if data.data_dir else None, seq_len=data.seq_len, force=data.force
+        )
+    )
 
 
 def check_training(cfg: Config) -> None:
@@ -379,11 +462,22 @@ def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOpti
 def evaluate_work(checkpoint: str, eval: EvalOptions) -> None:
     ckpt = load_checkpoint(checkpoint, ema=eval.ema, device=dist.setup(eval.device).device)
     if eval.seq_len is not None and eval.seq_len != ckpt.cfg.data.seq_len:
-        raise ValueError(f"--eval.seq-len {eval.seq_len} differs from the checkpoint's sequence length "
-                         f"{ckpt.cfg.data.seq_len}; the bound is defined per chunk of the model's length")
-    report = evaluate_checkpoint(ckpt, split=eval.split, estimator=eval.estimator, n_t=eval.n_t,
-                                 max_chunks=eval.max_chunks, batch_size=eval.batch_size, seed=eval.seed,
-                                 data_source=eval.data_source, data_dir=eval.data_dir, on_batch=Progress())
+        raise ValueError(
+            f"--eval.seq-len {eval.seq_len} differs from the checkpoint's sequence length "
+            f"{ckpt.cfg.data.seq_len}; the bound is defined per chunk of the model's length"
+        )
+    report = evaluate_checkpoint(
+        ckpt,
+        split=eval.split,
+        estimator=eval.estimator,
+        n_t=eval.n_t,
+        max_chunks=eval.max_chunks,
+        batch_size=eval.batch_size,
+        seed=eval.seed,
+        data_source=eval.data_source,
+        data_dir=eval.data_dir,
+        on_batch=Progress(),
+    )
     text = json.dumps(report | {"ema": eval.ema}, indent=2)
     print(text)
     if eval.out:
@@ -402,8 +496,10 @@ class Progress:
             return
         self.last = time.time()
         label = f"T={info['T'] or 'inf'} " if "T" in info else ""
-        sys.stderr.write(f"\r{label}{info['done']:,}/{info['total']:,} | {info['bpc']:.4f} +- {info['stderr']:.4f} "
-                         f"bits/char over {info['n_chunks']:,} chunks" + ("\n" if done else ""))
+        sys.stderr.write(
+            f"\r{label}{info['done']:,}/{info['total']:,} | {info['bpc']:.4f} +- {info['stderr']:.4f} "
+            f"bits/char over {info['n_chunks']:,} chunks" + ("\n" if done else "")
+        )
         sys.stderr.flush()
 
 
@@ -417,8 +513,10 @@ def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional
     return lambda: print(f"wrote {convert_nanodd(checkpoint, out_dir)}", file=sys.stderr)
 
 
-def demo(cfg: Annotated[DemoPreset, tyro.conf.arg(name="")] = DEMO,
-         sample: SampleOptions = SampleOptions(batch_size=2, top_p=0.9)) -> Work:
+def demo(
+    cfg: Annotated[DemoPreset, tyro.conf.arg(name="")] = DEMO,
+    sample: SampleOptions = SampleOptions(batch_size=2, top_p=0.9),
+) -> Work:
     """Train a demo preset (D3PM by default; mdlm-demo, sedd-absorb-demo, sedd-uniform-demo, udlm-demo) on
     the built-in corpus, then sample from it."""
     check_training(cfg)
@@ -433,8 +531,10 @@ def demo_work(cfg: Config, sample: SampleOptions) -> None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
         print(f"demo: starting fresh (removed the previous run in {out})", file=sys.stderr)
     last = run_training(cfg)
-    print(f"validation bound: {last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)",
-          file=sys.stderr)
+    print(
+        f"validation bound: {last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)",
+        file=sys.stderr,
+    )
     generate(str(out), sample)
 
 
@@ -442,15 +542,27 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
     device = dist.setup(opt.device).device
     ckpt = load_checkpoint(checkpoint, ema=opt.ema, device=device)
     if ckpt.model.cfg.causal:
-        raise ValueError(f"{checkpoint} is an autoregressive judge: it scores samples (--sample.judge), it does not write them")
+        raise ValueError(
+            f"{checkpoint} is an autoregressive judge: it scores samples (--sample.judge), it does not write them"
+        )
     judge = load_judge(opt.judge, device) if opt.judge else None
     sampler = opt.sampler or default_sampler(ckpt.diffusion)
     condition = condition_of(ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
     view = LiveView(enabled=opt.live)
-    out = sample_text(ckpt, sampler=sampler, batch_size=opt.batch_size, steps=opt.steps, seed=opt.seed,
-                      temperature=opt.temperature, top_p=opt.top_p, top_k=opt.top_k, on_step=view, condition=condition,
-                      options={"ancestral": opt.ancestral, "remdm": opt.remdm, "confidence": opt.confidence}.get(sampler),
-                      dtype=opt.dtype)
+    out = sample_text(
+        ckpt,
+        sampler=sampler,
+        batch_size=opt.batch_size,
+        steps=opt.steps,
+        seed=opt.seed,
+        temperature=opt.temperature,
+        top_p=opt.top_p,
+        top_k=opt.top_k,
+        on_step=view,
+        condition=condition,
+        options={"ancestral": opt.ancestral, "remdm": opt.remdm, "confidence": opt.confidence}.get(sampler),
+        dtype=opt.dtype,
+    )
     view.close()
     print(f"{len(out.texts)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s", file=sys.stderr)
     if opt.out:  # all or nothing: a kill leaves no partial file
@@ -460,8 +572,16 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
         print("\n\n".join(out.texts))
     if judge is not None:
         bpc = judge_bpc(judge, out.tokens)
-        print(json.dumps({"gen_bpc": round(float(bpc.mean()), 4), "gen_bpc_per_sample": [round(float(b), 4) for b in bpc],
-                          "unigram_entropy": round(char_entropy(out.texts), 4)}), file=sys.stderr)
+        print(
+            json.dumps(
+                {
+                    "gen_bpc": round(float(bpc.mean()), 4),
+                    "gen_bpc_per_sample": [round(float(b), 4) for b in bpc],
+                    "unigram_entropy": round(char_entropy(out.texts), 4),
+                }
+            ),
+            file=sys.stderr,
+        )
     if opt.metrics:
         print(json.dumps({k: round(v, 4) for k, v in sample_metrics(ckpt, out.texts).items()}), file=sys.stderr)
 
@@ -481,7 +601,7 @@ class LiveView:
         masked = text.count("_") / len(text)
         if self.tty:
             width = shutil.get_terminal_size().columns
-            rows = [text[i:i + width] for i in range(0, len(text), width)]
+            rows = [text[i : i + width] for i in range(0, len(text), width)]
             sys.stderr.write((f"\x1b[{self.lines}F" if self.lines else "") + "\x1b[J" + "\n".join(rows) + "\n")
             sys.stderr.flush()
             self.lines = len(rows)
@@ -494,8 +614,14 @@ class LiveView:
             sys.stderr.write("\n")
 
 
-COMMANDS = {"prepare": prepare, "train": train, "sample": sample, "evaluate": evaluate, "convert": convert,
-            "demo": demo}
+COMMANDS = {
+    "prepare": prepare,
+    "train": train,
+    "sample": sample,
+    "evaluate": evaluate,
+    "convert": convert,
+    "demo": demo,
+}
 
 
 def main(argv: Sequence[str] | None = None, *, check_only: bool = False) -> None:
@@ -503,7 +629,10 @@ def main(argv: Sequence[str] | None = None, *, check_only: bool = False) -> None
     the checks (what the option-walking test runs: nothing is loaded, trained or written)."""
     with cli.one_line_errors():
         work = tyro.extras.subcommand_cli_from_dict(
-            COMMANDS, prog="python -m experiments.text8", description=__doc__.split("\n")[0], args=argv,
+            COMMANDS,
+            prog="python -m experiments.text8",
+            description=__doc__.split("\n")[0],
+            args=argv,
             config=(tyro.conf.CascadeSubcommandArgs,),  # --method.T works without naming method:<name> first
         )
         if not check_only:

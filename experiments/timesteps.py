@@ -51,7 +51,9 @@ class Options:
     """Also draw the integrand, accuracy and gradient variance against t to this PNG (needs matplotlib)."""
 
     def __post_init__(self):
-        checks.require("CHECKPOINTS", len(self.checkpoints) > 0, "name at least one run or checkpoint", self.checkpoints)
+        checks.require(
+            "CHECKPOINTS", len(self.checkpoints) > 0, "name at least one run or checkpoint", self.checkpoints
+        )
         checks.at_least("--n-t", self.n_t, 1)
         checks.at_least("--batch", self.batch, 2)  # a standard error needs two sequences
         checks.at_least("--chunk-size", self.chunk_size, 1)
@@ -76,7 +78,9 @@ def profile(ckpt: Checkpoint, opt: Options) -> dict[str, torch.Tensor]:
     for ts in analysis.midpoints(opt.n_t).to(ckpt.device).split(opt.chunk_size):
         parts.append(analysis.per_timestep(integrand, ckpt.apply, ckpt.params, x0, noise, ts, process=process))
         done = sum(len(p["t"]) for p in parts)
-        print(f"  {ckpt.path}: {done}/{opt.n_t} times, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+        print(
+            f"  {ckpt.path}: {done}/{opt.n_t} times, {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True
+        )
     out = {k: torch.cat([p[k] for p in parts]).cpu() for k in parts[0]}
     out["f_bits"], out["f_se_bits"] = out.pop("f") / math.log(2), out.pop("f_se") / math.log(2)
     return out
@@ -85,6 +89,7 @@ def profile(ckpt: Checkpoint, opt: Options) -> dict[str, torch.Tensor]:
 def plot(curves: dict[tuple[str, str], dict[str, torch.Tensor]], path: str) -> None:
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -93,7 +98,9 @@ def plot(curves: dict[tuple[str, str], dict[str, torch.Tensor]], path: str) -> N
     for (checkpoint, method), c in curves.items():
         label, t = f"{checkpoint} ({method})", c["t"].numpy()
         axes[0].plot(t, c["f_bits"].numpy(), label=label)
-        axes[0].fill_between(t, (c["f_bits"] - c["f_se_bits"]).numpy(), (c["f_bits"] + c["f_se_bits"]).numpy(), alpha=0.2)
+        axes[0].fill_between(
+            t, (c["f_bits"] - c["f_se_bits"]).numpy(), (c["f_bits"] + c["f_se_bits"]).numpy(), alpha=0.2
+        )
         axes[1].plot(t, c["accuracy"].numpy(), label=label)
         axes[2].plot(t, c["grad_var"].numpy(), label=label)
     axes[0].set_ylabel("integrand f(t), bits/char")
@@ -117,8 +124,10 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         key = (path, type(ckpt.cfg.method).__name__.removesuffix("Config").lower())
         curves[key] = c = profile(ckpt, opt)
         worst = int(c["grad_var"].argmax())
-        print(f"{path} ({key[1]}): mean over t {float(c['f_bits'].mean()):.3f} bits/char (the bound by quadrature); "
-              f"gradient variance largest at t = {float(c['t'][worst]):.3f}")
+        print(
+            f"{path} ({key[1]}): mean over t {float(c['f_bits'].mean()):.3f} bits/char (the bound by quadrature); "
+            f"gradient variance largest at t = {float(c['t'][worst]):.3f}"
+        )
     Path(opt.csv).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(f"{opt.csv}.tmp")
     with open(tmp, "w", newline="") as f:

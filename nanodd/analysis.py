@@ -49,7 +49,9 @@ def one_sequence(integrand: Integrand, apply: Apply, process: Process | None):
             seen["zt"], seen["logits"] = zt, apply(p, zt, t_in)
             return seen["logits"]
 
-        value = integrand(recording, params, x0[None], t[None], {k: v[None] for k, v in noise.items()})[0] / x0.shape[-1]
+        value = (
+            integrand(recording, params, x0[None], t[None], {k: v[None] for k, v in noise.items()})[0] / x0.shape[-1]
+        )
         if process is None:
             return value, (torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64))
         corrupted = seen["zt"][0] != x0
@@ -59,23 +61,37 @@ def one_sequence(integrand: Integrand, apply: Apply, process: Process | None):
     return f
 
 
-def per_timestep(integrand: Integrand, apply: Apply, params: Params, x0: Tensor, noise: Noise, ts: Tensor, *,
-                 process: Process | None = None, chunk_size: int | None = None) -> dict[str, Tensor]:
+def per_timestep(
+    integrand: Integrand,
+    apply: Apply,
+    params: Params,
+    x0: Tensor,
+    noise: Noise,
+    ts: Tensor,
+    *,
+    process: Process | None = None,
+    chunk_size: int | None = None,
+) -> dict[str, Tensor]:
     """The statistics above at each of ``ts`` [n] (float64 in (0, 1]) for x0 [B, L] (B >= 2) and the
     integrand's ``noise`` for x0; ``process`` (that of an x0 network) enables the accuracy.  Returns a
     dict of [n] float64 tensors: t, f, f_se, accuracy, grad_norm, grad_var."""
     B = x0.shape[0]
     if B < 2:
         raise ValueError(f"per-timestep statistics need at least 2 sequences (a standard error), got {B}")
-    per_sequence = vmap(grad_and_value(one_sequence(integrand, apply, process), has_aux=True),
-                        in_dims=(None, 0, None, 0))
+    per_sequence = vmap(
+        grad_and_value(one_sequence(integrand, apply, process), has_aux=True), in_dims=(None, 0, None, 0)
+    )
 
     def at(t: Tensor) -> dict[str, Tensor]:
         g, (f, (corrupted, correct)) = per_sequence(params, x0, t, noise)  # g: name -> [B, *shape]
         f = f.double()
-        return {"f": f.mean(), "f_se": f.std() / B ** 0.5, "accuracy": correct.sum() / corrupted.sum(),
-                "grad_norm": sum(v.mean(0).double().pow(2).sum() for v in g.values()).sqrt(),
-                "grad_var": sum((v - v.mean(0)).double().pow(2).sum() for v in g.values()) / (B - 1)}
+        return {
+            "f": f.mean(),
+            "f_se": f.std() / B**0.5,
+            "accuracy": correct.sum() / corrupted.sum(),
+            "grad_norm": sum(v.mean(0).double().pow(2).sum() for v in g.values()).sqrt(),
+            "grad_var": sum((v - v.mean(0)).double().pow(2).sum() for v in g.values()) / (B - 1),
+        }
 
     with warnings.catch_warnings():
         # functorch loops over the batch where an op (CPU attention's backward) has no batching rule; the

@@ -65,8 +65,9 @@ def touched_count(alpha_t: Tensor, v: Tensor, L: int) -> Tensor:
     return (1 + (cdf < v[:, None]).sum(-1)).clamp(max=L)
 
 
-def corrupt_some(process: Process, x0: Tensor, alpha_t: Tensor, u: Tensor, v: Tensor, r: Tensor
-                 ) -> tuple[Tensor, Tensor]:
+def corrupt_some(
+    process: Process, x0: Tensor, alpha_t: Tensor, u: Tensor, v: Tensor, r: Tensor
+) -> tuple[Tensor, Tensor]:
     """(z_t ~ q(z_t | x0, at least one token touched), P(at least one touched) = 1 - alpha_t^L).
 
     A token is touched, i.e. redrawn from pi, with probability 1 - alpha_t (absorbing: masked).
@@ -138,8 +139,10 @@ class StepBound:
 
     def __post_init__(self):
         if self.T is None:
-            raise ValueError("D3PM's bound on a non-absorbing process has only its T-step form: use the stratified, "
-                             "exact or elbo-vs-t estimator (its continuous-time limit is UDLM's bound)")
+            raise ValueError(
+                "D3PM's bound on a non-absorbing process has only its T-step form: use the stratified, "
+                "exact or elbo-vs-t estimator (its continuous-time limit is UDLM's bound)"
+            )
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         return {"u": sampling.uniforms(gen, x0.shape)}
@@ -204,13 +207,19 @@ class RateBound:
 
     def __post_init__(self):
         if self.T is not None:
-            raise ValueError("this method's bound is continuous-time only (no T-step form to evaluate): use the "
-                             "stratified or continuous estimator")
+            raise ValueError(
+                "this method's bound is continuous-time only (no T-step form to evaluate): use the "
+                "stratified or continuous estimator"
+            )
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         """u, r [B, L] and v [B] for ``corrupt_some``; w [B] picks the untouched or the touched case."""
-        return {"u": sampling.uniforms(gen, x0.shape), "v": sampling.uniforms(gen, x0.shape[:1]),
-                "w": sampling.uniforms(gen, x0.shape[:1]), "r": sampling.uniforms(gen, x0.shape)}
+        return {
+            "u": sampling.uniforms(gen, x0.shape),
+            "v": sampling.uniforms(gen, x0.shape[:1]),
+            "w": sampling.uniforms(gen, x0.shape[:1]),
+            "r": sampling.uniforms(gen, x0.shape),
+        }
 
     def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
         """The integrand of (R) at t plus the prior term, per sequence, nats [B]."""

@@ -51,8 +51,9 @@ def check_source(option: str, source: str) -> None:
     checks.named(option, source)
     scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://", source)
     if scheme and scheme[1].lower() not in ("http", "https"):
-        raise ValueError(f"{option}: the URL scheme '{scheme[1]}' is not supported (only http and https), "
-                         f"got {source!r}")
+        raise ValueError(
+            f"{option}: the URL scheme '{scheme[1]}' is not supported (only http and https), got {source!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,15 @@ class TrainConfig:
     """How many recent checkpoints to keep (the best by validation is kept as well)."""
 
     def __post_init__(self):
-        for name in ("batch_size", "grad_accum", "max_iters", "eval_interval", "eval_batches", "log_interval",
-                     "keep_checkpoints"):
+        for name in (
+            "batch_size",
+            "grad_accum",
+            "max_iters",
+            "eval_interval",
+            "eval_batches",
+            "log_interval",
+            "keep_checkpoints",
+        ):
             checks.at_least(f"--train.{name.replace('_', '-')}", getattr(self, name), 1)
         for name in ("warmup_iters", "weight_decay", "grad_clip"):
             checks.at_least(f"--train.{name.replace('_', '-')}", getattr(self, name), 0)
@@ -129,11 +137,14 @@ def network_config(cfg: Config) -> DiTConfig:
     method = method_of(cfg.method)
     K, causal = method.diffusion(cfg.method).process.K, getattr(method, "CAUSAL", False)
     if cfg.model.vocab_size not in (None, K):
-        raise ValueError(f"--model.vocab-size must be {K} for this method's process (or left unset), "
-                         f"got {cfg.model.vocab_size}")
+        raise ValueError(
+            f"--model.vocab-size must be {K} for this method's process (or left unset), got {cfg.model.vocab_size}"
+        )
     if cfg.model.causal and not causal:
-        raise ValueError("--model.causal is for the autoregressive judge (method:ar); a diffusion denoiser "
-                         "must see the whole sequence")
+        raise ValueError(
+            "--model.causal is for the autoregressive judge (method:ar); a diffusion denoiser "
+            "must see the whole sequence"
+        )
     return dataclasses.replace(cfg.model, vocab_size=K, causal=causal)
 
 

@@ -65,8 +65,10 @@ def summarize(per_chunk: Tensor, n_t: int) -> Estimate:
 
 def check_chunks(chunks: Tensor) -> None:
     if chunks.dim() != 2 or chunks.shape[0] == 0 or chunks.shape[1] == 0:
-        raise ValueError(f"nothing to evaluate: chunks must be [n >= 1, L >= 1] token ids, got shape "
-                         f"{tuple(chunks.shape)} (is the split shorter than one sequence?)")
+        raise ValueError(
+            f"nothing to evaluate: chunks must be [n >= 1, L >= 1] token ids, got shape "
+            f"{tuple(chunks.shape)} (is the split shorter than one sequence?)"
+        )
 
 
 @dataclass
@@ -89,8 +91,17 @@ class Running:
 
 
 @torch.no_grad()
-def estimate_bound(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, times: Tensor, *,
-                   generator: torch.Generator, batch_size: int = 256, on_batch: OnBatch | None = None) -> Estimate:
+def estimate_bound(
+    integrand: Integrand,
+    apply: Apply,
+    params: Params,
+    chunks: Tensor,
+    times: Tensor,
+    *,
+    generator: torch.Generator,
+    batch_size: int = 256,
+    on_batch: OnBatch | None = None,
+) -> Estimate:
     """Evaluate the integrand on every (chunk, time) pair of chunks [n, L] and times [n, n_t] in (0, 1].
 
     Pairs run chunk by chunk in batches of ``batch_size``, each with fresh noise from ``generator``.
@@ -105,7 +116,9 @@ def estimate_bound(integrand: Integrand, apply: Apply, params: Params, chunks: T
     for start in range(0, n * n_t, batch_size):
         pair = torch.arange(start, min(start + batch_size, n * n_t), device=chunks.device)
         x0 = chunks[pair // n_t]
-        nats.view(-1)[pair] = integrand(apply, params, x0, times.reshape(-1)[pair], integrand.noise(generator, x0)).double()
+        nats.view(-1)[pair] = integrand(
+            apply, params, x0, times.reshape(-1)[pair], integrand.noise(generator, x0)
+        ).double()
         if on_batch is not None:
             done = start + len(pair)
             running.add(nats[running.n : done // n_t].mean(1) * to_bits)
@@ -129,29 +142,57 @@ def stratified_times(generator: torch.Generator, n: int, n_t: int) -> Tensor:
     return ((s + 1 - u) / N).view(n, n_t)
 
 
-def exact_in_t(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, *, generator: torch.Generator,
-               batch_size: int = 256, on_batch: OnBatch | None = None) -> Estimate:
+def exact_in_t(
+    integrand: Integrand,
+    apply: Apply,
+    params: Params,
+    chunks: Tensor,
+    *,
+    generator: torch.Generator,
+    batch_size: int = 256,
+    on_batch: OnBatch | None = None,
+) -> Estimate:
     """A discrete bound L_T with the sum over all T steps done exactly for every chunk (MC over z_t only)."""
     if integrand.T is None:
         raise ValueError("exact-in-t needs a discrete bound (T steps); this one is continuous: use `stratified`")
     check_chunks(chunks)
     times = exact_in_t_times(chunks.shape[0], integrand.T, chunks.device)
-    return estimate_bound(integrand, apply, params, chunks, times, generator=generator, batch_size=batch_size,
-                          on_batch=on_batch)
+    return estimate_bound(
+        integrand, apply, params, chunks, times, generator=generator, batch_size=batch_size, on_batch=on_batch
+    )
 
 
-def stratified(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, *, generator: torch.Generator,
-               n_t: int = 1, batch_size: int = 256, on_batch: OnBatch | None = None) -> Estimate:
+def stratified(
+    integrand: Integrand,
+    apply: Apply,
+    params: Params,
+    chunks: Tensor,
+    *,
+    generator: torch.Generator,
+    n_t: int = 1,
+    batch_size: int = 256,
+    on_batch: OnBatch | None = None,
+) -> Estimate:
     """The bound from ``n_t`` stratified times per chunk (see the module docstring)."""
     check_chunks(chunks)
     times = stratified_times(generator, chunks.shape[0], n_t)
-    return estimate_bound(integrand, apply, params, chunks, times, generator=generator, batch_size=batch_size,
-                          on_batch=on_batch)
+    return estimate_bound(
+        integrand, apply, params, chunks, times, generator=generator, batch_size=batch_size, on_batch=on_batch
+    )
 
 
-def elbo_vs_T(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor, *, generator: torch.Generator,
-              Ts: Sequence[int | None] = ELBO_TS, n_t: int = 1, batch_size: int = 256,
-              on_batch: OnBatch | None = None) -> dict[int | None, Estimate]:
+def elbo_vs_T(
+    integrand: Integrand,
+    apply: Apply,
+    params: Params,
+    chunks: Tensor,
+    *,
+    generator: torch.Generator,
+    Ts: Sequence[int | None] = ELBO_TS,
+    n_t: int = 1,
+    batch_size: int = 256,
+    on_batch: OnBatch | None = None,
+) -> dict[int | None, Estimate]:
     """The stratified bound on every grid in ``Ts`` (None: L_inf) from one model and integrand.
 
     Every T sees the same times and the same noise (common random numbers), so the differences
@@ -164,8 +205,16 @@ def elbo_vs_T(integrand: Integrand, apply: Apply, params: Params, chunks: Tensor
     for T in Ts:
         generator.set_state(state)
         report = None if on_batch is None else (lambda info, T=T: on_batch({"T": T, **info}))
-        curve[T] = estimate_bound(dataclasses.replace(integrand, T=T), apply, params, chunks, times,
-                                  generator=generator, batch_size=batch_size, on_batch=report)
+        curve[T] = estimate_bound(
+            dataclasses.replace(integrand, T=T),
+            apply,
+            params,
+            chunks,
+            times,
+            generator=generator,
+            batch_size=batch_size,
+            on_batch=report,
+        )
     return curve
 
 
@@ -230,7 +279,10 @@ def sample_metrics(samples: Sequence[str], data: str, vocab: Collection[str]) ->
     """Every sample metric, with the data's own value beside each one to compare against."""
     return {
         "word_in_vocab": word_in_vocab_fraction(samples, vocab),
-        "unigram_entropy": char_entropy(samples, 1), "unigram_entropy_data": char_entropy(data, 1),
-        "bigram_entropy": char_entropy(samples, 2), "bigram_entropy_data": char_entropy(data, 2),
-        "mean_word_length": mean_word_length(samples), "mean_word_length_data": mean_word_length(data),
+        "unigram_entropy": char_entropy(samples, 1),
+        "unigram_entropy_data": char_entropy(data, 1),
+        "bigram_entropy": char_entropy(samples, 2),
+        "bigram_entropy_data": char_entropy(data, 2),
+        "mean_word_length": mean_word_length(samples),
+        "mean_word_length_data": mean_word_length(data),
     }

@@ -61,14 +61,26 @@ class DiTConfig:
     def __post_init__(self):
         if self.vocab_size is not None:
             checks.at_least("--model.vocab-size", self.vocab_size, 1)
-        for option, value in (("--model.d-model", self.d_model), ("--model.n-heads", self.n_heads),
-                              ("--model.n-blocks", self.n_blocks), ("--model.cond-dim", self.cond_dim)):
+        for option, value in (
+            ("--model.d-model", self.d_model),
+            ("--model.n-heads", self.n_heads),
+            ("--model.n-blocks", self.n_blocks),
+            ("--model.cond-dim", self.cond_dim),
+        ):
             checks.at_least(option, value, 1)
-        checks.require("--model.d-model", self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
-                       f"split into --model.n-heads {self.n_heads} heads of even width (rotary)", self.d_model)
+        checks.require(
+            "--model.d-model",
+            self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
+            f"split into --model.n-heads {self.n_heads} heads of even width (rotary)",
+            self.d_model,
+        )
         checks.between("--model.dropout", self.dropout, 0, 1, open_high=True)
-        checks.require("--model.freq-dim", self.freq_dim >= 2 and self.freq_dim % 2 == 0, "be even and >= 2 (cos and sin)",
-                       self.freq_dim)
+        checks.require(
+            "--model.freq-dim",
+            self.freq_dim >= 2 and self.freq_dim % 2 == 0,
+            "be even and >= 2 (cos and sin)",
+            self.freq_dim,
+        )
         checks.positive("--model.max-period", self.max_period)
 
 
@@ -140,7 +152,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
     fp32) torch's fused ``scaled_dot_product_attention``."""
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # [B, H, L, L]; scaling q costs head_dim / L of scaling these
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(
+        -1, -2
+    )  # [B, H, L, L]; scaling q costs head_dim / L of scaling these
     if causal:
         L = q.shape[-2]
         future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
@@ -189,8 +203,10 @@ class DiT(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         if cfg.vocab_size is None:
-            raise ValueError("DiTConfig.vocab_size is None: set it, or build the network with "
-                             "nanodd.config.network_config(cfg), which takes it from the process")
+            raise ValueError(
+                "DiTConfig.vocab_size is None: set it, or build the network with "
+                "nanodd.config.network_config(cfg), which takes it from the process"
+            )
         self.cfg = cfg
         self.vocab_embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.c_embed = TimestepEmbedder(cfg.cond_dim, cfg.freq_dim, cfg.max_period)

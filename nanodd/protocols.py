@@ -88,8 +88,9 @@ class Process(Protocol):
     def prior_kl(self, x0: Tensor, alpha_1: Tensor) -> Tensor:
         """The prior term KL(q(z_1 | x0) || pi) of every bound, per token [B, L] float64."""
 
-    def reverse_sample(self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor,
-                       gumbel: Tensor) -> Tensor:
+    def reverse_sample(
+        self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor, gumbel: Tensor
+    ) -> Tensor:
         """z_s from the model's reverse step given log p(x0 | z_t) [B, L, K]."""
 
     def moves(self, zt: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor) -> Tensor:
@@ -151,9 +152,21 @@ class Samples(NamedTuple):
 class Sampler(Protocol):
     """A sampler module (``nanodd/samplers/<name>.py``)."""
 
-    def sample(self, apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
-               generator: torch.Generator, steps: int | None = None, transform: Callable[[Tensor], Tensor] = ...,
-               on_step: OnStep | None = None, condition: Tensor | None = None, options: Any = None) -> Samples:
+    def sample(
+        self,
+        apply: Apply,
+        params: Params,
+        diffusion: Diffusion,
+        *,
+        batch_size: int,
+        seq_len: int,
+        generator: torch.Generator,
+        steps: int | None = None,
+        transform: Callable[[Tensor], Tensor] = ...,
+        on_step: OnStep | None = None,
+        condition: Tensor | None = None,
+        options: Any = None,
+    ) -> Samples:
         """``condition`` [L] or [B, L]: a fixed token id where given, -1 where the sampler generates;
         ``options``: the sampler's own ``Options`` dataclass, if it has one (None: its defaults)."""
 

@@ -92,8 +92,12 @@ class Geometric:
     def __post_init__(self):
         checks.positive("--method.schedule.sigma-min", self.sigma_min)
         checks.positive("--method.schedule.sigma-max", self.sigma_max)
-        checks.require("--method.schedule.sigma-max", self.sigma_max > self.sigma_min,
-                       f"be > --method.schedule.sigma-min {self.sigma_min}", self.sigma_max)
+        checks.require(
+            "--method.schedule.sigma-max",
+            self.sigma_max > self.sigma_min,
+            f"be > --method.schedule.sigma-min {self.sigma_min}",
+            self.sigma_max,
+        )
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         log_ratio = math.log(self.sigma_max / self.sigma_min)

@@ -15,8 +15,10 @@ _spec.loader.exec_module(importlib.util.module_from_spec(_spec))
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-WORDS = ("the quick brown fox jumps over the lazy dog while seven wizards quietly hex a jovial "
-         "sphinx of black quartz and the dog sleeps near the river bank every day").split()
+WORDS = (
+    "the quick brown fox jumps over the lazy dog while seven wizards quietly hex a jovial "
+    "sphinx of black quartz and the dog sleeps near the river bank every day"
+).split()
 
 
 def words_text(n: int, seed: int = 0) -> str:

@@ -11,9 +11,11 @@ from nanodd.model import DiT, DiTConfig
 from nanodd.processes.absorbing import Absorbing
 
 PROCESS = Absorbing(7)
-METHODS = {"d3pm": (d3pm, d3pm.D3PMConfig(T=50, process=PROCESS)),
-           "mdlm": (mdlm, mdlm.MDLMConfig(process=PROCESS)),
-           "sedd": (sedd, sedd.SEDDConfig(process=PROCESS))}
+METHODS = {
+    "d3pm": (d3pm, d3pm.D3PMConfig(T=50, process=PROCESS)),
+    "mdlm": (mdlm, mdlm.MDLMConfig(process=PROCESS)),
+    "sedd": (sedd, sedd.SEDDConfig(process=PROCESS)),
+}
 
 
 def setup(name):
@@ -39,7 +41,10 @@ def by_loop(integrand, apply, params, x0, noise, ts, process):
                 seen["zt"], seen["logits"] = zt, apply(p, zt, t_in)
                 return seen["logits"]
 
-            f = integrand(recording, params, x0[b:b + 1], t[None], {k: v[b:b + 1] for k, v in noise.items()})[0] / x0.shape[1]
+            f = (
+                integrand(recording, params, x0[b : b + 1], t[None], {k: v[b : b + 1] for k, v in noise.items()})[0]
+                / x0.shape[1]
+            )
             grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(f, list(params.values()))]).double())
             fs.append(f.detach().double())
             if process is not None:
@@ -47,9 +52,15 @@ def by_loop(integrand, apply, params, x0, noise, ts, process):
                 corrupted += int(wrong.sum())
                 correct += int((wrong & (process.log_p_x0(seen["logits"], seen["zt"])[0].argmax(-1) == x0[b])).sum())
         g, f = torch.stack(grads), torch.stack(fs)
-        rows.append({"f": f.mean(), "f_se": f.std() / len(f) ** 0.5,
-                     "accuracy": torch.tensor(correct / corrupted if process else float("nan"), dtype=torch.float64),
-                     "grad_norm": g.mean(0).norm(), "grad_var": (g - g.mean(0)).pow(2).sum() / (len(g) - 1)})
+        rows.append(
+            {
+                "f": f.mean(),
+                "f_se": f.std() / len(f) ** 0.5,
+                "accuracy": torch.tensor(correct / corrupted if process else float("nan"), dtype=torch.float64),
+                "grad_norm": g.mean(0).norm(),
+                "grad_var": (g - g.mean(0)).pow(2).sum() / (len(g) - 1),
+            }
+        )
     return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
 
 

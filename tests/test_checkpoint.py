@@ -34,9 +34,15 @@ def flip_byte(path: Path) -> None:
 
 def test_round_trip_is_exact_for_every_dtype(tmp_path):
     g = torch.Generator().manual_seed(0)
-    state = {"params": {"w": torch.randn(7, 5, generator=g), "b16": torch.randn(33, generator=g).bfloat16(),
-                        "f64": torch.randn(3, generator=g, dtype=torch.float64)},
-             "ema": {"w": torch.randn(2, generator=g)}, "opt": {"0.step": torch.tensor(12.0), "i": torch.arange(5)}}
+    state = {
+        "params": {
+            "w": torch.randn(7, 5, generator=g),
+            "b16": torch.randn(33, generator=g).bfloat16(),
+            "f64": torch.randn(3, generator=g, dtype=torch.float64),
+        },
+        "ema": {"w": torch.randn(2, generator=g)},
+        "opt": {"0.step": torch.tensor(12.0), "i": torch.arange(5)},
+    }
     ckpts = Checkpoints(tmp_path)
     ckpts.save(3, state, {"config": {}})
     ckpts.wait()
@@ -95,12 +101,48 @@ def test_missing_or_partial_checkpoint_directories_are_clear_errors(tmp_path):
 
 
 def train_cmd(corpus, out, *extra, dtype="fp32"):
-    return [sys.executable, "-m", "experiments.text8", "train", "demo", "--model.d-model", "32", "--model.n-heads", "2",
-            "--model.n-blocks", "2", "--model.cond-dim", "16", "--model.dropout", "0.1", "--data.source", str(corpus),
-            "--data.data-dir", str(out.parent / "data"), "--data.seq-len", "32", "--train.batch-size", "8",
-            "--train.max-iters", "300", "--train.warmup-iters", "10", "--train.eval-interval", "40",
-            "--train.eval-batches", "1", "--train.log-interval", "1", "--train.dtype", dtype, "--train.device", "cpu",
-            "--train.out-dir", str(out), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "experiments.text8",
+        "train",
+        "demo",
+        "--model.d-model",
+        "32",
+        "--model.n-heads",
+        "2",
+        "--model.n-blocks",
+        "2",
+        "--model.cond-dim",
+        "16",
+        "--model.dropout",
+        "0.1",
+        "--data.source",
+        str(corpus),
+        "--data.data-dir",
+        str(out.parent / "data"),
+        "--data.seq-len",
+        "32",
+        "--train.batch-size",
+        "8",
+        "--train.max-iters",
+        "300",
+        "--train.warmup-iters",
+        "10",
+        "--train.eval-interval",
+        "40",
+        "--train.eval-batches",
+        "1",
+        "--train.log-interval",
+        "1",
+        "--train.dtype",
+        dtype,
+        "--train.device",
+        "cpu",
+        "--train.out-dir",
+        str(out),
+        *extra,
+    ]
 
 
 def step_losses(out: Path) -> dict[int, float]:
@@ -141,8 +183,9 @@ def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path, dtype):
     proc.wait()
     killed_at = max(step_losses(cut))
     assert killed_at < 300, "the run finished before it could be killed"
-    done = subprocess.run(train_cmd(corpus, cut, "--train.resume", dtype=dtype), cwd=ROOT, env=env, capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        train_cmd(corpus, cut, "--train.resume", dtype=dtype), cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr
     resumed_from = int(done.stderr.split("resumed from step ")[1].split()[0])
     assert 0 < resumed_from <= killed_at
@@ -167,8 +210,13 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_resume_finishes(corpus, tmp
     stopped = max(step_losses(out))
     assert stopped < 300 and f"stopped at step {stopped}" in err and "--train.resume" in err
     assert stopped in Checkpoints(out / "checkpoints", is_main=False).steps()
-    changed = subprocess.run(train_cmd(corpus, out, "--train.resume", "--model.n-blocks", "3"), cwd=ROOT, env=env,
-                             capture_output=True, text=True)
+    changed = subprocess.run(
+        train_cmd(corpus, out, "--train.resume", "--model.n-blocks", "3"),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert changed.returncode == 2 and "was trained with model" in changed.stderr
     done = subprocess.run(train_cmd(corpus, out, "--train.resume"), cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0 and f"resumed from step {stopped}" in done.stderr
@@ -185,10 +233,18 @@ def nanodd_file(tmp_path, model: DiT, ema: DiT, **overrides) -> Path:
     T = MODEL_ARGS["T"]
     buffers = {"betas": torch.rand(T + 1), "alpha_bars": torch.rand(T + 1)}
     raw = {f"net.{k}": v for k, v in model.state_dict().items()} | buffers
-    ckpt = {"model": raw, "ema": {f"ema_model.{k}": v for k, v in
-                                  ({f"net.{k}": v for k, v in ema.state_dict().items()} | buffers).items()},
-            "optimizer": {}, "model_cls": "D3PMAbsorbing", "model_args": dict(MODEL_ARGS),
-            "training_args": {"batch_size": 4}, "iter_num": 1234, "best_val_loss": 1.5} | overrides
+    ckpt = {
+        "model": raw,
+        "ema": {
+            f"ema_model.{k}": v for k, v in ({f"net.{k}": v for k, v in ema.state_dict().items()} | buffers).items()
+        },
+        "optimizer": {},
+        "model_cls": "D3PMAbsorbing",
+        "model_args": dict(MODEL_ARGS),
+        "training_args": {"batch_size": 4},
+        "iter_num": 1234,
+        "best_val_loss": 1.5,
+    } | overrides
     path = tmp_path / "ckpt.pt"
     torch.save(ckpt, path)
     return path
@@ -224,8 +280,9 @@ def test_nanodd_convert_then_sample(tmp_path, monkeypatch, capsys):
     model, reference = load_checkpoint(tmp_path / "converted").model, load_checkpoint(path).model
     zt, t = torch.randint(0, 28, (2, 16)), torch.tensor([3.0, 90.0])
     torch.testing.assert_close(model(zt, t), reference(zt, t), rtol=0, atol=0)
-    code, out, err = run_cli(monkeypatch, capsys, "sample", str(path), "--sample.steps", "20", "--sample.no-live",
-                             "--sample.device", "cpu")
+    code, out, err = run_cli(
+        monkeypatch, capsys, "sample", str(path), "--sample.steps", "20", "--sample.no-live", "--sample.device", "cpu"
+    )
     assert code == 0 and len(out.split("\n")[0]) == 256, err
 
 

@@ -17,16 +17,26 @@ def setup(tmp_path):
     corpus.write_text(words_text(4000, seed=2))
     prepare(str(corpus), tmp_path / "data", seq_len=32, progress=False)
     ckpt = nanodd_file(tmp_path, random_dit(0), random_dit(1), training_args={"seq_len": 32})
-    return ckpt, ["--eval.data-source", str(corpus), "--eval.data-dir", str(tmp_path / "data"),
-                  "--eval.device", "cpu"]
+    return ckpt, ["--eval.data-source", str(corpus), "--eval.data-dir", str(tmp_path / "data"), "--eval.device", "cpu"]
 
 
 def test_evaluate_a_nanodd_checkpoint_writes_a_json_report(monkeypatch, capsys, tmp_path, setup):
     ckpt, data = setup
     reports = {}
     for estimator in ("exact", "stratified"):
-        code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(ckpt), *data, "--eval.estimator", estimator,
-                                 "--eval.n-t", "8", "--eval.out", str(tmp_path / f"{estimator}.json"))
+        code, out, err = run_cli(
+            monkeypatch,
+            capsys,
+            "evaluate",
+            str(ckpt),
+            *data,
+            "--eval.estimator",
+            estimator,
+            "--eval.n-t",
+            "8",
+            "--eval.out",
+            str(tmp_path / f"{estimator}.json"),
+        )
         assert code == 0, err
         reports[estimator] = json.loads((tmp_path / f"{estimator}.json").read_text())
         assert json.loads(out) == reports[estimator] and "bits/char over" in err
@@ -39,20 +49,24 @@ def test_evaluate_a_nanodd_checkpoint_writes_a_json_report(monkeypatch, capsys, 
 
 def test_elbo_vs_T_reports_every_T(monkeypatch, capsys, setup):
     ckpt, data = setup
-    code, out, err = run_cli(monkeypatch, capsys, "evaluate", str(ckpt), *data, "--eval.estimator", "elbo-vs-t",
-                             "--eval.max-chunks", "8")
+    code, out, err = run_cli(
+        monkeypatch, capsys, "evaluate", str(ckpt), *data, "--eval.estimator", "elbo-vs-t", "--eval.max-chunks", "8"
+    )
     assert code == 0, err
     results = json.loads(out)["results"]
     assert list(results) == ["10", "20", "100", "256", "1000", "inf"]
     assert all(r["n_chunks"] == 8 for r in results.values())
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--eval.split", "test", "--eval.data-dir", str(Path(__file__).parent)], "prepare it with"),
-    (["--eval.data-dir", "/nonexistent"], "--eval.data-dir /nonexistent: not found (prepare the data first"),
-    (["--eval.seq-len", "256"], "differs from the checkpoint's sequence length 32"),
-    (["--eval.max-chunks", "0"], "--eval.max-chunks must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--eval.split", "test", "--eval.data-dir", str(Path(__file__).parent)], "prepare it with"),
+        (["--eval.data-dir", "/nonexistent"], "--eval.data-dir /nonexistent: not found (prepare the data first"),
+        (["--eval.seq-len", "256"], "differs from the checkpoint's sequence length 32"),
+        (["--eval.max-chunks", "0"], "--eval.max-chunks must be >= 1, got 0"),
+    ],
+)
 def test_bad_input(monkeypatch, capsys, setup, extra, message):
     ckpt, data = setup
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(ckpt), *data, *extra)

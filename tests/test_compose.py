@@ -19,10 +19,13 @@ from nanodd.schedules import Cosine, LogLinear
 TINY_ARGS = ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16"]
 
 
-@pytest.mark.parametrize("base, extra", [
-    (MDLMConfig(schedule=LogLinear(eps=1e-3)), D3PMConfig(T=50, hybrid_coeff=0.05)),  # two methods
-    (MDLMConfig(schedule=LogLinear(eps=1e-3)), MDLMConfig(schedule=Cosine())),          # one method, two schedules
-])
+@pytest.mark.parametrize(
+    "base, extra",
+    [
+        (MDLMConfig(schedule=LogLinear(eps=1e-3)), D3PMConfig(T=50, hybrid_coeff=0.05)),  # two methods
+        (MDLMConfig(schedule=LogLinear(eps=1e-3)), MDLMConfig(schedule=Cosine())),  # one method, two schedules
+    ],
+)
 def test_the_composed_gradient_is_the_weighted_sum_of_the_parts_gradients(base, extra):
     torch.manual_seed(0)
     model = DiT(DiTConfig(vocab_size=28, d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0))
@@ -54,11 +57,45 @@ def test_the_composed_gradient_is_the_weighted_sum_of_the_parts_gradients(base, 
 
 def test_the_example_trains_20_steps_and_reports_each_parts_bound(corpus, tmp_path, capsys):
     run = tmp_path / "run"
-    compose.cli(["mdlm-demo", *TINY_ARGS, "--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"),
-                 "--data.seq-len", "32", "--train.batch-size", "8", "--train.max-iters", "20", "--train.log-interval",
-                 "1", "--train.eval-interval", "20", "--train.eval-batches", "2", "--train.warmup-iters", "2",
-                 "--train.lr", "1e-2", "--train.dtype", "fp32", "--train.device", "cpu", "--train.out-dir", str(run),
-                 "--compose.lam", "0.5", "--compose.eval-chunks", "32", "extra:d3pm", "--extra.T", "100"])
+    compose.cli(
+        [
+            "mdlm-demo",
+            *TINY_ARGS,
+            "--data.source",
+            str(corpus),
+            "--data.data-dir",
+            str(tmp_path / "data"),
+            "--data.seq-len",
+            "32",
+            "--train.batch-size",
+            "8",
+            "--train.max-iters",
+            "20",
+            "--train.log-interval",
+            "1",
+            "--train.eval-interval",
+            "20",
+            "--train.eval-batches",
+            "2",
+            "--train.warmup-iters",
+            "2",
+            "--train.lr",
+            "1e-2",
+            "--train.dtype",
+            "fp32",
+            "--train.device",
+            "cpu",
+            "--train.out-dir",
+            str(run),
+            "--compose.lam",
+            "0.5",
+            "--compose.eval-chunks",
+            "32",
+            "extra:d3pm",
+            "--extra.T",
+            "100",
+        ]
+    )
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == list(range(1, 21))
@@ -73,11 +110,17 @@ def test_the_example_trains_20_steps_and_reports_each_parts_bound(corpus, tmp_pa
         assert bpc + 3 * se < math.log2(27)  # it learnt: an untrained network's bound is log2(27) bits/char
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--compose.lam", "-1"], "--compose.lam must be >= 0"),
-    (["extra:sedd", "extra.process:uniform"], "the extra method's process has 27 ids but the base's network has 28"),
-    (["extra:ar"], "causal"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--compose.lam", "-1"], "--compose.lam must be >= 0"),
+        (
+            ["extra:sedd", "extra.process:uniform"],
+            "the extra method's process has 27 ids but the base's network has 28",
+        ),
+        (["extra:ar"], "causal"),
+    ],
+)
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, args, message):
     with pytest.raises(SystemExit) as exit:
         compose.cli(["mdlm-demo", *TINY_ARGS, "--train.out-dir", str(tmp_path / "run"), *args])

@@ -85,7 +85,8 @@ def test_func_grad_equals_backward(setup):
     model, x0, noise = setup
     apply, params = make_apply(model), params_of(model)
     grads = torch.func.grad(lambda ps: d3pm.loss(apply, ps, x0, noise, cfg=CFG)[0])(
-        {k: v.detach() for k, v in params.items()})
+        {k: v.detach() for k, v in params.items()}
+    )
     d3pm.loss(apply, params, x0, noise, cfg=CFG)[0].backward()
     assert grads.keys() == params.keys()
     for k, v in params.items():

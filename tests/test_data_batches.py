@@ -30,7 +30,7 @@ def test_train_batch_rows_are_contiguous_crops(memmap):
     full = np.asarray(memmap)
     for row in x:
         starts = np.flatnonzero(full[: len(full) - 15] == row[0])
-        assert any(np.array_equal(full[s:s + 16], row) for s in starts)
+        assert any(np.array_equal(full[s : s + 16], row) for s in starts)
 
 
 def test_train_batch_replays_a_resumed_run(memmap):

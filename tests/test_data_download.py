@@ -29,7 +29,7 @@ class Server:
                 if body is None:
                     return self.send_error(404, "Not Found")
                 asked = self.headers.get("Range") if state.range_ok else None
-                start = int(asked[len("bytes="):-1]) if asked else 0
+                start = int(asked[len("bytes=") : -1]) if asked else 0
                 if start >= len(body) > 0:
                     return self.send_error(416)
                 self.send_response(206 if start else 200)
@@ -72,8 +72,12 @@ def text8_bytes():
 
 def serve_text8(server, zip_bytes, n_chars=N_CHARS):
     server.files["/text8.zip"] = zip_bytes
-    return Text8Spec(url=server.base + "/text8.zip", zip_size=len(zip_bytes), n_chars=n_chars,
-                     splits=(n_chars * 9 // 10, n_chars // 20, n_chars // 20))
+    return Text8Spec(
+        url=server.base + "/text8.zip",
+        zip_size=len(zip_bytes),
+        n_chars=n_chars,
+        splits=(n_chars * 9 // 10, n_chars // 20, n_chars // 20),
+    )
 
 
 def test_prepare_text8_downloads_verifies_and_splits(server, text8_bytes, tmp_path, capsys):
@@ -84,8 +88,9 @@ def test_prepare_text8_downloads_verifies_and_splits(server, text8_bytes, tmp_pa
     meta = json.loads((out / "meta.json").read_text())
     assert out == tmp_path / "text8" and meta["sizes"] == {"train": 18_000, "val": 1_000, "test": 1_000}
     assert meta["vocab"] == VOCAB and meta["source"] == "text8" and len(meta["sha256"]) == 64
-    joined = b"".join(VOCAB.encode()[i : i + 1] for i in np.concatenate(
-        [load_split(out, s) for s in ("train", "val", "test")]))
+    joined = b"".join(
+        VOCAB.encode()[i : i + 1] for i in np.concatenate([load_split(out, s) for s in ("train", "val", "test")])
+    )
     assert joined == text8_bytes
     assert not list(tmp_path.rglob("*.part")) and not list(tmp_path.rglob("*.tmp"))
     assert prepare("text8", tmp_path, seq_len=64, text8=spec, progress=False) == out
@@ -166,15 +171,18 @@ def test_connection_refused_names_url_and_offline_options(tmp_path):
     assert url in msg and "refused" in msg and "--data.source builtin" in msg and "local" in msg
 
 
-@pytest.mark.parametrize("members, message", [
-    ({"text8": b"a" * N_CHARS, "extra": b"b"}, "unexpected members"),
-    ({"other": b"a" * N_CHARS}, "unexpected members"),
-    ({"../x": b"a" * N_CHARS}, "unsafe member paths"),
-    ({"/tmp/x": b"a" * N_CHARS}, "unsafe member paths"),
-    ({"a\\..\\..\\x": b"a" * N_CHARS}, "unsafe member paths"),
-    ({"text8": b"a" * (N_CHARS - 1)}, "19,999 bytes, expected 20,000"),
-    ({"text8": b"A" * N_CHARS}, "other than ' ' and a-z"),
-])
+@pytest.mark.parametrize(
+    "members, message",
+    [
+        ({"text8": b"a" * N_CHARS, "extra": b"b"}, "unexpected members"),
+        ({"other": b"a" * N_CHARS}, "unexpected members"),
+        ({"../x": b"a" * N_CHARS}, "unsafe member paths"),
+        ({"/tmp/x": b"a" * N_CHARS}, "unsafe member paths"),
+        ({"a\\..\\..\\x": b"a" * N_CHARS}, "unsafe member paths"),
+        ({"text8": b"a" * (N_CHARS - 1)}, "19,999 bytes, expected 20,000"),
+        ({"text8": b"A" * N_CHARS}, "other than ' ' and a-z"),
+    ],
+)
 def test_bad_zip_members_are_refused(server, tmp_path, members, message):
     spec = serve_text8(server, make_zip(members))
     with pytest.raises(DataError, match=message):
@@ -186,8 +194,11 @@ def test_bad_zip_members_are_refused(server, tmp_path, members, message):
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "flip"])
 def test_corrupt_zip_is_refused_and_removed(server, tmp_path, text8_bytes, damage):
     good = make_zip({"text8": text8_bytes})
-    bad = {"truncate": good[: len(good) // 2], "garbage": b"\x00" * len(good),
-           "flip": good[:100] + bytes([good[100] ^ 0xFF]) + good[101:]}[damage]
+    bad = {
+        "truncate": good[: len(good) // 2],
+        "garbage": b"\x00" * len(good),
+        "flip": good[:100] + bytes([good[100] ^ 0xFF]) + good[101:],
+    }[damage]
     spec = serve_text8(server, bad)
     with pytest.raises(DataError, match="corrupt or truncated .*; removed it, run again"):
         prepare("text8", tmp_path, seq_len=16, text8=spec, progress=False)

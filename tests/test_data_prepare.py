@@ -34,8 +34,9 @@ def test_prepare_local_file_and_reuse(tmp_path):
     out = prepare(str(src), tmp_path / "data", seq_len=64, progress=False)
     assert out == tmp_path / "data" / "file-a-tale"
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["source"] == str(src.resolve()) and meta["n_chars"] == len(" ".join(
-        "it was the best of times it was the worst of times one eight five nine".split() * 50))
+    assert meta["source"] == str(src.resolve()) and meta["n_chars"] == len(
+        " ".join("it was the best of times it was the worst of times one eight five nine".split() * 50)
+    )
     stamp = (out / "train.bin").stat().st_mtime_ns
     assert prepare(str(src), tmp_path / "data", seq_len=64, progress=False) == out
     assert (out / "train.bin").stat().st_mtime_ns == stamp

@@ -7,17 +7,20 @@ import torch
 from nanodd.data import VOCAB, DataError, builtin_text, decode, encode, normalize_text8
 
 
-@pytest.mark.parametrize("raw, want", [
-    ("Hello, World!", "hello world"),
-    ("In 1984 there were 2 cats.", "in one nine eight four there were two cats"),
-    ("x0y", "x zero y"),
-    ("café naïve Straße 東京", "caf na ve stra e"),
-    ("  tabs\tand\nnew\r\nlines   ", "tabs and new lines"),
-    ("don't — e-mail: a@b.org", "don t e mail a b org"),
-    ("ÀB", "b"),
-    ("", ""),
-    ("!!! ... ---", ""),
-])
+@pytest.mark.parametrize(
+    "raw, want",
+    [
+        ("Hello, World!", "hello world"),
+        ("In 1984 there were 2 cats.", "in one nine eight four there were two cats"),
+        ("x0y", "x zero y"),
+        ("café naïve Straße 東京", "caf na ve stra e"),
+        ("  tabs\tand\nnew\r\nlines   ", "tabs and new lines"),
+        ("don't — e-mail: a@b.org", "don t e mail a b org"),
+        ("ÀB", "b"),
+        ("", ""),
+        ("!!! ... ---", ""),
+    ],
+)
 def test_normalize_examples(raw, want):
     assert normalize_text8(raw) == want
 

@@ -32,21 +32,47 @@ from test_checkpoint import biggest_file, flip_byte, nanodd_file, random_dit
 
 ROOT = Path(__file__).resolve().parents[1]
 
-WALKED = {int: ("0", "-1", "nan", "inf", "1e12"), float: ("0", "-1", "nan", "inf", "1e12"),
-          str: ("empty", "missing", "dir"), "choice": ("no-such-choice",)}
+WALKED = {
+    int: ("0", "-1", "nan", "inf", "1e12"),
+    float: ("0", "-1", "nan", "inf", "1e12"),
+    str: ("empty", "missing", "dir"),
+    "choice": ("no-such-choice",),
+}
 """The values each kind of option is fed ('missing': a path that does not exist, in a directory that
 does; 'dir': an existing directory)."""
 
 LEGAL = {
-    "--model.dropout": "0", "--model.max-period": "1e12",
-    "--train.warmup-iters": "0", "--train.seed": "0", "--train.weight-decay": "0 1e12", "--train.grad-clip": "0 1e12",
-    "--train.beta1": "0", "--train.beta2": "0", "--train.ema-decay": "0", "--train.min-lr": "0", "--train.lr": "1e12",
-    "--train.out-dir": "missing dir", "--data.data-dir": "missing dir",
-    "--method.hybrid-coeff": "0 1e12", "--method.schedule.w": "1e12", "--method.schedule.sigma-max": "1e12",
-    "--sample.seed": "0", "--sample.top-k": "0", "--sample.temperature": "1e12", "--sample.remdm.eta": "0",
-    "--sample.prefix": "empty", "--sample.infill": "empty", "--sample.out": "missing", "--sample.judge": "dir",
-    "--eval.seed": "0", "--eval.data-source": "missing", "--eval.data-dir": "dir", "--eval.out": "missing",
-    "CHECKPOINT": "dir", "convert CHECKPOINT": "", "OUT_DIR": "missing dir",
+    "--model.dropout": "0",
+    "--model.max-period": "1e12",
+    "--train.warmup-iters": "0",
+    "--train.seed": "0",
+    "--train.weight-decay": "0 1e12",
+    "--train.grad-clip": "0 1e12",
+    "--train.beta1": "0",
+    "--train.beta2": "0",
+    "--train.ema-decay": "0",
+    "--train.min-lr": "0",
+    "--train.lr": "1e12",
+    "--train.out-dir": "missing dir",
+    "--data.data-dir": "missing dir",
+    "--method.hybrid-coeff": "0 1e12",
+    "--method.schedule.w": "1e12",
+    "--method.schedule.sigma-max": "1e12",
+    "--sample.seed": "0",
+    "--sample.top-k": "0",
+    "--sample.temperature": "1e12",
+    "--sample.remdm.eta": "0",
+    "--sample.prefix": "empty",
+    "--sample.infill": "empty",
+    "--sample.out": "missing",
+    "--sample.judge": "dir",
+    "--eval.seed": "0",
+    "--eval.data-source": "missing",
+    "--eval.data-dir": "dir",
+    "--eval.out": "missing",
+    "CHECKPOINT": "dir",
+    "convert CHECKPOINT": "",
+    "OUT_DIR": "missing dir",
 }
 """The walked values an option accepts ('<subcommand> <option>' where one subcommand differs); every
 other walked value must be refused.  An option missing here accepts none of them, so a new option is
@@ -70,8 +96,11 @@ def union_members(hint) -> list[tuple[str, type]]:
     if typing.get_origin(hint) is typing.Annotated:
         cls, *meta = typing.get_args(hint)
         names = [m.name for m in meta if isinstance(getattr(m, "name", None), str)]
-        return [(names[0] if names else tyro._strings.subparser_name_from_type("", cls), cls)] \
-            if dataclasses.is_dataclass(cls) else []
+        return (
+            [(names[0] if names else tyro._strings.subparser_name_from_type("", cls), cls)]
+            if dataclasses.is_dataclass(cls)
+            else []
+        )
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         return [m for arg in typing.get_args(hint) for m in union_members(arg)]
     return [(tyro._strings.subparser_name_from_type("", hint), hint)] if dataclasses.is_dataclass(hint) else []
@@ -79,8 +108,11 @@ def union_members(hint) -> list[tuple[str, type]]:
 
 def scalar_kind(hint):
     """int, float, str or "choice" for a scalar field (None dropped from unions); None for flags (bool)."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) in (
-        typing.Union, types.UnionType) else [hint]
+    args = (
+        [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType)
+        else [hint]
+    )
     if typing.get_origin(args[0]) is typing.Literal:
         return "choice"
     return args[0] if args[0] in (int, float, str) else None
@@ -127,7 +159,9 @@ def run_cli(argv: list[str], check_only: bool = True) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def test_every_option_of_every_subcommand_and_preset_takes_a_legal_value_or_refuses_it_in_one_line(tmp_path, monkeypatch):
+def test_every_option_of_every_subcommand_and_preset_takes_a_legal_value_or_refuses_it_in_one_line(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv("NANODD_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "dir").mkdir()
@@ -157,11 +191,18 @@ def test_every_option_of_every_subcommand_and_preset_takes_a_legal_value_or_refu
                     code, err = run_cli(argv)
                     n_cases += 1
                     lines = err.strip().splitlines()
-                    ok = code == 0 and not any(line.startswith("error:") for line in lines) if value in legal else (
-                        code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and option.flag in lines[0])
+                    ok = (
+                        code == 0 and not any(line.startswith("error:") for line in lines)
+                        if value in legal
+                        else (
+                            code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and option.flag in lines[0]
+                        )
+                    )
                     if not ok or "Traceback" in err:
-                        failures.append(f"{' '.join(map(repr, argv))}: exit {code} (expected {0 if value in legal else 2}): "
-                                        f"{err.strip()!r}")
+                        failures.append(
+                            f"{' '.join(map(repr, argv))}: exit {code} (expected {0 if value in legal else 2}): "
+                            f"{err.strip()!r}"
+                        )
     assert not failures, f"{len(failures)} of {n_cases} cases:\n" + "\n".join(failures)
     assert n_cases > 500 and not set(LEGAL) - walked, set(LEGAL) - walked  # the table names only real options
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "dir"] and not any((tmp_path / "dir").iterdir())
@@ -172,7 +213,9 @@ def test_every_option_of_every_subcommand_and_preset_takes_a_legal_value_or_refu
 
 def test_sample_batch_size_zero_is_one_line_from_the_cli_and_the_library(tmp_path):
     assert run_cli(["sample", str(tmp_path), "--sample.batch-size", "0"]) == (
-        2, "error: --sample.batch-size must be >= 1, got 0\n")
+        2,
+        "error: --sample.batch-size must be >= 1, got 0\n",
+    )
     with pytest.raises(ValueError, match=r"^--sample.batch-size must be >= 1, got 0$"):
         text8.SampleOptions(batch_size=0)
 
@@ -191,25 +234,35 @@ def test_a_source_of_another_url_scheme_is_named_not_mangled():
 
 
 def test_an_out_dir_that_cannot_be_created_names_the_option(tmp_path):
-    code, err = run_cli(["train", "demo", "--data.data-dir", str(tmp_path), "--train.out-dir", "/proc/nope",
-                         "--train.device", "cpu"], check_only=False)
+    code, err = run_cli(
+        ["train", "demo", "--data.data-dir", str(tmp_path), "--train.out-dir", "/proc/nope", "--train.device", "cpu"],
+        check_only=False,
+    )
     assert (code, err) == (2, "error: --train.out-dir /proc/nope: cannot create it (No such file or directory)\n")
 
 
 def test_garbage_bytes_are_not_a_checkpoint_and_a_pickle_needing_code_is_refused(tmp_path):
     garbage = tmp_path / "random.pt"
-    garbage.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0),
-                                      dtype=torch.uint8).numpy().tobytes())
+    garbage.write_bytes(
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes()
+    )
     assert run_cli(["sample", str(garbage)], check_only=False) == (
-        2, f"error: {garbage}: not a checkpoint (neither a torch checkpoint nor a pickle of tensors)\n")
+        2,
+        f"error: {garbage}: not a checkpoint (neither a torch checkpoint nor a pickle of tensors)\n",
+    )
     code, err = run_cli(["sample", str(tmp_path / "missing.pt")], check_only=False)
-    assert (code, err) == (2, f"error: CHECKPOINT {tmp_path / 'missing.pt'}: not found (expected a run directory, "
-                              "its checkpoints/ directory, a step directory, or a nanoDD ckpt.pt)\n")
+    assert (code, err) == (
+        2,
+        f"error: CHECKPOINT {tmp_path / 'missing.pt'}: not found (expected a run directory, "
+        "its checkpoints/ directory, a step directory, or a nanoDD ckpt.pt)\n",
+    )
     evil = tmp_path / "evil.pt"
     evil.write_bytes(pickle.dumps({"model_args": Config()}))  # loading it would import and build a class
     assert run_cli(["sample", str(evil)], check_only=False) == (
-        2, f"error: {evil}: refused: a pickle that needs code to load (it builds Python objects, which could run "
-           "arbitrary code; only tensors and plain containers are read, weights_only=True)\n")
+        2,
+        f"error: {evil}: refused: a pickle that needs code to load (it builds Python objects, which could run "
+        "arbitrary code; only tensors and plain containers are read, weights_only=True)\n",
+    )
 
 
 def damaged_run(tmp_path: Path, steps: tuple[int, ...], damaged: tuple[int, ...]) -> tuple[Path, dict[int, str]]:
@@ -236,11 +289,13 @@ def damaged_run(tmp_path: Path, steps: tuple[int, ...], damaged: tuple[int, ...]
 def test_a_damaged_newest_checkpoint_warns_in_one_line_naming_the_array_and_the_one_used_instead(tmp_path):
     run, names = damaged_run(tmp_path, steps=(1, 2), damaged=(2,))
     directory = run.absolute() / "checkpoints"
-    code, err = run_cli(["sample", str(run), "--sample.steps", "4", "--sample.no-live", "--sample.device", "cpu"],
-                        check_only=False)
+    code, err = run_cli(
+        ["sample", str(run), "--sample.steps", "4", "--sample.no-live", "--sample.device", "cpu"], check_only=False
+    )
     assert code == 0 and err.splitlines()[0] == (
         f"warning: checkpoint {directory / '2'}: array '{names[2]}' does not match its saved digest (the file was "
-        f"modified or corrupted); using the older checkpoint {directory / '1'} instead"), err
+        f"modified or corrupted); using the older checkpoint {directory / '1'} instead"
+    ), err
     assert not any("Warning" in line or line.startswith(" ") for line in err.splitlines())
 
 
@@ -249,8 +304,11 @@ def test_a_run_whose_only_checkpoints_fail_their_digests_says_which_array_and_th
     run, names = damaged_run(tmp_path, steps=steps, damaged=steps)
     newest = run.absolute() / "checkpoints" / str(steps[-1])
     code, err = run_cli(["sample", str(run)], check_only=False)
-    assert (code, err) == (2, f"error: checkpoint {newest}: array '{names[steps[-1]]}' does not match its saved "
-                              f"digest (the file was modified or corrupted); no older good checkpoint exists{older}\n")
+    assert (code, err) == (
+        2,
+        f"error: checkpoint {newest}: array '{names[steps[-1]]}' does not match its saved "
+        f"digest (the file was modified or corrupted); no older good checkpoint exists{older}\n",
+    )
     with pytest.raises(CheckpointError, match="no older good checkpoint exists"):
         load_checkpoint(run)
 
@@ -269,11 +327,18 @@ def test_warnings_are_one_line_on_rank_0_only(monkeypatch, capsys):
 
 def test_no_traceback_path_in_real_processes(tmp_path):
     """The in-process walk above, spot-checked in fresh interpreters: exit code 2, one line, no traceback."""
-    for args, message in [(["sample", str(tmp_path), "--sample.batch-size", "0"], "--sample.batch-size must be >= 1"),
-                          (["train", "demo", "--train.max-iters", "nan"], "--train.max-iters: invalid literal"),
-                          (["prepare", "--data.source", "ftp://host/x.txt"], "the URL scheme 'ftp' is not supported")]:
-        done = subprocess.run([sys.executable, "-m", "experiments.text8", *args], cwd=ROOT, capture_output=True,
-                              text=True, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    for args, message in [
+        (["sample", str(tmp_path), "--sample.batch-size", "0"], "--sample.batch-size must be >= 1"),
+        (["train", "demo", "--train.max-iters", "nan"], "--train.max-iters: invalid literal"),
+        (["prepare", "--data.source", "ftp://host/x.txt"], "the URL scheme 'ftp' is not supported"),
+    ]:
+        done = subprocess.run(
+            [sys.executable, "-m", "experiments.text8", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=os.environ | {"OMP_NUM_THREADS": "1"},
+        )
         assert done.returncode == 2 and done.stderr.startswith("error: ") and message in done.stderr, done.stderr
         assert len(done.stderr.splitlines()) == 1 and not done.stdout
 
@@ -287,9 +352,22 @@ def test_kill_9_during_prepare_leaves_the_old_data_or_nothing_trusted(tmp_path):
     corpus.write_text(sentence * 200_000)  # 18 MB: its splits take a while to write
     old = bytes(load_split(prepare(str(corpus), data, progress=False), "train"))
     corpus.write_text(sentence[::-1] * 200_000)  # another text: a rebuild (--data.force) replaces every split
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.text8", "prepare", "--data.source", str(corpus),
-                             "--data.data-dir", str(data), "--data.force"], cwd=ROOT, stderr=subprocess.DEVNULL,
-                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments.text8",
+            "prepare",
+            "--data.source",
+            str(corpus),
+            "--data.data-dir",
+            str(data),
+            "--data.force",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.DEVNULL,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     out = data / "file-big"
     while proc.poll() is None and not any(p.suffix == ".tmp" for p in out.iterdir()):
         time.sleep(0.001)
@@ -306,8 +384,22 @@ def test_kill_9_during_prepare_leaves_the_old_data_or_nothing_trusted(tmp_path):
 def test_kill_9_during_sample_out_leaves_the_whole_file_or_none(tmp_path):
     ckpt = nanodd_file(tmp_path, random_dit(0), random_dit(1))
     out = tmp_path / "samples.txt"
-    args = [sys.executable, "-m", "experiments.text8", "sample", str(ckpt), "--sample.batch-size", "64",
-            "--sample.steps", "10", "--sample.no-live", "--sample.device", "cpu", "--sample.out", str(out)]
+    args = [
+        sys.executable,
+        "-m",
+        "experiments.text8",
+        "sample",
+        str(ckpt),
+        "--sample.batch-size",
+        "64",
+        "--sample.steps",
+        "10",
+        "--sample.no-live",
+        "--sample.device",
+        "cpu",
+        "--sample.out",
+        str(out),
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env)
     for line in proc.stderr:

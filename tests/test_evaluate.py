@@ -38,8 +38,9 @@ def toy():
 
 
 def continuous(apply, chunks, schedule):
-    return ev.stratified(MaskedBound(TOY, schedule), apply, None, chunks, generator=torch.Generator().manual_seed(0),
-                         batch_size=8192)
+    return ev.stratified(
+        MaskedBound(TOY, schedule), apply, None, chunks, generator=torch.Generator().manual_seed(0), batch_size=8192
+    )
 
 
 def test_continuous_bound_of_exact_denoiser_is_exact_nll_of_every_sequence(toy):
@@ -49,7 +50,7 @@ def test_continuous_bound_of_exact_denoiser_is_exact_nll_of_every_sequence(toy):
     mean, se = per_sequence(continuous(apply, seqs.repeat_interleave(n, 0), Linear()), n)
     nll = -p.log() / BITS
     assert (se < 0.01 * nll).all(), (se / nll).max()
-    assert ((mean - nll).abs() < 3 * se).all(), ((mean - nll) / se)
+    assert ((mean - nll).abs() < 3 * se).all(), (mean - nll) / se
 
 
 def test_the_exactness_check_holds_for_any_schedule_but_fails_for_a_wrong_weight_or_denoiser(toy):
@@ -57,7 +58,7 @@ def test_the_exactness_check_holds_for_any_schedule_but_fails_for_a_wrong_weight
     n = 4000
     chunks, nll = seqs.repeat_interleave(n, 0), -p.log() / BITS
     mean, se = per_sequence(continuous(apply, chunks, Cosine()), n)
-    assert ((mean - nll).abs() < 3 * se).all(), ((mean - nll) / se)
+    assert ((mean - nll).abs() < 3 * se).all(), (mean - nll) / se
     half_weight = lambda t: (1 - t, torch.full_like(t, -0.5))  # noqa: E731  alpha' off by a factor 2
     other_seqs, other_p = toy_distribution(n_symbols=3, L=3, seed=1)
     for bad_apply, schedule in [(apply, half_weight), (exact_apply(other_seqs, other_p, M), Linear())]:
@@ -71,8 +72,14 @@ def test_exact_in_t_bound_is_above_entropy_agrees_with_d3pm_and_decreases_with_T
     n, H = 300, entropy(p) / BITS
     gaps = []
     for T in (2, 10, 50):
-        est = ev.exact_in_t(MaskedBound(TOY, Linear(), T), apply, None, seqs.repeat(n, 1),
-                            generator=torch.Generator().manual_seed(T), batch_size=8192)
+        est = ev.exact_in_t(
+            MaskedBound(TOY, Linear(), T),
+            apply,
+            None,
+            seqs.repeat(n, 1),
+            generator=torch.Generator().manual_seed(T),
+            batch_size=8192,
+        )
         mean, se = weighted_by_p(est.per_chunk.view(n, -1), p)
         assert mean > H - 3 * se
         assert abs(mean - exact_bound(T, seqs, p, apply) / BITS) < 3 * se, T
@@ -84,13 +91,16 @@ def test_standard_error_shrinks_like_one_over_sqrt_n(toy):
     seqs, p, apply = toy
     g = torch.Generator().manual_seed(0)
     chunks = seqs[torch.multinomial(p, 4000, replacement=True, generator=g)]
-    se = [ev.exact_in_t(MaskedBound(TOY, Linear(), 10), apply, None, chunks[:n], generator=g,
-                        batch_size=8192).stderr for n in (250, 1000, 4000)]
+    se = [
+        ev.exact_in_t(MaskedBound(TOY, Linear(), 10), apply, None, chunks[:n], generator=g, batch_size=8192).stderr
+        for n in (250, 1000, 4000)
+    ]
     assert all(1.5 < a / b < 2.5 for a, b in zip(se, se[1:])), se
 
 
-@pytest.mark.parametrize("schedule, T", [(Linear(), None), (Cosine(), None), (Linear(), 50)],
-                         ids=["linear", "cosine", "linear-T50"])
+@pytest.mark.parametrize(
+    "schedule, T", [(Linear(), None), (Cosine(), None), (Linear(), 50)], ids=["linear", "cosine", "linear-T50"]
+)
 def test_unigram_denoiser_gives_the_unigram_cross_entropy(schedule, T):
     """A denoiser that ignores z_t: each token's weighted mask probability integrates to
     int w(t) (1 - alpha(t)) dt = alpha(0) - alpha(1) = 1 (and sum_k r_k k/T = 1), so L = sum_i -log q(x0^i)."""
@@ -100,8 +110,9 @@ def test_unigram_denoiser_gives_the_unigram_cross_entropy(schedule, T):
     chunks = torch.multinomial(frequencies, n * L, replacement=True, generator=g).view(n, L)
     log_q = torch.bincount(chunks.view(-1), minlength=K).double().div(n * L).log()  # data unigrams; mask: -inf
     unigram = lambda params, zt, t: log_q.expand(*zt.shape, K)  # noqa: E731
-    est = ev.stratified(MaskedBound(Absorbing(K - 1), schedule, T), unigram, None, chunks, generator=g,
-                        n_t=4, batch_size=8192)
+    est = ev.stratified(
+        MaskedBound(Absorbing(K - 1), schedule, T), unigram, None, chunks, generator=g, n_t=4, batch_size=8192
+    )
     cross_entropy = float(-log_q[chunks].mean() / math.log(2))
     assert est.stderr < 0.01 * cross_entropy
     assert abs(est.bpc - cross_entropy) < 3 * est.stderr, (est.bpc, cross_entropy, est.stderr)
@@ -113,8 +124,15 @@ def test_elbo_vs_T_with_exact_denoiser_decreases_towards_L_inf(toy):
     g, H = torch.Generator().manual_seed(0), entropy(p) / BITS
     chunks = seqs[torch.multinomial(p, 27_000, replacement=True, generator=g)]
     seen = set()
-    curve = ev.elbo_vs_T(MaskedBound(TOY, Linear()), apply, None, chunks, generator=g,
-                         batch_size=8192, on_batch=lambda info: seen.add(info["T"]))
+    curve = ev.elbo_vs_T(
+        MaskedBound(TOY, Linear()),
+        apply,
+        None,
+        chunks,
+        generator=g,
+        batch_size=8192,
+        on_batch=lambda info: seen.add(info["T"]),
+    )
     assert list(curve) == list(ev.ELBO_TS) and seen == set(ev.ELBO_TS)
     assert abs(curve[None].bpc - H) < 3 * curve[None].stderr
     gaps = {}
@@ -183,8 +201,15 @@ def test_running_estimate_ends_at_the_final_one_and_runs_are_reproducible(toy):
     seqs, p, apply = toy
     infos = []
     run = lambda on_batch=None: ev.stratified(  # noqa: E731
-        MaskedBound(TOY, Linear(), 100), apply, None, seqs.repeat(10, 1), generator=torch.Generator().manual_seed(5),
-        n_t=3, batch_size=100, on_batch=on_batch)
+        MaskedBound(TOY, Linear(), 100),
+        apply,
+        None,
+        seqs.repeat(10, 1),
+        generator=torch.Generator().manual_seed(5),
+        n_t=3,
+        batch_size=100,
+        on_batch=on_batch,
+    )
     est = run(infos.append)
     assert len(infos) == math.ceil(270 * 3 / 100) and infos[-1]["done"] == infos[-1]["total"] == 810
     assert [i["n_chunks"] for i in infos] == [min((100 * b) // 3, 270) for b in range(1, 10)]
@@ -195,8 +220,15 @@ def test_running_estimate_ends_at_the_final_one_and_runs_are_reproducible(toy):
 def test_running_estimate_waits_for_chunks_to_finish_under_exact_in_t(toy):
     seqs, _, apply = toy
     infos = []
-    est = ev.exact_in_t(MaskedBound(TOY, Linear(), 100), apply, None, seqs[:4], generator=torch.Generator(),
-                        batch_size=30, on_batch=infos.append)
+    est = ev.exact_in_t(
+        MaskedBound(TOY, Linear(), 100),
+        apply,
+        None,
+        seqs[:4],
+        generator=torch.Generator(),
+        batch_size=30,
+        on_batch=infos.append,
+    )
     assert [i["n_chunks"] for i in infos[:5]] == [0, 0, 0, 1, 1]  # 100 times per chunk, 30 per batch
     assert math.isnan(infos[0]["bpc"]) and math.isnan(infos[3]["stderr"]) and not math.isnan(infos[3]["bpc"])
     assert infos[-1]["bpc"] == pytest.approx(est.bpc) and infos[-1]["stderr"] == pytest.approx(est.stderr)
@@ -245,5 +277,12 @@ def test_word_metrics_by_hand():
         ev.word_in_vocab_fraction(["a b c", ""], vocab)
     metrics = ev.sample_metrics(["the cat sat"], "the cat sat on a mat", vocab)
     assert metrics["word_in_vocab"] == 1.0 and metrics["mean_word_length_data"] == pytest.approx(15 / 6)
-    assert set(metrics) == {"word_in_vocab", "unigram_entropy", "unigram_entropy_data", "bigram_entropy",
-                            "bigram_entropy_data", "mean_word_length", "mean_word_length_data"}
+    assert set(metrics) == {
+        "word_in_vocab",
+        "unigram_entropy",
+        "unigram_entropy_data",
+        "bigram_entropy",
+        "bigram_entropy_data",
+        "mean_word_length",
+        "mean_word_length_data",
+    }

@@ -20,7 +20,7 @@ def exact_conditionals_apply(seqs, p):
         out = torch.full((*inputs.shape, 4), -torch.inf, dtype=torch.float64)
         for b, row in enumerate(inputs):
             for i in range(L):
-                prefix = row[1:i + 1]  # x_<i (position 0 holds BOS)
+                prefix = row[1 : i + 1]  # x_<i (position 0 holds BOS)
                 consistent = (seqs[:, :i] == prefix).all(-1)
                 mass = torch.zeros(3, dtype=torch.float64).index_add_(0, seqs[consistent, i], p[consistent])
                 out[b, i, :3] = (mass / mass.sum()).log() if mass.sum() > 0 else -torch.tensor(3.0).log()
@@ -33,8 +33,9 @@ def test_the_judges_nll_is_the_exact_nll_by_the_chain_rule():
     seqs, p = toy_distribution(n_symbols=3, L=3)
     nll = ar.nll(exact_conditionals_apply(seqs, p), None, seqs, CFG)
     torch.testing.assert_close(nll, -p.log())
-    shifted = ar.nll(lambda params, x, t: exact_conditionals_apply(seqs, p)(params, torch.roll(x, -1, 1), t), None,
-                     seqs, CFG)
+    shifted = ar.nll(
+        lambda params, x, t: exact_conditionals_apply(seqs, p)(params, torch.roll(x, -1, 1), t), None, seqs, CFG
+    )
     assert (shifted - (-p.log())).abs().max() > 0.1  # reading the inputs one position off is caught
 
 
@@ -55,7 +56,7 @@ def test_a_causal_dit_looks_only_backwards():
     for i in range(8):
         model(ids, torch.zeros(1))[0, i].sum().backward()
         grad = kept["x"].grad[0].abs().sum(-1)
-        assert (grad[i + 1:] == 0).all() and (grad[: i + 1] > 0).all(), (i, grad)
+        assert (grad[i + 1 :] == 0).all() and (grad[: i + 1] > 0).all(), (i, grad)
 
 
 def test_the_ar_method_makes_its_network_causal_and_refuses_a_causal_denoiser():

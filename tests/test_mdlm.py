@@ -40,7 +40,7 @@ def test_nelbo_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(toy, sch
     mean, se = loss_of_each_sequence(mdlm, apply, seqs, mdlm.MDLMConfig(schedule=schedule, process=TOY))
     nll = -p.log()
     assert (se < 0.01 * nll).all(), (se / nll).max()
-    assert ((mean - nll).abs() < 3 * se).all(), ((mean - nll) / se)
+    assert ((mean - nll).abs() < 3 * se).all(), (mean - nll) / se
 
 
 def test_the_exactness_check_fails_without_the_one_over_one_minus_alpha_factor(toy, monkeypatch):
@@ -74,8 +74,13 @@ def test_discrete_T_loss_computed_exactly_is_the_d3pm_bound(toy, T):
 def test_antithetic_times_tile_the_global_batch_once():
     """2 ranks x 2 accumulation steps of 8 sequences: one t in each of the 32 strata of (0, 1]."""
     cfg, x0 = mdlm.MDLMConfig(), torch.zeros(8, 5, dtype=torch.long)
-    times = torch.cat([mdlm.noise(torch.Generator().manual_seed(10 * rank + micro), x0, cfg,
-                                  Slot(rank * 2 + micro, 4))["t"] for rank in range(2) for micro in range(2)])
+    times = torch.cat(
+        [
+            mdlm.noise(torch.Generator().manual_seed(10 * rank + micro), x0, cfg, Slot(rank * 2 + micro, 4))["t"]
+            for rank in range(2)
+            for micro in range(2)
+        ]
+    )
     assert 0 < times.min() and times.max() <= 1
     assert sorted(torch.ceil(times * 32).long().tolist()) == list(range(1, 33))
     iid = mdlm.noise(torch.Generator().manual_seed(0), x0, mdlm.MDLMConfig(antithetic=False))["t"]
@@ -126,8 +131,9 @@ def test_vmap_over_times_equals_a_loop():
     ts = torch.tensor([0.05, 0.3, 0.6, 0.99], dtype=torch.float64)
     per_t = lambda t: mdlm.bound(cfg)(apply, params, x0, t.expand(4), noise)  # noqa: E731
     with torch.no_grad():
-        torch.testing.assert_close(torch.func.vmap(per_t)(ts), torch.stack([per_t(t) for t in ts]),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            torch.func.vmap(per_t)(ts), torch.stack([per_t(t) for t in ts]), rtol=1e-5, atol=1e-5
+        )
 
 
 def test_compiled_loss_equals_eager():

@@ -20,17 +20,28 @@ def randomized(cfg=TINY, seed=0):
 def test_state_dict_names_and_shapes_follow_nanodd():
     d, c, K = TINY.d_model, TINY.cond_dim, TINY.vocab_size
     expected = {
-        "vocab_embed.weight": (K, d), "c_embed.mlp.0.weight": (c, 256), "c_embed.mlp.0.bias": (c,),
-        "c_embed.mlp.2.weight": (c, c), "c_embed.mlp.2.bias": (c,), "rotary_emb.inv_freq": (d // 4,),
-        "norm_final.weight": (d,), "adaLN_modulation.weight": (2 * d, c), "adaLN_modulation.bias": (2 * d,),
+        "vocab_embed.weight": (K, d),
+        "c_embed.mlp.0.weight": (c, 256),
+        "c_embed.mlp.0.bias": (c,),
+        "c_embed.mlp.2.weight": (c, c),
+        "c_embed.mlp.2.bias": (c,),
+        "rotary_emb.inv_freq": (d // 4,),
+        "norm_final.weight": (d,),
+        "adaLN_modulation.weight": (2 * d, c),
+        "adaLN_modulation.bias": (2 * d,),
     }
     for i in range(TINY.n_blocks):
         expected |= {
-            f"blocks.{i}.norm1.weight": (d,), f"blocks.{i}.attn_qkv.weight": (3 * d, d),
-            f"blocks.{i}.attn_out.weight": (d, d), f"blocks.{i}.norm2.weight": (d,),
-            f"blocks.{i}.mlp.0.weight": (4 * d, d), f"blocks.{i}.mlp.0.bias": (4 * d,),
-            f"blocks.{i}.mlp.2.weight": (d, 4 * d), f"blocks.{i}.mlp.2.bias": (d,),
-            f"blocks.{i}.adaLN_modulation.weight": (6 * d, c), f"blocks.{i}.adaLN_modulation.bias": (6 * d,),
+            f"blocks.{i}.norm1.weight": (d,),
+            f"blocks.{i}.attn_qkv.weight": (3 * d, d),
+            f"blocks.{i}.attn_out.weight": (d, d),
+            f"blocks.{i}.norm2.weight": (d,),
+            f"blocks.{i}.mlp.0.weight": (4 * d, d),
+            f"blocks.{i}.mlp.0.bias": (4 * d,),
+            f"blocks.{i}.mlp.2.weight": (d, 4 * d),
+            f"blocks.{i}.mlp.2.bias": (d,),
+            f"blocks.{i}.adaLN_modulation.weight": (6 * d, c),
+            f"blocks.{i}.adaLN_modulation.bias": (6 * d,),
         }
     assert {k: tuple(v.shape) for k, v in DiT(TINY).state_dict().items()} == expected
 

@@ -28,8 +28,9 @@ TOLERANCE = {"fp32": (1e-6, 1e-5), "bf16": (2e-4, 3e-2)}  # (loss, gradients)
 @functools.cache
 def setup():
     torch.manual_seed(0)
-    model = model_lib.DiT(model_lib.DiTConfig(vocab_size=28, d_model=64, n_heads=4, n_blocks=2, cond_dim=32,
-                                              dropout=0.0))
+    model = model_lib.DiT(
+        model_lib.DiTConfig(vocab_size=28, d_model=64, n_heads=4, n_blocks=2, cond_dim=32, dropout=0.0)
+    )
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "adaLN" in name:
@@ -61,8 +62,11 @@ def errors(loss: torch.Tensor, grads: torch.Tensor) -> tuple[float, float]:
     return float((loss - ref_loss).abs() / ref_loss.abs()), float((grads - ref_grads).norm() / ref_grads.norm())
 
 
-@pytest.mark.parametrize("dtype,compile", [("bf16", False), ("fp32", True), ("bf16", True)],
-                         ids=["bf16-eager", "fp32-compiled", "bf16-compiled"])
+@pytest.mark.parametrize(
+    "dtype,compile",
+    [("bf16", False), ("fp32", True), ("bf16", True)],
+    ids=["bf16-eager", "fp32-compiled", "bf16-compiled"],
+)
 def test_fast_path_matches_fp32_eager(dtype, compile):
     loss_err, grad_err = errors(*loss_and_grads(dtype, compile))
     loss_tol, grad_tol = TOLERANCE[dtype]

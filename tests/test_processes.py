@@ -67,8 +67,9 @@ def test_posteriors_equal_bayes_rule_on_matrices(process):
                     if Qbar_t[x0, zt] == 0:
                         continue
                     brute = Q_st[:, zt] * Qbar_s[x0] / Qbar_t[x0, zt]
-                    closed = mixing.reverse_probs(pi, torch.tensor(zt), mixing.onehot(torch.tensor(x0), K),
-                                                  alpha_bar[t], alpha_bar[s])
+                    closed = mixing.reverse_probs(
+                        pi, torch.tensor(zt), mixing.onehot(torch.tensor(x0), K), alpha_bar[t], alpha_bar[s]
+                    )
                     torch.testing.assert_close(closed, brute, msg=f"t={t} s={s} x0={x0} zt={zt}")
 
 
@@ -92,8 +93,11 @@ def test_per_step_kl_equals_the_generic_matrix_kl(process):
         p = p / p.sum(-1, keepdim=True)
         kl = torch.where(q_post > 0, q_post * (q_post.log() - p.log()), torch.zeros_like(q_post)).sum(-1)
         torch.testing.assert_close(closed, kl, msg=f"t={t}")
-        torch.testing.assert_close(mixing.step_kl(process.prior(), zt, x0, log_p.exp(), alpha_bar[t],
-                                                  alpha_bar[t - 1]), kl, msg=f"generic, t={t}")
+        torch.testing.assert_close(
+            mixing.step_kl(process.prior(), zt, x0, log_p.exp(), alpha_bar[t], alpha_bar[t - 1]),
+            kl,
+            msg=f"generic, t={t}",
+        )
 
 
 @PROCESSES
@@ -134,8 +138,14 @@ def test_reverse_sample_frequencies_match_the_model_step(process):
     zt = torch.full((n, 1), M if isinstance(process, Absorbing) else 1)
     log_p = process.log_p_x0(torch.tensor([0.5, -1.0, 2.0, 0.0, 0.3]).expand(n, 1, K), zt)
     alpha_t, alpha_s = torch.tensor([[0.3]]), torch.tensor([[0.6]])
-    zs = process.reverse_sample(zt, log_p, alpha_t, alpha_s, torch.rand(n, 1, generator=g),
-                                -torch.log(-torch.log(torch.rand(n, 1, K, generator=g))))
+    zs = process.reverse_sample(
+        zt,
+        log_p,
+        alpha_t,
+        alpha_s,
+        torch.rand(n, 1, generator=g),
+        -torch.log(-torch.log(torch.rand(n, 1, K, generator=g))),
+    )
     freq = torch.bincount(zs.flatten(), minlength=K).double() / n
     expected = mixing.reverse_probs(process.prior(), zt[:1, 0], log_p[:1, 0].double().exp(), alpha_t, alpha_s)[0]
     torch.testing.assert_close(freq, expected, atol=4e-3, rtol=0)

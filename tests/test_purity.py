@@ -6,11 +6,30 @@ from pathlib import Path
 
 import nanodd
 
-FORBIDDEN = ("torch.distributed", "os", "sys", "io", "pathlib", "shutil", "subprocess", "logging",
-             "json", "pickle", "orbax", "tyro", "nanodd.shell", "nanodd.data", "nanodd.config", "experiments")
+FORBIDDEN = (
+    "torch.distributed",
+    "os",
+    "sys",
+    "io",
+    "pathlib",
+    "shutil",
+    "subprocess",
+    "logging",
+    "json",
+    "pickle",
+    "orbax",
+    "tyro",
+    "nanodd.shell",
+    "nanodd.data",
+    "nanodd.config",
+    "experiments",
+)
 ROOT = Path(nanodd.__file__).parent
-CORE = sorted(p for p in [*ROOT.glob("*.py"), *ROOT.glob("methods/*.py"), *ROOT.glob("processes/*.py"),
-                          *ROOT.glob("samplers/*.py")] if p.name != "config.py")
+CORE = sorted(
+    p
+    for p in [*ROOT.glob("*.py"), *ROOT.glob("methods/*.py"), *ROOT.glob("processes/*.py"), *ROOT.glob("samplers/*.py")]
+    if p.name != "config.py"
+)
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -42,7 +61,10 @@ def test_the_checker_catches_an_impure_import(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("import os.path\nfrom torch.distributed import all_reduce\nfrom torch import nn\n")
     assert sorted(filter(is_forbidden, imported_modules(bad))) == [
-        "os.path", "torch.distributed", "torch.distributed.all_reduce"]
+        "os.path",
+        "torch.distributed",
+        "torch.distributed.all_reduce",
+    ]
 
 
 def test_the_shell_and_the_cli_name_no_method():
@@ -61,7 +83,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
     def visit(node, trail):
         if state.get(node) == "open":
-            return trail[trail.index(node):] + [node]
+            return trail[trail.index(node) :] + [node]
         if state.get(node) == "done":
             return None
         state[node] = "open"

@@ -10,16 +10,23 @@ import pytest
 from benchmarks import race
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--budget", "0"], "--budget must be >= 1"),
-    (["--budget", "nan"], "--budget must be >= 1"),
-    (["--probe-steps", "2"], "--probe-steps must be >= 4"),
-    (["--samples", "1"], "--samples must be >= 2"),
-    (["--methods", "demo", "nope"], "--methods must name demo presets"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "0"], "--budget must be >= 1"),
+        (["--budget", "nan"], "--budget must be >= 1"),
+        (["--probe-steps", "2"], "--probe-steps must be >= 4"),
+        (["--samples", "1"], "--samples must be >= 2"),
+        (["--methods", "demo", "nope"], "--methods must name demo presets"),
+    ],
+)
 def test_bad_options_are_one_line_before_anything_runs(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.race", *args, "--out-dir", str(tmp_path / "race")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.race", *args, "--out-dir", str(tmp_path / "race")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error: "), proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not (tmp_path / "race").exists()
@@ -37,8 +44,14 @@ def test_corpus_falls_back_to_shakespeare_then_builtin(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_a_30_second_race_on_the_builtin_corpus(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("NANODD_CACHE", str(tmp_path / "cache"))
-    opt = race.Options(budget=30, corpus="builtin", samples=4, eval_chunks=16, out_dir=str(tmp_path / "race"),
-                       plot=str(tmp_path / "t.png"))
+    opt = race.Options(
+        budget=30,
+        corpus="builtin",
+        samples=4,
+        eval_chunks=16,
+        out_dir=str(tmp_path / "race"),
+        plot=str(tmp_path / "t.png"),
+    )
     race.main(opt)
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
     assert [line.split("`")[1] for line in table] == list(opt.methods)

@@ -30,8 +30,15 @@ def tv_to_p(x, p):
 @pytest.mark.parametrize("diffusion", [D3PM, MDLM], ids=["d3pm-T1000", "mdlm-continuous"])
 def test_ancestral_with_the_exact_denoiser_reproduces_p(diffusion):
     seqs, p = toy_distribution(n_symbols=3, L=3)
-    x, nfe = ancestral.sample(exact_apply(seqs, p, 3), None, diffusion, batch_size=20_000, seq_len=3,
-                              generator=torch.Generator().manual_seed(0), steps=1000)
+    x, nfe = ancestral.sample(
+        exact_apply(seqs, p, 3),
+        None,
+        diffusion,
+        batch_size=20_000,
+        seq_len=3,
+        generator=torch.Generator().manual_seed(0),
+        steps=1000,
+    )
     assert (x < 3).all() and nfe <= 1000
     assert tv_to_p(x, p) < 0.03  # a sampler ignoring correlations between tokens is at 0.42
 
@@ -46,8 +53,15 @@ def test_network_calls_are_counted_and_silent_steps_skipped():
         return exact(params, zt, t)
 
     diffusion = d3pm.diffusion(d3pm.D3PMConfig(T=100, process=PROCESS))
-    x, nfe = ancestral.sample(counting, None, diffusion, batch_size=1, seq_len=3,
-                              generator=torch.Generator().manual_seed(3), on_step=lambda s, z: states.append(z))
+    x, nfe = ancestral.sample(
+        counting,
+        None,
+        diffusion,
+        batch_size=1,
+        seq_len=3,
+        generator=torch.Generator().manual_seed(3),
+        on_step=lambda s, z: states.append(z),
+    )
     assert nfe == len(calls) and 1 <= nfe <= 3  # one reveal per token at most: at most L calls, not T
     assert all(t == round(t) and 1 <= t <= 100 for t in calls)  # D3PM's network only sees integer steps
     assert len(states) == 100 and (states[-1] == x).all() and (x < 3).all()
@@ -59,16 +73,26 @@ def test_network_calls_are_counted_and_silent_steps_skipped():
         ancestral.sample(counting, None, diffusion, batch_size=1, seq_len=3, generator=torch.Generator(), steps=101)
 
 
-@pytest.mark.parametrize("diffusion", [D3PM, mdlm.diffusion(mdlm.MDLMConfig(schedule=Cosine(), process=PROCESS))],
-                         ids=["d3pm", "mdlm-cosine"])
+@pytest.mark.parametrize(
+    "diffusion",
+    [D3PM, mdlm.diffusion(mdlm.MDLMConfig(schedule=Cosine(), process=PROCESS))],
+    ids=["d3pm", "mdlm-cosine"],
+)
 def test_fewer_steps_drift_by_parallel_decoding_and_converge(diffusion):
     """With few steps several tokens are revealed at once from factorised marginals, so the sample
     distribution drifts from p; it must converge as steps grow."""
     seqs, p = toy_distribution(n_symbols=3, L=3)
     tvs = []
     for steps in (1, 100):
-        x, nfe = ancestral.sample(exact_apply(seqs, p, 3), None, diffusion, batch_size=20_000, seq_len=3,
-                                  generator=torch.Generator().manual_seed(1), steps=steps)
+        x, nfe = ancestral.sample(
+            exact_apply(seqs, p, 3),
+            None,
+            diffusion,
+            batch_size=20_000,
+            seq_len=3,
+            generator=torch.Generator().manual_seed(1),
+            steps=steps,
+        )
         assert nfe == steps
         tvs.append(tv_to_p(x, p))
     assert tvs[0] > 0.1 and tvs[1] < 0.04, tvs
@@ -92,8 +116,9 @@ def test_ratio_samplers_end_on_data_whatever_the_ratios(sampler):
     g = torch.Generator().manual_seed(1)
     wrong = lambda params, zt, t: 3 * torch.randn(*zt.shape, PROCESS.K, generator=g)  # noqa: E731
     for steps in (1, 4, 16):
-        x, _ = sampler.sample(wrong, None, diffusion, batch_size=2000, seq_len=8,
-                              generator=torch.Generator().manual_seed(0), steps=steps)
+        x, _ = sampler.sample(
+            wrong, None, diffusion, batch_size=2000, seq_len=8, generator=torch.Generator().manual_seed(0), steps=steps
+        )
         assert (x < PROCESS.n_symbols).all(), (steps, int((x >= PROCESS.n_symbols).sum()))
 
 
@@ -106,8 +131,15 @@ def test_ratio_samplers_with_the_exact_ratios_reproduce_p(sampler, graph):
     cfg, diffusion = sedd_diffusion(graph)
     tvs = {}
     for steps in (2, 40):
-        x, nfe = sampler.sample(exact_ratio_apply(seqs, p, cfg), None, diffusion, batch_size=20_000, seq_len=3,
-                                generator=torch.Generator().manual_seed(0), steps=steps)
+        x, nfe = sampler.sample(
+            exact_ratio_apply(seqs, p, cfg),
+            None,
+            diffusion,
+            batch_size=20_000,
+            seq_len=3,
+            generator=torch.Generator().manual_seed(0),
+            steps=steps,
+        )
         assert (x < 3).all() and nfe == steps
         tvs[steps] = tv_to_p(x, p)
     assert tvs[40] < 0.05 and tvs[2] > 0.2, tvs
@@ -119,12 +151,26 @@ def test_uniform_ancestral_with_the_exact_denoiser_reproduces_p_and_is_the_analy
     seqs, p = toy_distribution(n_symbols=3, L=3)
     cfg = udlm.UDLMConfig(process=UNIFORM)
     apply = exact_uniform_apply(seqs, p, UNIFORM, lambda t: cfg.schedule(t)[0])
-    x, nfe = ancestral.sample(apply, None, udlm.diffusion(cfg), batch_size=20_000, seq_len=3,
-                              generator=torch.Generator().manual_seed(0), steps=40)
+    x, nfe = ancestral.sample(
+        apply,
+        None,
+        udlm.diffusion(cfg),
+        batch_size=20_000,
+        seq_len=3,
+        generator=torch.Generator().manual_seed(0),
+        steps=40,
+    )
     assert nfe == 40 and tv_to_p(x, p) < 0.05
     ratio_cfg, diffusion = sedd_diffusion(UNIFORM)
-    y, _ = analytic.sample(exact_ratio_apply(seqs, p, ratio_cfg), None, diffusion, batch_size=20_000, seq_len=3,
-                           generator=torch.Generator().manual_seed(0), steps=40)
+    y, _ = analytic.sample(
+        exact_ratio_apply(seqs, p, ratio_cfg),
+        None,
+        diffusion,
+        batch_size=20_000,
+        seq_len=3,
+        generator=torch.Generator().manual_seed(0),
+        steps=40,
+    )
     assert (x == y).float().mean() > 0.999  # equal up to float ties at a few Gumbel-max boundaries
 
 
@@ -147,20 +193,42 @@ def test_ratio_samplers_stop_calling_once_nothing_can_move_and_ancestral_refuses
     seqs, p = toy_distribution(n_symbols=3, L=3)
     cfg, diffusion = sedd_diffusion(PROCESS)
     for sampler in (analytic, euler):
-        x, nfe = sampler.sample(exact_ratio_apply(seqs, p, cfg), None, diffusion, batch_size=1, seq_len=3,
-                                generator=torch.Generator().manual_seed(0), steps=1000)
+        x, nfe = sampler.sample(
+            exact_ratio_apply(seqs, p, cfg),
+            None,
+            diffusion,
+            batch_size=1,
+            seq_len=3,
+            generator=torch.Generator().manual_seed(0),
+            steps=1000,
+        )
         assert (x < 3).all() and 1 <= nfe < 1000  # no call after the last mask is revealed
     with pytest.raises(ValueError, match="analytic or euler"):
-        ancestral.sample(exact_ratio_apply(seqs, p, cfg), None, diffusion, batch_size=1, seq_len=3,
-                         generator=torch.Generator(), steps=10)
+        ancestral.sample(
+            exact_ratio_apply(seqs, p, cfg),
+            None,
+            diffusion,
+            batch_size=1,
+            seq_len=3,
+            generator=torch.Generator(),
+            steps=10,
+        )
 
 
 # ---- the masked-diffusion samplers of the sampler axis ------------------------------------------
 
+
 def draw(sampler, diffusion, n=20_000, seed=0, apply=None, **kw):
     seqs, p = toy_distribution(n_symbols=3, L=3)
-    return sampler.sample(apply or exact_apply(seqs, p, 3), None, diffusion, batch_size=n, seq_len=3,
-                          generator=torch.Generator().manual_seed(seed), **kw)
+    return sampler.sample(
+        apply or exact_apply(seqs, p, 3),
+        None,
+        diffusion,
+        batch_size=n,
+        seq_len=3,
+        generator=torch.Generator().manual_seed(seed),
+        **kw,
+    )
 
 
 def test_the_cache_skips_calls_without_changing_a_sample():
@@ -218,8 +286,14 @@ def test_remdm_remasks_revealed_tokens_and_keeps_the_marginals():
 def test_confidence_reveals_the_most_confident_positions_on_schedule(rule):
     seqs, p = toy_distribution(n_symbols=3, L=3)
     states = []
-    x, nfe = draw(confidence, MDLM, n=500, steps=3, options=confidence.Options(rule=rule, schedule="linear"),
-                  on_step=lambda s, z: states.append((z == 3).sum(-1)))
+    x, nfe = draw(
+        confidence,
+        MDLM,
+        n=500,
+        steps=3,
+        options=confidence.Options(rule=rule, schedule="linear"),
+        on_step=lambda s, z: states.append((z == 3).sum(-1)),
+    )
     assert nfe == 3 and (x < 3).all()
     assert [int(m.max()) for m in states] == [2, 1, 0]  # one token per step on the linear schedule
     again = draw(confidence, MDLM, n=500, steps=3, options=confidence.Options(rule=rule, schedule="linear"))
@@ -235,8 +309,11 @@ def test_conditional_samples_follow_p_given_the_fixed_tokens():
     condition = torch.tensor([-1, 2, -1])
     given = (seqs[:, 1] == 2).double() * p
     given /= given.sum()
-    for sampler, kw in [(ancestral, {"steps": 200}), (first_hitting, {}),
-                        (remdm, {"steps": 200, "options": remdm.Options(eta=0.01)})]:
+    for sampler, kw in [
+        (ancestral, {"steps": 200}),
+        (first_hitting, {}),
+        (remdm, {"steps": 200, "options": remdm.Options(eta=0.01)}),
+    ]:
         x, _ = draw(sampler, MDLM, condition=condition, **kw)
         assert (x[:, 1] == 2).all() and tv_to_p(x, given) < 0.05, sampler.__name__
     for sampler in (confidence, analytic, euler):

@@ -30,8 +30,9 @@ def test_top_k_keeps_the_k_most_likely():
     assert torch.isfinite(out).tolist() == [[False, True, False, True], [True, True, False, False]]
     torch.testing.assert_close(out[torch.isfinite(out)], logits[torch.isfinite(out)])
     assert torch.equal(sampling.top_k(0)(logits), logits) and torch.equal(sampling.top_k(9)(logits), logits)
-    draws = sampling.categorical(sampling.top_k(1)(logits.expand(1000, 2, 4)),
-                                 sampling.gumbels(torch.Generator().manual_seed(0), (1000, 2, 4)))
+    draws = sampling.categorical(
+        sampling.top_k(1)(logits.expand(1000, 2, 4)), sampling.gumbels(torch.Generator().manual_seed(0), (1000, 2, 4))
+    )
     assert (draws == torch.tensor([1, 0])).all()  # top-1 is greedy
 
 
@@ -42,17 +43,28 @@ def test_temperature_and_compose():
     assert torch.isfinite(both(logits)).tolist() == [False, False, True]
 
 
-@pytest.mark.parametrize("bad", [lambda: sampling.temperature(0.0), lambda: sampling.top_p(0.0),
-                                 lambda: sampling.top_p(1.5), lambda: sampling.top_k(-1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: sampling.temperature(0.0),
+        lambda: sampling.top_p(0.0),
+        lambda: sampling.top_p(1.5),
+        lambda: sampling.top_k(-1),
+    ],
+)
 def test_bad_transform_arguments_are_refused(bad):
     with pytest.raises(ValueError, match="must be"):
         bad()
 
 
-@pytest.mark.parametrize("low, gap, n", [
-    (torch.bfloat16, 6.5, 400_000),
-    pytest.param(torch.float32, 17.0, 1_000_000_000, marks=pytest.mark.slow),
-], ids=["bfloat16", "float32"])
+@pytest.mark.parametrize(
+    "low, gap, n",
+    [
+        (torch.bfloat16, 6.5, 400_000),
+        pytest.param(torch.float32, 17.0, 1_000_000_000, marks=pytest.mark.slow),
+    ],
+    ids=["bfloat16", "float32"],
+)
 def test_low_precision_gumbels_drop_the_tail_and_float64_keeps_it(low, gap, n):
     """A symbol log(p_head / p_tail) = gap below the best wins a Gumbel-max draw only when its Gumbel
     beats the best's by gap; low-precision uniforms cap the Gumbels (float32 near 16, bfloat16 near 5),

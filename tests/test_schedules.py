@@ -3,8 +3,13 @@ import torch
 
 from nanodd import schedules
 
-CONTINUOUS = [schedules.Linear(), schedules.Cosine(), schedules.LogLinear(eps=1e-3), schedules.Polynomial(w=3.0),
-              schedules.Geometric(sigma_min=1e-3, sigma_max=20.0)]
+CONTINUOUS = [
+    schedules.Linear(),
+    schedules.Cosine(),
+    schedules.LogLinear(eps=1e-3),
+    schedules.Polynomial(w=3.0),
+    schedules.Geometric(sigma_min=1e-3, sigma_max=20.0),
+]
 
 
 @pytest.mark.parametrize("schedule", CONTINUOUS, ids=lambda s: type(s).__name__)

@@ -55,11 +55,26 @@ def test_registering_a_method_that_breaks_the_protocol_names_the_problem():
 
 
 def tiny(corpus, out_dir, method, **train):
-    defaults = dict(batch_size=8, grad_accum=1, max_iters=20, lr=3e-3, warmup_iters=2, eval_interval=1000,
-                    eval_batches=1, log_interval=5, ema_decay=0.9, dtype="fp32", device="cpu", out_dir=str(out_dir))
-    return Config(model=DiTConfig(d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0), method=method,
-                  data=DataConfig(source=str(corpus), data_dir=str(out_dir.parent / "data"), seq_len=32),
-                  train=TrainConfig(**(defaults | train)))
+    defaults = dict(
+        batch_size=8,
+        grad_accum=1,
+        max_iters=20,
+        lr=3e-3,
+        warmup_iters=2,
+        eval_interval=1000,
+        eval_batches=1,
+        log_interval=5,
+        ema_decay=0.9,
+        dtype="fp32",
+        device="cpu",
+        out_dir=str(out_dir),
+    )
+    return Config(
+        model=DiTConfig(d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0),
+        method=method,
+        data=DataConfig(source=str(corpus), data_dir=str(out_dir.parent / "data"), seq_len=32),
+        train=TrainConfig(**(defaults | train)),
+    )
 
 
 def test_a_method_from_outside_nanodd_trains_through_the_unmodified_shell(corpus, tmp_path):
@@ -108,9 +123,11 @@ def test_a_composed_loss_differentiates_as_the_sum_of_its_parts():
     x0 = torch.randint(0, 27, (4, 16), generator=torch.Generator().manual_seed(0))
     noise = mixed_noise(torch.Generator().manual_seed(1), x0, Slot())
     grad = torch.func.grad(lambda ps: mixed_loss(apply, ps, x0, noise)[0])(params)
-    parts = [torch.func.grad(lambda ps: mdlm.loss(apply, ps, x0, noise["mdlm"], cfg=MDLM)[0])(params),
-             torch.func.grad(lambda ps: d3pm.loss(apply, ps, x0, noise["d3pm"], cfg=D3PM)[0])(params),
-             torch.func.grad(lambda ps: ps["vocab_embed.weight"].square().sum())(params)]
+    parts = [
+        torch.func.grad(lambda ps: mdlm.loss(apply, ps, x0, noise["mdlm"], cfg=MDLM)[0])(params),
+        torch.func.grad(lambda ps: d3pm.loss(apply, ps, x0, noise["d3pm"], cfg=D3PM)[0])(params),
+        torch.func.grad(lambda ps: ps["vocab_embed.weight"].square().sum())(params),
+    ]
     for k in params:
         torch.testing.assert_close(grad[k], parts[0][k] + 0.1 * parts[1][k] + 1e-3 * parts[2][k], msg=k)
     assert grad["vocab_embed.weight"].abs().sum() > 0 and parts[1]["blocks.1.mlp.0.weight"].abs().sum() > 0
@@ -125,9 +142,11 @@ def test_a_composed_loss_trains_through_the_shell_and_its_parts_are_logged(corpu
 
 def recording(names: list):
     """MDLM's loss, noting the parameter names it is handed."""
+
     def loss(apply, params, x0, noise):
         names.append(sorted(params))
         return mdlm.loss(apply, params, x0, noise, cfg=MDLM)
+
     return loss
 
 
@@ -145,8 +164,9 @@ def fast_compile(monkeypatch=None):
 def test_the_loss_sees_the_models_own_names_in_one_process(corpus, tmp_path, monkeypatch, compile):
     fast_compile(monkeypatch)
     names = []
-    trainer = Trainer(tiny(corpus, tmp_path / "run", MDLM, compile=compile), dist.setup("cpu"), Log(None, True),
-                      loss=recording(names))
+    trainer = Trainer(
+        tiny(corpus, tmp_path / "run", MDLM, compile=compile), dist.setup("cpu"), Log(None, True), loss=recording(names)
+    )
     before = {k: v.detach().clone() for k, v in params_of(trainer.state.model).items()}
     trainer.train_step()
     assert type(trainer.net).__name__ == ("OptimizedModule" if compile else "DiT")
@@ -155,8 +175,9 @@ def test_the_loss_sees_the_models_own_names_in_one_process(corpus, tmp_path, mon
 
 
 def ddp_worker(rank, world, port, cfg_dict, compile, real_compile, out):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     if compile and not real_compile:
         fast_compile()
@@ -166,8 +187,15 @@ def ddp_worker(rank, world, port, cfg_dict, compile, real_compile, out):
     times = [trainer.micro_batch(m)[1]["t"] for m in range(cfg.train.grad_accum)]
     for _ in range(2):
         trainer.train_step()
-    torch.save({"names": names, "times": times, "wrapper": type(trainer.net.module).__name__,
-                "params": {k: v.detach() for k, v in params_of(trainer.state.model).items()}}, f"{out}/rank{rank}.pt")
+    torch.save(
+        {
+            "names": names,
+            "times": times,
+            "wrapper": type(trainer.net.module).__name__,
+            "params": {k: v.detach() for k, v in params_of(trainer.state.model).items()},
+        },
+        f"{out}/rank{rank}.pt",
+    )
     dist.teardown()
 
 

@@ -56,7 +56,7 @@ def test_score_entropy_of_the_exact_ratios_is_the_exact_nll_of_every_sequence(to
     nll = -p.log()
     assert (residual(seqs, p, cfg).abs() < 0.5 * se).all()  # negligible beside the 3 s.e. tolerance
     assert (se < 0.035 * nll).all(), (se / nll).max()
-    assert ((mean - nll).abs() < 3 * se).all(), ((mean - nll) / se)
+    assert ((mean - nll).abs() < 3 * se).all(), (mean - nll) / se
 
 
 @pytest.mark.parametrize("graph", GRAPHS)
@@ -64,8 +64,10 @@ def test_the_sedd_check_fails_with_a_flipped_log_term_or_without_the_constant(to
     seqs, p = toy
     cfg, nll = config(graph), -p.log()
     apply = exact_ratio_apply(seqs, p, cfg)
-    wrong = {"flipped sign": lambda log_s, rho: log_s.exp() - rho - torch.xlogy(rho, rho) + rho * log_s,
-             "no K(rho) term": lambda log_s, rho: log_s.exp() - rho * log_s}
+    wrong = {
+        "flipped sign": lambda log_s, rho: log_s.exp() - rho - torch.xlogy(rho, rho) + rho * log_s,
+        "no K(rho) term": lambda log_s, rho: log_s.exp() - rho * log_s,
+    }
     for name, entropy in wrong.items():
         monkeypatch.setattr(bounds, "score_entropy", entropy)
         mean, se = loss_of_each_sequence(sedd, apply, seqs, cfg, n_batches=10)
@@ -81,4 +83,4 @@ def test_the_ratio_reader_scales_by_sigma_and_fixes_the_current_symbol():
     assert log_s[0, 0, 0] == 0 and log_s[0, 1, 3] == 0
     torch.testing.assert_close(log_s[0, 1, :3], torch.full((3,), expected, dtype=torch.float64))
     plain = sedd.log_ratios(sedd.SEDDConfig(process=Uniform(n_symbols=3), scale_by_sigma=False))
-    assert (plain(torch.ones(1, 2, 3), torch.tensor([[0, 2]]), alpha) == torch.tensor([[[0, 1, 1], [1, 1, 0.]]])).all()
+    assert (plain(torch.ones(1, 2, 3), torch.tensor([[0, 2]]), alpha) == torch.tensor([[[0, 1, 1], [1, 1, 0.0]]])).all()

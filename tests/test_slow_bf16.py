@@ -34,7 +34,9 @@ def test_bf16_matmuls_are_slow_here_and_auto_is_fp32():
 
 
 def test_subprocesses_are_slow_too():
-    code = ("import time, torch; a = torch.randn(512, 512).bfloat16(); t = time.perf_counter(); a @ a; "
-            "from nanodd.shell import dist; print(time.perf_counter() - t, dist.cpu_has_native_bf16())")
+    code = (
+        "import time, torch; a = torch.randn(512, 512).bfloat16(); t = time.perf_counter(); a @ a; "
+        "from nanodd.shell import dist; print(time.perf_counter() - t, dist.cpu_has_native_bf16())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert float(out[0]) >= SECONDS and out[1] == "False"

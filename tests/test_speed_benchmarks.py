@@ -17,13 +17,35 @@ def bench(args: list[str], cache: Path) -> subprocess.CompletedProcess:
 
 
 def table(stdout: str) -> list[list[str]]:
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in stdout.splitlines()
-            if line.startswith("| ") and not line.startswith("| dtype") and not line.startswith("| phase")
-            and not line.startswith("| operator")]
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in stdout.splitlines()
+        if line.startswith("| ")
+        and not line.startswith("| dtype")
+        and not line.startswith("| phase")
+        and not line.startswith("| operator")
+    ]
 
 
-TINY = ["benchmarks/train_throughput.py", "--d-model", "32", "--n-blocks", "1", "--n-heads", "2", "--batch-size", "2",
-        "--seq-len", "32", "--steps", "1", "--rounds", "2", "--compile", "False"]
+TINY = [
+    "benchmarks/train_throughput.py",
+    "--d-model",
+    "32",
+    "--n-blocks",
+    "1",
+    "--n-heads",
+    "2",
+    "--batch-size",
+    "2",
+    "--seq-len",
+    "32",
+    "--steps",
+    "1",
+    "--rounds",
+    "2",
+    "--compile",
+    "False",
+]
 
 
 def test_train_throughput_prints_every_path_the_cpu_has_and_says_what_it_skipped(tmp_path):
@@ -53,11 +75,14 @@ def test_profile_step_prints_the_phases_and_the_top_operators(tmp_path):
     assert ", fp32, compile off:" in done.stdout  # 'auto' on a CPU without native bf16
 
 
-@pytest.mark.parametrize("args, message", [
-    (["benchmarks/train_throughput.py", "--rounds", "0"], "error: --rounds must be >= 1, got 0"),
-    (["benchmarks/train_throughput.py", "--d-model", "30"], "error: --d-model must split into --n-heads 4 heads"),
-    (["-m", "benchmarks.profile_step", "--sizes", "big"], "error: --sizes must be one of benchmark, demo"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["benchmarks/train_throughput.py", "--rounds", "0"], "error: --rounds must be >= 1, got 0"),
+        (["benchmarks/train_throughput.py", "--d-model", "30"], "error: --d-model must split into --n-heads 4 heads"),
+        (["-m", "benchmarks.profile_step", "--sizes", "big"], "error: --sizes must be one of benchmark, demo"),
+    ],
+)
 def test_bad_options_are_one_line(tmp_path, args, message):
     done = bench(args, tmp_path)
     assert done.returncode == 2 and done.stdout == ""

@@ -14,16 +14,46 @@ import pytest
 
 from experiments import sweep
 
-TINY = ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16",
-        "--data.seq-len", "32", "--train.batch-size", "8", "--train.eval-batches", "2", "--train.warmup-iters", "2",
-        "--train.dtype", "fp32", "--train.device", "cpu", "--sweep.eval-chunks", "4"]
+TINY = [
+    "--model.d-model",
+    "32",
+    "--model.n-heads",
+    "2",
+    "--model.n-blocks",
+    "1",
+    "--model.cond-dim",
+    "16",
+    "--data.seq-len",
+    "32",
+    "--train.batch-size",
+    "8",
+    "--train.eval-batches",
+    "2",
+    "--train.warmup-iters",
+    "2",
+    "--train.dtype",
+    "fp32",
+    "--train.device",
+    "cpu",
+    "--sweep.eval-chunks",
+    "4",
+]
 LR = ["--sweep.field", "train.lr", "--sweep.values", "1e-3", "3e-3"]
 ROWS = ["train.lr=0.001", "train.lr=0.003"]
 
 
 def args(corpus, tmp_path, *extra) -> list[str]:
-    return ["demo", *TINY, "--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"),
-            "--sweep.dir", str(tmp_path / "sweep"), *extra]
+    return [
+        "demo",
+        *TINY,
+        "--data.source",
+        str(corpus),
+        "--data.data-dir",
+        str(tmp_path / "data"),
+        "--sweep.dir",
+        str(tmp_path / "sweep"),
+        *extra,
+    ]
 
 
 def results(root: Path) -> list[dict]:
@@ -50,8 +80,10 @@ def trainings(monkeypatch):
 
 
 def test_two_values_write_two_rows_and_a_rerun_redoes_neither(corpus, tmp_path, trainings, capsys):
-    root, cli_args = tmp_path / "sweep", args(corpus, tmp_path, "--train.max-iters", "20", "--train.log-interval", "10",
-                                              *LR)
+    root, cli_args = (
+        tmp_path / "sweep",
+        args(corpus, tmp_path, "--train.max-iters", "20", "--train.log-interval", "10", *LR),
+    )
     sweep.cli(cli_args)
     rows = results(root)
     assert trainings == ROWS and [r["row"] for r in rows] == ROWS
@@ -72,11 +104,28 @@ def test_two_values_write_two_rows_and_a_rerun_redoes_neither(corpus, tmp_path, 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_a_sweep_stopped_mid_row_keeps_the_finished_row_and_a_rerun_finishes_only_the_missing_one(
-        corpus, tmp_path, trainings, sig):
-    root, cli_args = tmp_path / "sweep", args(corpus, tmp_path, "--train.max-iters", "120", "--train.log-interval", "1",
-                                              "--train.eval-interval", "60", *LR)
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *cli_args], stderr=subprocess.PIPE, text=True,
-                            env=os.environ | {"OMP_NUM_THREADS": "1"})
+    corpus, tmp_path, trainings, sig
+):
+    root, cli_args = (
+        tmp_path / "sweep",
+        args(
+            corpus,
+            tmp_path,
+            "--train.max-iters",
+            "120",
+            "--train.log-interval",
+            "1",
+            "--train.eval-interval",
+            "60",
+            *LR,
+        ),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.sweep", *cli_args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+    )
     second = root / ROWS[1] / "metrics.jsonl"
     deadline = time.time() + 120
     while not (second.exists() and (root / "results.csv").exists()):  # row 1 recorded, row 2 training
@@ -101,22 +150,42 @@ def test_a_sweep_stopped_mid_row_keeps_the_finished_row_and_a_rerun_finishes_onl
     assert len([line for line in second.read_text().splitlines() if '"loss"' in line]) == 120  # started afresh
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--sweep.field", "train.nope", "--sweep.values", "1"], "train (TrainConfig) has no field 'nope'; it has batch_size"),
-    (["--sweep.field", "nope.lr", "--sweep.values", "1"], "the config (Config) has no field 'nope'"),
-    (["--sweep.field", "train.lr.x", "--sweep.values", "1"], "train.lr (float) has no field 'x' (it is a value"),
-    (["--sweep.field", "train", "--sweep.values", "1"], "--sweep.field train is a section (TrainConfig)"),
-    (["--sweep.field", "method.hybrid_coeff", "--sweep.values", "x"], "'x' is not a value of method.hybrid_coeff (float)"),
-    (["--sweep.field", "train.max-iters", "--sweep.values", "10", "1.5"], "'1.5' is not a value of train.max_iters (int)"),
-    (["--sweep.field", "train.dtype", "--sweep.values", "fp16"], "'fp16' is not a value of train.dtype (Literal"),
-    (["--sweep.field", "train.lr", "model.d-model", "--sweep.values", "1e-3,3e-3"], "2 fields need 2 comma-separated"),
-    (["--sweep.field", "train.lr", "train.seed", "--sweep.values", "1e-3,3e-3", "1", "--sweep.mode", "zip"],
-     "zip needs as many values for every field, got [2, 1]"),
-    (["--sweep.field", "method.T", "--sweep.values", "0"], ("row method.T=0: ", "--method.T")),
-    (["--sweep.field", "train.min-lr", "--sweep.values", "1"], ("row train.min_lr=1.0: ", "--train.min-lr")),
-    (["--sweep.field", "train.out-dir", "--sweep.values", "x"], "not train.out_dir or train.resume"),
-    (["--sweep.field", "train.lr", "--sweep.values", "1e-3", "--sweep.eval-chunks", "1"], "--sweep.eval-chunks must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (
+            ["--sweep.field", "train.nope", "--sweep.values", "1"],
+            "train (TrainConfig) has no field 'nope'; it has batch_size",
+        ),
+        (["--sweep.field", "nope.lr", "--sweep.values", "1"], "the config (Config) has no field 'nope'"),
+        (["--sweep.field", "train.lr.x", "--sweep.values", "1"], "train.lr (float) has no field 'x' (it is a value"),
+        (["--sweep.field", "train", "--sweep.values", "1"], "--sweep.field train is a section (TrainConfig)"),
+        (
+            ["--sweep.field", "method.hybrid_coeff", "--sweep.values", "x"],
+            "'x' is not a value of method.hybrid_coeff (float)",
+        ),
+        (
+            ["--sweep.field", "train.max-iters", "--sweep.values", "10", "1.5"],
+            "'1.5' is not a value of train.max_iters (int)",
+        ),
+        (["--sweep.field", "train.dtype", "--sweep.values", "fp16"], "'fp16' is not a value of train.dtype (Literal"),
+        (
+            ["--sweep.field", "train.lr", "model.d-model", "--sweep.values", "1e-3,3e-3"],
+            "2 fields need 2 comma-separated",
+        ),
+        (
+            ["--sweep.field", "train.lr", "train.seed", "--sweep.values", "1e-3,3e-3", "1", "--sweep.mode", "zip"],
+            "zip needs as many values for every field, got [2, 1]",
+        ),
+        (["--sweep.field", "method.T", "--sweep.values", "0"], ("row method.T=0: ", "--method.T")),
+        (["--sweep.field", "train.min-lr", "--sweep.values", "1"], ("row train.min_lr=1.0: ", "--train.min-lr")),
+        (["--sweep.field", "train.out-dir", "--sweep.values", "x"], "not train.out_dir or train.resume"),
+        (
+            ["--sweep.field", "train.lr", "--sweep.values", "1e-3", "--sweep.eval-chunks", "1"],
+            "--sweep.eval-chunks must be >= 2",
+        ),
+    ],
+)
 def test_bad_input_is_one_error_line_and_exit_2_before_anything_runs(corpus, tmp_path, capsys, extra, message):
     """(A row's own config check is quoted after the row's name, whatever its wording.)"""
     with pytest.raises(SystemExit) as exit:

@@ -30,8 +30,16 @@ def runs(corpus, tmp_path_factory):
 def test_two_methods_on_one_table_and_plot(runs, tmp_path, capsys):
     table, picture = tmp_path / "out" / "t.csv", tmp_path / "t.png"
     n_t = 8
-    timesteps.main(timesteps.Options((runs["demo"], runs["mdlm-demo"]), n_t=n_t, batch=3, chunk_size=3,
-                                     csv=str(table), plot=str(picture) if has_matplotlib() else None))
+    timesteps.main(
+        timesteps.Options(
+            (runs["demo"], runs["mdlm-demo"]),
+            n_t=n_t,
+            batch=3,
+            chunk_size=3,
+            csv=str(table),
+            plot=str(picture) if has_matplotlib() else None,
+        )
+    )
     rows = list(csv.DictReader(table.open()))
     assert [r["method"] for r in rows] == ["d3pm"] * n_t + ["mdlm"] * n_t
     assert [float(r["t"]) for r in rows[:n_t]] == [(i + 0.5) / n_t for i in range(n_t)]
@@ -51,18 +59,24 @@ def has_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--batch", "1"], "--batch must be >= 2"),
-    (["--n-t", "0"], "--n-t must be >= 1"),
-    (["--chunk-size", "0"], "--chunk-size must be >= 1"),
-    (["JUDGE"], "is an autoregressive judge"),
-    (["/nonexistent/run"], "not found"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--batch", "1"], "--batch must be >= 2"),
+        (["--n-t", "0"], "--n-t must be >= 1"),
+        (["--chunk-size", "0"], "--chunk-size must be >= 1"),
+        (["JUDGE"], "is an autoregressive judge"),
+        (["/nonexistent/run"], "not found"),
+    ],
+)
 def test_bad_input_is_one_line(runs, tmp_path, args, message):
     args = [runs["ar-demo"] if a == "JUDGE" else a for a in args]
     if not any(not a.startswith("-") and not a.isdigit() for a in args):
         args = [runs["demo"], *args]
-    proc = subprocess.run([sys.executable, "-m", "experiments.timesteps", *args, "--csv", str(tmp_path / "x.csv")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.timesteps", *args, "--csv", str(tmp_path / "x.csv")],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("error:") and message in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.csv").exists()

@@ -21,13 +21,28 @@ from nanodd.shell import dist
 from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer, lr_at, train
 
+
 def tiny(corpus, out_dir, **train):
-    defaults = dict(batch_size=8, grad_accum=1, max_iters=4, lr=3e-3, warmup_iters=2, eval_interval=1000,
-                    eval_batches=2, log_interval=2, ema_decay=0.9, dtype="fp32", device="cpu", out_dir=str(out_dir))
-    return Config(model=DiTConfig(d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0),
-                  method=D3PMConfig(T=100),
-                  data=DataConfig(source=str(corpus), data_dir=str(out_dir.parent / "data"), seq_len=32),
-                  train=TrainConfig(**(defaults | train)))
+    defaults = dict(
+        batch_size=8,
+        grad_accum=1,
+        max_iters=4,
+        lr=3e-3,
+        warmup_iters=2,
+        eval_interval=1000,
+        eval_batches=2,
+        log_interval=2,
+        ema_decay=0.9,
+        dtype="fp32",
+        device="cpu",
+        out_dir=str(out_dir),
+    )
+    return Config(
+        model=DiTConfig(d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0),
+        method=D3PMConfig(T=100),
+        data=DataConfig(source=str(corpus), data_dir=str(out_dir.parent / "data"), seq_len=32),
+        train=TrainConfig(**(defaults | train)),
+    )
 
 
 def free_port() -> int:
@@ -37,16 +52,18 @@ def free_port() -> int:
 
 
 def ddp_worker(rank, world, port, cfg_dict, steps, out):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
     torch.set_num_threads(1)
     runtime = dist.setup("cpu")
     trainer = Trainer(from_dict(cfg_dict), runtime, Log(None, rank == 0))
     for _ in range(steps):
         trainer.train_step()
     x0, _ = trainer.micro_batch(0)
-    torch.save({"params": {k: v.detach() for k, v in params_of(trainer.state.model).items()}, "x0": x0},
-               f"{out}/rank{rank}.pt")
+    torch.save(
+        {"params": {k: v.detach() for k, v in params_of(trainer.state.model).items()}, "x0": x0}, f"{out}/rank{rank}.pt"
+    )
     dist.teardown()
 
 
@@ -62,7 +79,9 @@ class GlobalBatch(Trainer):
 
 
 @pytest.mark.parametrize("dtype, tolerance", [("fp32", 1e-6), ("bf16", 2e-3)])
-def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_batch(corpus, tmp_path, dtype, tolerance):
+def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_batch(
+    corpus, tmp_path, dtype, tolerance
+):
     """Bit-identical ranks in fp32 and on the bf16 fast path; against one process on the global batch the
     bf16 matmuls round differently (other batch shapes), hence the looser match there."""
     cfg = tiny(corpus, tmp_path / "run", grad_accum=2, dtype=dtype)
@@ -84,13 +103,23 @@ def test_ddp_two_gloo_ranks_stay_identical_and_match_one_process_on_the_global_b
     assert moved > 0.8 * len(initial)
 
 
-@pytest.mark.parametrize("preset, steps", [("demo", 300), ("sedd-absorb-demo", 300), ("sedd-uniform-demo", 1000),
-                                           ("udlm-demo", 800), ("ar-demo", 300)])
+@pytest.mark.parametrize(
+    "preset, steps",
+    [("demo", 300), ("sedd-absorb-demo", 300), ("sedd-uniform-demo", 1000), ("udlm-demo", 800), ("ar-demo", 300)],
+)
 def test_a_short_run_learns(corpus, tmp_path, preset, steps):
     """Each demo preset's method (MDLM's is in test_mdlm) and the AR judge learn on a tiny model;
     uniform noise hides more of the text at every t, so its methods get more steps."""
-    cfg = tiny(corpus, tmp_path / "run", max_iters=steps, log_interval=20, lr=3e-3, warmup_iters=20,
-               batch_size=16, eval_interval=steps)
+    cfg = tiny(
+        corpus,
+        tmp_path / "run",
+        max_iters=steps,
+        log_interval=20,
+        lr=3e-3,
+        warmup_iters=20,
+        batch_size=16,
+        eval_interval=steps,
+    )
     cfg = dataclasses.replace(cfg, method=text8.PRESETS[preset][1].method)
     last = train(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -110,6 +139,7 @@ def test_lr_schedule_warms_up_then_decays_to_min():
 
 # ---- the CLI ----------------------------------------------------------------------------------
 
+
 def run_cli(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["text8", *args])
     try:
@@ -121,9 +151,21 @@ def run_cli(monkeypatch, capsys, *args):
     return code, out.out, out.err
 
 
-@pytest.mark.parametrize("args", [[], ["prepare"], ["train"], ["train", "d3pm-text8"], ["train", "d3pm-text8-8gpu"],
-                                  ["train", "demo"], ["train", "sedd-uniform-text8"], ["sample"], ["demo"],
-                                  ["demo", "udlm-demo"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["prepare"],
+        ["train"],
+        ["train", "d3pm-text8"],
+        ["train", "d3pm-text8-8gpu"],
+        ["train", "demo"],
+        ["train", "sedd-uniform-text8"],
+        ["sample"],
+        ["demo"],
+        ["demo", "udlm-demo"],
+    ],
+)
 def test_help_of_every_subcommand(monkeypatch, capsys, args):
     code, out, _ = run_cli(monkeypatch, capsys, *args, "--help")
     assert code == 0 and "usage" in out
@@ -134,10 +176,18 @@ def test_presets_follow_the_nanodd_recipe():
     m, t = cfg.model, cfg.train
     assert (m.d_model, m.n_heads, m.n_blocks, m.cond_dim, m.dropout) == (768, 12, 12, 128, 0.025)
     assert (cfg.method.T, cfg.method.hybrid_coeff, cfg.data.seq_len) == (1000, 0.05, 256)
-    assert (t.batch_size, t.grad_accum, t.lr, t.min_lr, t.warmup_iters, t.max_iters) == (256, 4, 1e-3, 1e-5, 2500, 500_000)
+    assert (t.batch_size, t.grad_accum, t.lr, t.min_lr, t.warmup_iters, t.max_iters) == (
+        256,
+        4,
+        1e-3,
+        1e-5,
+        2500,
+        500_000,
+    )
     assert (t.weight_decay, t.beta1, t.beta2, t.grad_clip) == (0.1, 0.9, 0.98, 0.1) and t.ema_decay > 0
     assert text8.PRESETS["d3pm-text8-8gpu"][1] == dataclasses.replace(
-        cfg, train=dataclasses.replace(t, grad_accum=1, out_dir="runs/d3pm-text8-8gpu"))
+        cfg, train=dataclasses.replace(t, grad_accum=1, out_dir="runs/d3pm-text8-8gpu")
+    )
 
 
 @pytest.mark.parametrize("name, vocab", [("sedd-absorb-text8", 28), ("sedd-uniform-text8", 27), ("udlm-text8", 27)])
@@ -146,25 +196,62 @@ def test_sedd_and_udlm_presets_follow_their_papers(name, vocab):
     network's vocabulary follows the process (no mask id under uniform noise)."""
     cfg = text8.PRESETS[name][1]
     t = cfg.train
-    assert (t.batch_size * t.grad_accum, cfg.data.seq_len, t.lr, t.grad_clip, t.ema_decay) == (512, 256, 3e-4, 1.0, 0.9999)
+    assert (t.batch_size * t.grad_accum, cfg.data.seq_len, t.lr, t.grad_clip, t.ema_decay) == (
+        512,
+        256,
+        3e-4,
+        1.0,
+        0.9999,
+    )
     assert cfg.model == text8.PRESETS["d3pm-text8"][1].model and network_config(cfg).vocab_size == vocab
 
 
-TINY_ARGS = ["--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16",
-             "--data.seq-len", "32", "--train.batch-size", "4", "--train.max-iters", "3", "--train.warmup-iters", "1",
-             "--train.eval-batches", "1", "--train.device", "cpu"]
+TINY_ARGS = [
+    "--model.d-model",
+    "32",
+    "--model.n-heads",
+    "2",
+    "--model.n-blocks",
+    "1",
+    "--model.cond-dim",
+    "16",
+    "--data.seq-len",
+    "32",
+    "--train.batch-size",
+    "4",
+    "--train.max-iters",
+    "3",
+    "--train.warmup-iters",
+    "1",
+    "--train.eval-batches",
+    "1",
+    "--train.device",
+    "cpu",
+]
 
 
 def test_demo_then_sample_end_to_end(monkeypatch, capsys, corpus, tmp_path):
     out = tmp_path / "run"
     common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"), "--train.out-dir", str(out)]
-    code, stdout, err = run_cli(monkeypatch, capsys, "demo", *TINY_ARGS, *common, "--sample.batch-size", "2",
-                                "--sample.steps", "50")
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "demo", *TINY_ARGS, *common, "--sample.batch-size", "2", "--sample.steps", "50"
+    )
     assert code == 0, err
     assert "validation bound" in err and "masked]" in err  # progress and the (non-terminal) unmasking view
     assert len(stdout.split("\n\n")) == 2
-    code, stdout, err = run_cli(monkeypatch, capsys, "sample", str(out), "--sample.batch-size", "3",
-                                "--sample.out", str(tmp_path / "s.txt"), "--sample.top-p", "0.9", "--sample.metrics")
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "sample",
+        str(out),
+        "--sample.batch-size",
+        "3",
+        "--sample.out",
+        str(tmp_path / "s.txt"),
+        "--sample.top-p",
+        "0.9",
+        "--sample.metrics",
+    )
     assert code == 0, err
     assert '"word_in_vocab"' in err and '"bigram_entropy_data"' in err
     lines = (tmp_path / "s.txt").read_text().splitlines()
@@ -174,8 +261,19 @@ def test_demo_then_sample_end_to_end(monkeypatch, capsys, corpus, tmp_path):
 def test_mdlm_demo_then_sample_and_evaluate_its_own_bound(monkeypatch, capsys, corpus, tmp_path):
     out = tmp_path / "run"
     common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"), "--train.out-dir", str(out)]
-    code, stdout, err = run_cli(monkeypatch, capsys, "demo", "mdlm-demo", *TINY_ARGS, *common, "--method.T", "50",
-                                "--sample.steps", "20", "--sample.no-live")
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "demo",
+        "mdlm-demo",
+        *TINY_ARGS,
+        *common,
+        "--method.T",
+        "50",
+        "--sample.steps",
+        "20",
+        "--sample.no-live",
+    )
     assert code == 0, err
     assert "validation bound" in err and len(stdout.split("\n\n")) == 2
     evaluate = ["evaluate", str(out), "--eval.max-chunks", "6", "--eval.device", "cpu"]
@@ -185,24 +283,49 @@ def test_mdlm_demo_then_sample_and_evaluate_its_own_bound(monkeypatch, capsys, c
     assert report["T"] == 50 and report["estimator"] == "stratified" and report["results"]["n_chunks"] == 6
     code, stdout, err = run_cli(monkeypatch, capsys, *evaluate, "--eval.estimator", "continuous")
     assert code == 0 and json.loads(stdout)["T"] is None, err
-    code, stdout, err = run_cli(monkeypatch, capsys, "train", "mdlm-demo", *TINY_ARGS, *common, "--train.resume",
-                                "--train.max-iters", "5", "method.schedule:cosine", "--method.T", "50")
+    code, stdout, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "mdlm-demo",
+        *TINY_ARGS,
+        *common,
+        "--train.resume",
+        "--train.max-iters",
+        "5",
+        "method.schedule:cosine",
+        "--method.T",
+        "50",
+    )
     assert code == 2 and "was trained with method" in err  # another schedule is another model
 
 
 @pytest.mark.parametrize("preset", ["sedd-absorb-demo", "sedd-uniform-demo", "udlm-demo"])
-def test_new_method_demos_train_sample_with_every_sampler_and_evaluate_their_bound(monkeypatch, capsys, corpus,
-                                                                                    tmp_path, preset):
+def test_new_method_demos_train_sample_with_every_sampler_and_evaluate_their_bound(
+    monkeypatch, capsys, corpus, tmp_path, preset
+):
     out = tmp_path / "run"
     common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"), "--train.out-dir", str(out)]
-    code, stdout, err = run_cli(monkeypatch, capsys, "demo", preset, *TINY_ARGS, *common, "--sample.steps", "20",
-                                "--sample.no-live")
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "demo", preset, *TINY_ARGS, *common, "--sample.steps", "20", "--sample.no-live"
+    )
     assert code == 0, err
     assert "validation bound" in err and len(stdout.split("\n\n")) == 2  # the default sampler fits the network
     ratio_network = preset.startswith("sedd")
     for sampler in ("ancestral", "analytic", "euler"):
-        code, stdout, err = run_cli(monkeypatch, capsys, "sample", str(out), "--sample.sampler", sampler,
-                                    "--sample.steps", "16", "--sample.batch-size", "2", "--sample.no-live")
+        code, stdout, err = run_cli(
+            monkeypatch,
+            capsys,
+            "sample",
+            str(out),
+            "--sample.sampler",
+            sampler,
+            "--sample.steps",
+            "16",
+            "--sample.batch-size",
+            "2",
+            "--sample.no-live",
+        )
         if sampler == "ancestral" and ratio_network:
             assert code == 2 and err.strip().splitlines() == [err.strip()] and "analytic or euler" in err
             continue
@@ -224,21 +347,35 @@ def test_new_method_demos_train_sample_with_every_sampler_and_evaluate_their_bou
 def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(monkeypatch, capsys, corpus, tmp_path):
     common = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data")]
     for preset, out in (("demo", "run"), ("ar-demo", "judge")):
-        code, _, err = run_cli(monkeypatch, capsys, "train", preset, *TINY_ARGS, *common, "--train.out-dir",
-                               str(tmp_path / out))
+        code, _, err = run_cli(
+            monkeypatch, capsys, "train", preset, *TINY_ARGS, *common, "--train.out-dir", str(tmp_path / out)
+        )
         assert code == 0, err
     run, judge = str(tmp_path / "run"), str(tmp_path / "judge")
     for sampler, steps in (("ancestral", "40"), ("first-hitting", None), ("confidence", "8"), ("remdm", "40")):
-        args = ["sample", run, "--sample.sampler", sampler, "--sample.batch-size", "2", "--sample.no-live",
-                "--sample.judge", judge, "--sample.infill", "the q___k brown f__", *(["--sample.steps", steps] if steps else [])]
+        args = [
+            "sample",
+            run,
+            "--sample.sampler",
+            sampler,
+            "--sample.batch-size",
+            "2",
+            "--sample.no-live",
+            "--sample.judge",
+            judge,
+            "--sample.infill",
+            "the q___k brown f__",
+            *(["--sample.steps", steps] if steps else []),
+        ]
         code, stdout, err = run_cli(monkeypatch, capsys, *args)
         assert code == 0, err
         texts = stdout.strip().split("\n\n")
         assert len(texts) == 2 and all(t[:5] == "the q" and t[8:17] == "k brown f" for t in texts)
         scores = json.loads(err.strip().splitlines()[-1])
         assert scores["gen_bpc"] > 0 and len(scores["gen_bpc_per_sample"]) == 2 and "unigram_entropy" in scores
-    code, stdout, err = run_cli(monkeypatch, capsys, "sample", run, "--sample.prefix", "the king", "--sample.no-live",
-                                "--sample.steps", "20")
+    code, stdout, err = run_cli(
+        monkeypatch, capsys, "sample", run, "--sample.prefix", "the king", "--sample.no-live", "--sample.steps", "20"
+    )
     assert code == 0 and stdout.startswith("the king"), err
     sampling_benchmark.main(sampling_benchmark.Options(run, judge=judge, batch=2, batches=1, single=1))
     table = capsys.readouterr().out.splitlines()
@@ -247,12 +384,14 @@ def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(mo
     assert rows[0].split("|")[2].strip() == "1000" and "1.0x" in rows[0]  # nanoDD's sampler calls at every step
     assert rows[0].split("|")[7:] == rows[1].split("|")[7:]  # the cache changes the cost, never the samples
     assert any(line.startswith(("Fastest at the reference's quality", "No row matches")) for line in table)
-    for args, message in [(["sample", judge], "autoregressive judge"),
-                          (["sample", run, "--sample.judge", run], "not an autoregressive judge"),
-                          (["sample", run, "--sample.prefix", "The King"], "a-z and space"),
-                          (["sample", run, "--sample.prefix", "a", "--sample.infill", "b"], "not both"),
-                          (["sample", run, "--sample.sampler", "first-hitting", "--sample.steps", "10"], "no step count"),
-                          (["sample", run, "--sample.sampler", "remdm", "--sample.remdm.eta", "2"], "--sample.remdm.eta")]:
+    for args, message in [
+        (["sample", judge], "autoregressive judge"),
+        (["sample", run, "--sample.judge", run], "not an autoregressive judge"),
+        (["sample", run, "--sample.prefix", "The King"], "a-z and space"),
+        (["sample", run, "--sample.prefix", "a", "--sample.infill", "b"], "not both"),
+        (["sample", run, "--sample.sampler", "first-hitting", "--sample.steps", "10"], "no step count"),
+        (["sample", run, "--sample.sampler", "remdm", "--sample.remdm.eta", "2"], "--sample.remdm.eta"),
+    ]:
         code, _, err = run_cli(monkeypatch, capsys, *args)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, (args, err)
 
@@ -260,30 +399,45 @@ def test_every_masked_sampler_with_conditioning_and_the_judge_through_the_cli(mo
 def test_sampling_benchmark_verdict_picks_the_fastest_row_at_the_reference_quality():
     row = lambda label, s, bpc, words: dict(label=label, s_per_sample=s, gen_bpc=bpc, words=words)  # noqa: E731
     ref = row("reference", 10.0, 2.00, 0.50)
-    close, faster_but_worse, fewer_words = row("close", 2.0, 2.04, 0.505), row("worse", 0.5, 2.06, 0.5), row("w", 1.0, 2.0, 0.48)
+    close, faster_but_worse, fewer_words = (
+        row("close", 2.0, 2.04, 0.505),
+        row("worse", 0.5, 2.06, 0.5),
+        row("w", 1.0, 2.0, 0.48),
+    )
     assert "close, 5.0x less time" in sampling_benchmark.verdict([ref, close, faster_but_worse, fewer_words])
     assert sampling_benchmark.verdict([ref, faster_but_worse]).startswith("No row matches")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "no-such-preset"], "no-such-preset"),
-    (["train", "demo", "--train.no-such-field", "1"], "no-such-field"),
-    (["train", "demo", *TINY_ARGS, "--train.batch-size", "0"], "--train.batch-size must be >= 1, got 0"),
-    (["train", "demo", *TINY_ARGS, "--train.max-iters", "-5"], "--train.max-iters must be >= 1, got -5"),
-    (["train", "demo", *TINY_ARGS, "--data.seq-len", "10000000"], "seq"),
-    (["train", "demo", *TINY_ARGS, "--train.device", "cuda"], "no CUDA GPU"),
-    (["train", "demo", *TINY_ARGS, "--model.vocab-size", "30"], "vocab-size must be 28"),
-    (["train", "demo", *TINY_ARGS, "--method.process.n-symbols", "5"], "the data has 27 symbols"),
-    (["train", "demo", *TINY_ARGS, "--method.T", "0"], "--method.T must be >= 1, got 0"),
-    (["train", "mdlm-demo", *TINY_ARGS, "method.schedule:log-linear", "--method.schedule.eps", "2"], "eps"),
-    (["train", "demo", *TINY_ARGS, "--data.source", "/no/such/file.txt"], "/no/such/file.txt"),
-    (["sample", "/no/such/run"], "not found"),
-    (["train", "demo", *TINY_ARGS, "--train.out-dir", "/dev/null/run"], "/dev/null/run"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "no-such-preset"], "no-such-preset"),
+        (["train", "demo", "--train.no-such-field", "1"], "no-such-field"),
+        (["train", "demo", *TINY_ARGS, "--train.batch-size", "0"], "--train.batch-size must be >= 1, got 0"),
+        (["train", "demo", *TINY_ARGS, "--train.max-iters", "-5"], "--train.max-iters must be >= 1, got -5"),
+        (["train", "demo", *TINY_ARGS, "--data.seq-len", "10000000"], "seq"),
+        (["train", "demo", *TINY_ARGS, "--train.device", "cuda"], "no CUDA GPU"),
+        (["train", "demo", *TINY_ARGS, "--model.vocab-size", "30"], "vocab-size must be 28"),
+        (["train", "demo", *TINY_ARGS, "--method.process.n-symbols", "5"], "the data has 27 symbols"),
+        (["train", "demo", *TINY_ARGS, "--method.T", "0"], "--method.T must be >= 1, got 0"),
+        (["train", "mdlm-demo", *TINY_ARGS, "method.schedule:log-linear", "--method.schedule.eps", "2"], "eps"),
+        (["train", "demo", *TINY_ARGS, "--data.source", "/no/such/file.txt"], "/no/such/file.txt"),
+        (["sample", "/no/such/run"], "not found"),
+        (["train", "demo", *TINY_ARGS, "--train.out-dir", "/dev/null/run"], "/dev/null/run"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path, args, message):
     if args[0] == "train":  # the case's own arguments come last and override these
-        args = [*args[:2], "--data.source", "builtin", "--data.data-dir", str(tmp_path),
-                "--train.out-dir", str(tmp_path / "run"), *args[2:]]
+        args = [
+            *args[:2],
+            "--data.source",
+            "builtin",
+            "--data.data-dir",
+            str(tmp_path),
+            "--train.out-dir",
+            str(tmp_path / "run"),
+            *args[2:],
+        ]
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2
     assert message in err and "Traceback" not in err
@@ -291,15 +445,35 @@ def test_bad_input_gives_one_line_and_exit_code_2(monkeypatch, capsys, tmp_path,
 
 def test_compile_without_a_compiler_is_refused(monkeypatch, capsys, corpus, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    code, _, err = run_cli(monkeypatch, capsys, "train", "demo", *TINY_ARGS, "--train.compile",
-                           "--data.source", str(corpus), "--data.data-dir", str(tmp_path), "--train.out-dir",
-                           str(tmp_path / "run"))
+    code, _, err = run_cli(
+        monkeypatch,
+        capsys,
+        "train",
+        "demo",
+        *TINY_ARGS,
+        "--train.compile",
+        "--data.source",
+        str(corpus),
+        "--data.data-dir",
+        str(tmp_path),
+        "--train.out-dir",
+        str(tmp_path / "run"),
+    )
     assert code == 2 and "C/C++ compiler" in err
 
 
 def test_existing_checkpoints_are_not_overwritten_without_resume(monkeypatch, capsys, corpus, tmp_path):
-    args = ["train", "demo", *TINY_ARGS, "--data.source", str(corpus), "--data.data-dir", str(tmp_path),
-            "--train.out-dir", str(tmp_path / "run")]
+    args = [
+        "train",
+        "demo",
+        *TINY_ARGS,
+        "--data.source",
+        str(corpus),
+        "--data.data-dir",
+        str(tmp_path),
+        "--train.out-dir",
+        str(tmp_path / "run"),
+    ]
     assert run_cli(monkeypatch, capsys, *args)[0] == 0
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert code == 2 and "--train.resume" in err
@@ -310,4 +484,6 @@ def test_metrics_log_drops_a_partial_last_record_before_appending(tmp_path):
     log = Log(tmp_path, is_main=True)
     log.metrics({"step": 2})
     assert [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
-        {"step": 1}, {"step": 2}]
+        {"step": 1},
+        {"step": 2},
+    ]

@@ -44,8 +44,9 @@ def exact_d3pm_bound(T, seqs, p, cfg):
 def test_d3pm_uniform_exact_bound_is_above_the_entropy_and_decreases_towards_it(toy):
     seqs, p = toy
     H = entropy(p)
-    gaps = [exact_d3pm_bound(T, seqs, p, d3pm.D3PMConfig(T=T, schedule=Cosine(), process=TOY)) - H
-            for T in (10, 100, 1000)]
+    gaps = [
+        exact_d3pm_bound(T, seqs, p, d3pm.D3PMConfig(T=T, schedule=Cosine(), process=TOY)) - H for T in (10, 100, 1000)
+    ]
     assert all(g > 0 for g in gaps) and gaps[0] > gaps[1] > gaps[2], gaps
     assert gaps[2] < 0.02 * gaps[0], gaps
 
@@ -60,7 +61,7 @@ def test_udlm_bound_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(toy
     mean, se = loss_of_each_sequence(udlm, apply, seqs, udlm.UDLMConfig(schedule=schedule, process=TOY))
     nll = -p.log()
     assert (se < 0.035 * nll).all(), (se / nll).max()
-    assert ((mean - nll).abs() < 3 * se).all(), ((mean - nll) / se)
+    assert ((mean - nll).abs() < 3 * se).all(), (mean - nll) / se
 
 
 def test_the_udlm_check_fails_for_a_denoiser_that_sees_its_own_token_or_a_flipped_log_term(toy, monkeypatch):
@@ -70,7 +71,9 @@ def test_the_udlm_check_fails_for_a_denoiser_that_sees_its_own_token_or_a_flippe
     own = exact_uniform_apply(seqs, p, TOY, lambda t: Cosine()(t)[0], sees_own_token=True)
     mean, se = loss_of_each_sequence(udlm, own, seqs, cfg, n_batches=10)
     assert ((mean - nll).abs() > 3 * se).sum() >= 20
-    monkeypatch.setattr(bounds, "score_entropy", lambda log_s, rho: log_s.exp() - rho - torch.xlogy(rho, rho) + rho * log_s)
+    monkeypatch.setattr(
+        bounds, "score_entropy", lambda log_s, rho: log_s.exp() - rho - torch.xlogy(rho, rho) + rho * log_s
+    )
     mean, se = loss_of_each_sequence(udlm, exact, seqs, cfg, n_batches=10)
     assert mean.isfinite().all() and ((mean - nll).abs() > 3 * se).sum() >= 20
 
@@ -86,4 +89,6 @@ def test_on_absorbing_noise_the_rate_bound_is_mdlms_masked_bound_draw_for_draw(t
     for schedule in (Linear(), Cosine()):
         rate = RateBound(Diffusion(process, schedule, None, identity_time))
         noise = rate.noise(g, x0)
-        torch.testing.assert_close(rate(apply, None, x0, t, noise), MaskedBound(process, schedule)(apply, None, x0, t, noise))
+        torch.testing.assert_close(
+            rate(apply, None, x0, t, noise), MaskedBound(process, schedule)(apply, None, x0, t, noise)
+        )

@@ -11,6 +11,19 @@ from nanodd.data.text import VOCAB, builtin_text, decode, encode, normalize_text
 from nanodd.data.text8 import TEXT8, Text8Spec
 
 __all__ = [
-    "DataError", "TEXT8", "Text8Spec", "VOCAB", "builtin_text", "canonical_chunks", "decode", "default_cache_dir",
-    "download", "encode", "eval_chunks", "load_split", "normalize_text8", "prepare", "train_batch",
+    "DataError",
+    "TEXT8",
+    "Text8Spec",
+    "VOCAB",
+    "builtin_text",
+    "canonical_chunks",
+    "decode",
+    "default_cache_dir",
+    "download",
+    "encode",
+    "eval_chunks",
+    "load_split",
+    "normalize_text8",
+    "prepare",
+    "train_batch",
 ]

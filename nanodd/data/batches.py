@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 
-def train_batch(data: np.ndarray, step: int, *, batch_size: int, seq_len: int, seed: int,
-                rank: int = 0) -> torch.Tensor:
+def train_batch(
+    data: np.ndarray, step: int, *, batch_size: int, seq_len: int, seed: int, rank: int = 0
+) -> torch.Tensor:
     """LongTensor[batch_size, seq_len] of crops at offsets drawn from ``default_rng([seed, rank, step])``.
 
     Offsets are uniform over every start that fits (0 .. len(data) - seq_len); seed, rank and

@@ -44,8 +44,9 @@ class _Progress:
         print(f"\r{self.name}: {size} {rate:.1f} MB/s", end=end, file=sys.stderr, flush=True)
 
 
-def download(url: str, dest: Path, *, expected_size: int | None = None, progress: bool = True,
-             timeout: float = 30.0) -> Path:
+def download(
+    url: str, dest: Path, *, expected_size: int | None = None, progress: bool = True, timeout: float = 30.0
+) -> Path:
     """Fetch ``url`` to ``dest`` and return ``dest``; an existing complete ``dest`` is reused.
 
     Bytes stream into ``dest.part``. A leftover ``.part`` is resumed with an HTTP Range request

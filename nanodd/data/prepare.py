@@ -28,8 +28,15 @@ NAMED = ("builtin", "text8")  # sources that are not paths; a local file called 
 PROPORTIONAL = "contiguous, in order: first 90%, next 5%, last 5% (floored; test takes the rest)"
 
 
-def prepare(source: str = "builtin", data_dir: Path | None = None, *, seq_len: int = 256,
-            force: bool = False, progress: bool = True, text8: Text8Spec = TEXT8) -> Path:
+def prepare(
+    source: str = "builtin",
+    data_dir: Path | None = None,
+    *,
+    seq_len: int = 256,
+    force: bool = False,
+    progress: bool = True,
+    text8: Text8Spec = TEXT8,
+) -> Path:
     """Prepare ``source`` under ``data_dir`` (default: ``default_cache_dir()``); return its directory.
 
     ``source`` is ``"builtin"`` (CPython's documentation, offline), ``"text8"`` (the official zip,
@@ -53,9 +60,17 @@ def prepare(source: str = "builtin", data_dir: Path | None = None, *, seq_len: i
         )
     ids, rule, sizes = _load(source, root, text8, progress)
     _check_sizes(sizes, seq_len, source)
-    meta = {"format": FORMAT, "name": out.name, "source": _describe(source), "identity": identity,
-            "vocab": VOCAB, "n_chars": len(ids), "sizes": sizes, "split": rule,
-            "sha256": hashlib.sha256(ids).hexdigest()}
+    meta = {
+        "format": FORMAT,
+        "name": out.name,
+        "source": _describe(source),
+        "identity": identity,
+        "vocab": VOCAB,
+        "n_chars": len(ids),
+        "sizes": sizes,
+        "split": rule,
+        "sha256": hashlib.sha256(ids).hexdigest(),
+    }
     _write(out, ids, meta)
     if progress:
         print(f"prepared {out}: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()), file=sys.stderr)
@@ -92,8 +107,13 @@ def _identity(source: str, spec: Text8Spec) -> dict:
     if source == "builtin":
         ident = {"kind": "builtin", "sha256": hashlib.sha256(builtin_text().encode()).hexdigest()}
     elif source == "text8":
-        ident = {"kind": "text8", "url": spec.url, "zip_size": spec.zip_size, "n_chars": spec.n_chars,
-                 "splits": spec.splits}
+        ident = {
+            "kind": "text8",
+            "url": spec.url,
+            "zip_size": spec.zip_size,
+            "n_chars": spec.n_chars,
+            "splits": spec.splits,
+        }
     elif _is_url(source):
         ident = {"kind": "url", "url": source}
     else:

@@ -31,8 +31,9 @@ def fetch_text8(spec: Text8Spec, cache_dir: Path, *, progress: bool = True) -> n
     The zip is downloaded unless already there (copy it there by hand to prepare offline). A zip
     that fails any check is deleted, so the next run fetches it afresh.
     """
-    zip_path = download(spec.url, Path(cache_dir) / "downloads" / "text8.zip",
-                        expected_size=spec.zip_size, progress=progress)
+    zip_path = download(
+        spec.url, Path(cache_dir) / "downloads" / "text8.zip", expected_size=spec.zip_size, progress=progress
+    )
     try:
         ids = byte_ids(read_member(zip_path, "text8", spec.n_chars))
         if (ids == 255).any():

@@ -21,8 +21,9 @@ METHODS: dict[str, ModuleType] = {}
 def register(name: str, method: ModuleType) -> None:
     """Add a method module under ``name``; refuse one that does not satisfy the Method protocol."""
     if problems := mismatches(method, Method):
-        raise TypeError(f"method {name!r} ({method.__name__}) does not satisfy nanodd.protocols.Method: "
-                        + "; ".join(problems))
+        raise TypeError(
+            f"method {name!r} ({method.__name__}) does not satisfy nanodd.protocols.Method: " + "; ".join(problems)
+        )
     METHODS[name] = method
 
 
@@ -31,8 +32,10 @@ def method_of(cfg) -> ModuleType:
     for method in METHODS.values():
         if type(cfg) is method.Config:
             return method
-    raise TypeError(f"{type(cfg).__name__} is not the config of a registered method "
-                    f"({', '.join(METHODS)}); add it with nanodd.methods.register")
+    raise TypeError(
+        f"{type(cfg).__name__} is not the config of a registered method "
+        f"({', '.join(METHODS)}); add it with nanodd.methods.register"
+    )
 
 
 register("d3pm", d3pm)

@@ -103,8 +103,9 @@ def noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig, slot: Slot = Slot()
     return {"t": t, "u": sampling.uniforms(gen, (B, L))}
 
 
-def vb_terms(apply: Apply, params: Params, x0: Tensor, t: Tensor, u: Tensor, *, cfg: D3PMConfig
-             ) -> tuple[Tensor, Tensor]:
+def vb_terms(
+    apply: Apply, params: Params, x0: Tensor, t: Tensor, u: Tensor, *, cfg: D3PMConfig
+) -> tuple[Tensor, Tensor]:
     """(L_{t-1}, -log p(x0 | z_t)) per sequence in nats, each [B], for x0 [B, L], t [B] in 1..T, u [B, L]."""
     alpha_bar = alpha_bars(cfg, x0.device)
     alpha_t, alpha_s = alpha_bar[t][:, None], alpha_bar[t - 1][:, None]

@@ -90,8 +90,9 @@ class Absorbing:
         """Sample z_s ~ q(z_s | z_t, x0), eq. (2), from uniforms u: [B, L]."""
         return torch.where(self.moves(zt, alpha_t, alpha_s, u), x0, zt)
 
-    def reverse_sample(self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor,
-                       gumbel: Tensor) -> Tensor:
+    def reverse_sample(
+        self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor, gumbel: Tensor
+    ) -> Tensor:
         """z_s ~ sum_x0 q(z_s | z_t, x0) p(x0 | z_t): x0 drawn by Gumbel-max from log_p [B, L, K], then (2)."""
         return self.posterior_sample(zt, sampling.categorical(log_p, gumbel), alpha_t, alpha_s, u)
 

@@ -56,7 +56,8 @@ def step_kl(pi: Tensor, zt: Tensor, x0: Tensor, p_x0: Tensor, alpha_t: Tensor, a
 def rates_into(pi: Tensor, zt: Tensor) -> Tensor:
     """The forward rate of y -> z_t per unit of sigma, for every y (0 at y = z_t), eq. (5): [..., K]."""
     return transition_into(pi, zt, torch.zeros((), dtype=pi.dtype, device=pi.device)) * (
-        zt[..., None] != torch.arange(len(pi), device=zt.device))
+        zt[..., None] != torch.arange(len(pi), device=zt.device)
+    )
 
 
 def ratios(pi: Tensor, x: Tensor, zt: Tensor, alpha_t: Tensor) -> Tensor:

@@ -60,17 +60,20 @@ class Uniform:
         """Any token may change in any step."""
         return torch.ones_like(zt, dtype=torch.bool)
 
-    def reverse_sample(self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor,
-                       gumbel: Tensor) -> Tensor:
+    def reverse_sample(
+        self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor, gumbel: Tensor
+    ) -> Tensor:
         """z_s ~ (2) with the soft x0 = exp(log_p) [B, L, K], by Gumbel-max."""
-        probs = mixing.reverse_probs(self.prior(zt.device, log_p.dtype), zt, log_p.exp(), alpha_t[..., None],
-                                     alpha_s[..., None])
+        probs = mixing.reverse_probs(
+            self.prior(zt.device, log_p.dtype), zt, log_p.exp(), alpha_t[..., None], alpha_s[..., None]
+        )
         return sampling.categorical(probs.log(), gumbel)
 
     def step_kl(self, zt: Tensor, x0: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
         """KL(q(z_s | z_t, x0) || p(z_s | z_t)) per token (mixing (4))."""
-        return mixing.step_kl(self.prior(zt.device, log_p.dtype), zt, x0, log_p.exp(), alpha_t[..., None],
-                              alpha_s[..., None])
+        return mixing.step_kl(
+            self.prior(zt.device, log_p.dtype), zt, x0, log_p.exp(), alpha_t[..., None], alpha_s[..., None]
+        )
 
     def prior_kl(self, x0: Tensor, alpha_1: Tensor) -> Tensor:
         """KL(q(z_1 | x0) || 1/N) per token: (alpha + c) log(N (alpha + c)) + (N - 1) c log(N c),

@@ -13,8 +13,14 @@ from nanodd.protocols import Diffusion
 
 from nanodd.samplers import analytic, ancestral, confidence, euler, first_hitting, remdm
 
-SAMPLERS: dict[str, ModuleType] = {"ancestral": ancestral, "first-hitting": first_hitting, "confidence": confidence,
-                                   "remdm": remdm, "analytic": analytic, "euler": euler}
+SAMPLERS: dict[str, ModuleType] = {
+    "ancestral": ancestral,
+    "first-hitting": first_hitting,
+    "confidence": confidence,
+    "remdm": remdm,
+    "analytic": analytic,
+    "euler": euler,
+}
 """name -> sampler module (the name is what ``--sample.sampler`` takes)."""
 
 

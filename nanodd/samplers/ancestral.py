@@ -38,8 +38,18 @@ class Options:
     """Skip the network in steps that reveal nothing (exact); --sample.ancestral.no-cache calls it at every step."""
 
 
-def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor, s: Tensor, noise: Noise, *,
-         transform: sampling.Transform = sampling.identity, cache: bool = True) -> Tensor:
+def step(
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    zt: Tensor,
+    t: Tensor,
+    s: Tensor,
+    noise: Noise,
+    *,
+    transform: sampling.Transform = sampling.identity,
+    cache: bool = True,
+) -> Tensor:
     """One reverse step z_t -> z_s, for t, s: [B] float64 (s < t) and noise ``u`` [B, L] and
     ``gumbel`` [B, L, K]: the process's reverse step given transform(log p(x0 | z_t))."""
     process = diffusion.process
@@ -51,14 +61,35 @@ def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tens
 
 
 @torch.no_grad()
-def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
-           generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-           on_step: OnStep | None = None, condition: Tensor | None = None, options: Options | None = None) -> Samples:
+def sample(
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    *,
+    batch_size: int,
+    seq_len: int,
+    generator: torch.Generator,
+    steps: int | None = None,
+    transform: sampling.Transform = sampling.identity,
+    on_step: OnStep | None = None,
+    condition: Tensor | None = None,
+    options: Options | None = None,
+) -> Samples:
     """Ancestral sampling from the prior z_1: returns the samples [B, L] and the NFE (``loop.run``)."""
     if diffusion.log_ratios is not None:
-        raise ValueError("the ancestral sampler needs a network that predicts x0; this one outputs ratios "
-                         "(SEDD): use the analytic or euler sampler")
+        raise ValueError(
+            "the ancestral sampler needs a network that predicts x0; this one outputs ratios "
+            "(SEDD): use the analytic or euler sampler"
+        )
     cache = (options or Options()).cache
-    return loop.run(lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, cache=cache),
-                    apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
-                    on_step=on_step, condition=condition)
+    return loop.run(
+        lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, cache=cache),
+        apply,
+        diffusion,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        generator=generator,
+        steps=steps,
+        on_step=on_step,
+        condition=condition,
+    )

@@ -53,8 +53,19 @@ def confidence(log_p: Tensor, candidate: Tensor, rule: str) -> Tensor:
     return top2[..., 0] - top2[..., 1]
 
 
-def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor, s: Tensor, noise: Noise,
-         n_free: Tensor, *, transform: sampling.Transform = sampling.identity, options: Options = Options()) -> Tensor:
+def step(
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    zt: Tensor,
+    t: Tensor,
+    s: Tensor,
+    noise: Noise,
+    n_free: Tensor,
+    *,
+    transform: sampling.Transform = sampling.identity,
+    options: Options = Options(),
+) -> Tensor:
     """Reveal the most confident masked positions so that ``still_masked`` remain; n_free: [B]."""
     masked = zt == diffusion.process.mask_id
     n_masked = masked.sum(-1)
@@ -71,15 +82,33 @@ def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tens
 
 
 @torch.no_grad()
-def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
-           generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-           on_step: OnStep | None = None, condition: Tensor | None = None, options: Options | None = None) -> Samples:
+def sample(
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    *,
+    batch_size: int,
+    seq_len: int,
+    generator: torch.Generator,
+    steps: int | None = None,
+    transform: sampling.Transform = sampling.identity,
+    on_step: OnStep | None = None,
+    condition: Tensor | None = None,
+    options: Options | None = None,
+) -> Samples:
     """Confidence-ordered unmasking from z_1 = all masks in ``steps`` network calls (default: L)."""
     loop.require_masked_x0_network(diffusion, "confidence")
     opt = options or Options()
     cond = loop.check_condition(condition, diffusion.process, (batch_size, seq_len))
     n_free = torch.full((batch_size,), seq_len, device=generator.device) if cond is None else (cond < 0).sum(-1)
-    return loop.run(lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, n_free, transform=transform,
-                                                   options=opt),
-                    apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator,
-                    steps=steps if steps is not None else seq_len, on_step=on_step, condition=condition)
+    return loop.run(
+        lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, n_free, transform=transform, options=opt),
+        apply,
+        diffusion,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        generator=generator,
+        steps=steps if steps is not None else seq_len,
+        on_step=on_step,
+        condition=condition,
+    )

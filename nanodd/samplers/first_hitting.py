@@ -37,9 +37,20 @@ def next_reveal(alpha_t: Tensor, n_masked: Tensor, v: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
-           generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-           on_step: OnStep | None = None, condition: Tensor | None = None, options: None = None) -> Samples:
+def sample(
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    *,
+    batch_size: int,
+    seq_len: int,
+    generator: torch.Generator,
+    steps: int | None = None,
+    transform: sampling.Transform = sampling.identity,
+    on_step: OnStep | None = None,
+    condition: Tensor | None = None,
+    options: None = None,
+) -> Samples:
     """Reveal one token per network call at exactly drawn times: the samples [B, L] and the NFE (<= L)."""
     loop.require_masked_x0_network(diffusion, "first-hitting")
     if steps is not None:
@@ -50,7 +61,9 @@ def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: in
     alpha_t = loop.alpha(diffusion, torch.ones(batch_size, dtype=torch.float64, device=generator.device))
     while (masked := z == process.mask_id).any():
         n = masked.sum(-1)
-        alpha_s = torch.where(n > 0, next_reveal(alpha_t, n, sampling.uniforms(generator, (batch_size,)).double()), alpha_t)
+        alpha_s = torch.where(
+            n > 0, next_reveal(alpha_t, n, sampling.uniforms(generator, (batch_size,)).double()), alpha_t
+        )
         s = time_of(diffusion.schedule, alpha_s).clamp(min=1e-6)
         log_p = process.log_p_x0(counted(params, z, loop.network_time(diffusion, s)), z)
         x0 = sampling.categorical(transform(log_p), sampling.gumbels(generator, (*shape, process.K)))

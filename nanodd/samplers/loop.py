@@ -75,8 +75,10 @@ class Counted:
 def require_masked_x0_network(diffusion: Diffusion, sampler: str) -> None:
     """Refuse, with one clear line, a model this masked-diffusion sampler cannot serve."""
     if not hasattr(diffusion.process, "mask_id") or diffusion.log_ratios is not None:
-        raise ValueError(f"the {sampler} sampler needs a masked-diffusion model that predicts x0 (D3PM, MDLM); "
-                         "use ancestral, analytic or euler for this one")
+        raise ValueError(
+            f"the {sampler} sampler needs a masked-diffusion model that predicts x0 (D3PM, MDLM); "
+            "use ancestral, analytic or euler for this one"
+        )
 
 
 def conditioned(condition: Tensor | None, z: Tensor) -> Tensor:
@@ -100,8 +102,17 @@ def start(process: Process, generator: torch.Generator, shape: tuple[int, int], 
     return conditioned(condition, process.prior_sample(sampling.uniforms(generator, shape)))
 
 
-def ratio_step(step_probs: StepProbs, apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor,
-               s: Tensor, noise: Noise, transform: sampling.Transform) -> Tensor:
+def ratio_step(
+    step_probs: StepProbs,
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    zt: Tensor,
+    t: Tensor,
+    s: Tensor,
+    noise: Noise,
+    transform: sampling.Transform,
+) -> Tensor:
     """One step of a sampler that jumps with the model's ratios (``bounds.model_log_ratios``: read from
     a ratio network, or implied by an x0 network): z_s ~ transform(step_probs(...)) by Gumbel-max.
     Skipped (no call) when no token is in a state anything flows into (absorbing: no mask left)."""
@@ -116,8 +127,18 @@ def ratio_step(step_probs: StepProbs, apply: Apply, params: Params, diffusion: D
     return sampling.categorical(transform(probs.log()), noise["gumbel"])
 
 
-def run(step: Step, apply: Apply, diffusion: Diffusion, *, batch_size: int, seq_len: int, generator: torch.Generator,
-        steps: int | None, on_step: OnStep | None, condition: Tensor | None) -> Samples:
+def run(
+    step: Step,
+    apply: Apply,
+    diffusion: Diffusion,
+    *,
+    batch_size: int,
+    seq_len: int,
+    generator: torch.Generator,
+    steps: int | None,
+    on_step: OnStep | None,
+    condition: Tensor | None,
+) -> Samples:
     """Walk the grid from z_1 ~ prior with ``step``; returns the samples [B, L] and the NFE.
 
     ``steps`` defaults to the model's T (discrete) or ``DEFAULT_STEPS``; ``on_step(s, z_s)`` sees every
@@ -143,12 +164,31 @@ def ratio_sampler(step_probs: StepProbs, what: str):
     """The ``sample`` function of a sampler whose step is ``ratio_step`` with ``step_probs``."""
 
     @torch.no_grad()
-    def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
-               generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-               on_step: OnStep | None = None, condition: Tensor | None = None, options: None = None) -> Samples:
-        return run(lambda f, z, t, s, noise: ratio_step(step_probs, f, params, diffusion, z, t, s, noise, transform),
-                   apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
-                   on_step=on_step, condition=condition)
+    def sample(
+        apply: Apply,
+        params: Params,
+        diffusion: Diffusion,
+        *,
+        batch_size: int,
+        seq_len: int,
+        generator: torch.Generator,
+        steps: int | None = None,
+        transform: sampling.Transform = sampling.identity,
+        on_step: OnStep | None = None,
+        condition: Tensor | None = None,
+        options: None = None,
+    ) -> Samples:
+        return run(
+            lambda f, z, t, s, noise: ratio_step(step_probs, f, params, diffusion, z, t, s, noise, transform),
+            apply,
+            diffusion,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            generator=generator,
+            steps=steps,
+            on_step=on_step,
+            condition=condition,
+        )
 
     sample.__doc__ = f"{what} from the prior z_1: the samples [B, L] and the NFE (``loop.run``); no options."
     return sample

@@ -53,8 +53,18 @@ def remask_prob(alpha_t: Tensor, alpha_s: Tensor, options: Options) -> Tensor:
     return sigma_max.clamp(max=options.eta) if options.strategy == "cap" else options.eta * sigma_max
 
 
-def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tensor, s: Tensor, noise: Noise, *,
-         transform: sampling.Transform = sampling.identity, options: Options = Options()) -> Tensor:
+def step(
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    zt: Tensor,
+    t: Tensor,
+    s: Tensor,
+    noise: Noise,
+    *,
+    transform: sampling.Transform = sampling.identity,
+    options: Options = Options(),
+) -> Tensor:
     """One ReMDM step z_t -> z_s for t, s [B] float64, noise ``u`` [B, L] and ``gumbel`` [B, L, K]."""
     mask_id, u = diffusion.process.mask_id, noise["u"]
     alpha_t, alpha_s = loop.alpha(diffusion, t)[:, None], loop.alpha(diffusion, s)[:, None]
@@ -69,12 +79,31 @@ def step(apply: Apply, params: Params, diffusion: Diffusion, zt: Tensor, t: Tens
 
 
 @torch.no_grad()
-def sample(apply: Apply, params: Params, diffusion: Diffusion, *, batch_size: int, seq_len: int,
-           generator: torch.Generator, steps: int | None = None, transform: sampling.Transform = sampling.identity,
-           on_step: OnStep | None = None, condition: Tensor | None = None, options: Options | None = None) -> Samples:
+def sample(
+    apply: Apply,
+    params: Params,
+    diffusion: Diffusion,
+    *,
+    batch_size: int,
+    seq_len: int,
+    generator: torch.Generator,
+    steps: int | None = None,
+    transform: sampling.Transform = sampling.identity,
+    on_step: OnStep | None = None,
+    condition: Tensor | None = None,
+    options: Options | None = None,
+) -> Samples:
     """ReMDM sampling from z_1 = all masks: the samples [B, L] and the NFE (``loop.run``)."""
     loop.require_masked_x0_network(diffusion, "remdm")
     opt = options or Options()
-    return loop.run(lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, options=opt),
-                    apply, diffusion, batch_size=batch_size, seq_len=seq_len, generator=generator, steps=steps,
-                    on_step=on_step, condition=condition)
+    return loop.run(
+        lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, options=opt),
+        apply,
+        diffusion,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        generator=generator,
+        steps=steps,
+        on_step=on_step,
+        condition=condition,
+    )

@@ -78,8 +78,9 @@ class Checkpoints:
 
         logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info chatter, e.g. about read-only mode
         self.directory, self.is_main = Path(directory).absolute(), is_main
-        policy = pp.AnyPreservationPolicy([pp.LatestN(keep),
-                                           pp.BestN(get_metric_fn=lambda m: m["val_bpc"], reverse=True, n=1)])
+        policy = pp.AnyPreservationPolicy(
+            [pp.LatestN(keep), pp.BestN(get_metric_fn=lambda m: m["val_bpc"], reverse=True, n=1)]
+        )
         options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=is_main, read_only=not is_main)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -95,8 +96,11 @@ class Checkpoints:
         import orbax.checkpoint as ocp
 
         arrays = {k: to_numpy(v) for k, v in flatten(state).items()}
-        meta = meta | {"format_version": FORMAT_VERSION, "step": step,
-                       "digests": {k: digest(a) for k, a in arrays.items()}}
+        meta = meta | {
+            "format_version": FORMAT_VERSION,
+            "step": step,
+            "digests": {k: digest(a) for k, a in arrays.items()},
+        }
         tree = unflatten(arrays)
         metrics = {"val_bpc": val_bpc} if val_bpc is not None else None
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta))
@@ -110,9 +114,11 @@ class Checkpoints:
             yield
         except Exception as e:
             good = [s for s in self.manager.all_steps() if s != step]
-            raise CheckpointError(f"could not write checkpoint {step} under {self.directory} ({type(e).__name__}: "
-                                  f"{e}); training stopped, the last complete checkpoint is "
-                                  f"{max(good) if good else 'none'}") from e
+            raise CheckpointError(
+                f"could not write checkpoint {step} under {self.directory} ({type(e).__name__}: "
+                f"{e}); training stopped, the last complete checkpoint is "
+                f"{max(good) if good else 'none'}"
+            ) from e
 
     def restore(self, step: int) -> tuple[dict, dict]:
         """(state as nested dicts of tensors, meta) of one checkpoint, digests verified."""
@@ -120,21 +126,26 @@ class Checkpoints:
 
         where = self.directory / str(step)
         try:
-            r = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(),
-                                                                    meta=ocp.args.JsonRestore()))
+            r = self.manager.restore(
+                step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(), meta=ocp.args.JsonRestore())
+            )
         except Exception as e:  # orbax raises many types for a damaged directory
             raise CheckpointError(f"checkpoint {where} cannot be read: {type(e).__name__}: {e}") from e
         meta, arrays = r.meta, flatten(r.state)
         if meta.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"checkpoint {where} has format version {meta.get('format_version')}, "
-                                  f"this nanodd reads {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"checkpoint {where} has format version {meta.get('format_version')}, "
+                f"this nanodd reads {FORMAT_VERSION}"
+            )
         expected = meta["digests"]
         if set(expected) != set(arrays):
             raise CheckpointError(f"checkpoint {where} is missing arrays {sorted(set(expected) - set(arrays))}")
         for name, a in arrays.items():
             if digest(a) != expected[name]:
-                raise CheckpointError(f"checkpoint {where}: array '{name}' does not match its saved digest "
-                                      "(the file was modified or corrupted)")
+                raise CheckpointError(
+                    f"checkpoint {where}: array '{name}' does not match its saved digest "
+                    "(the file was modified or corrupted)"
+                )
         return unflatten({k: to_torch(a) for k, a in arrays.items()}), meta
 
     def restore_latest_good(self, warn: Callable[[str], None] = log.warn) -> tuple[dict, dict] | None:

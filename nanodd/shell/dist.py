@@ -88,5 +88,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def check_compile_possible(device: torch.device) -> None:
     """torch.compile's CPU backend (and Triton's launcher) build C++: refuse early without a compiler."""
     if not any(shutil.which(cc) for cc in ("cc", "gcc", "g++", "clang", "c++")):
-        raise ValueError("--train.compile needs a C/C++ compiler (none of cc, gcc, g++, clang on PATH); "
-                         "install one or pass --no-train.compile")
+        raise ValueError(
+            "--train.compile needs a C/C++ compiler (none of cc, gcc, g++, clang on PATH); "
+            "install one or pass --no-train.compile"
+        )

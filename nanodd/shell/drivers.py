@@ -75,8 +75,10 @@ def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device 
         directory, step = path.parent, int(path.name)
     directory = directory / "checkpoints" if (directory / "checkpoints").is_dir() else directory
     if not directory.is_dir():
-        raise CheckpointError(f"{path}: not found (expected a run directory, its checkpoints/ directory, "
-                              "a step directory, or a nanoDD ckpt.pt)")
+        raise CheckpointError(
+            f"{path}: not found (expected a run directory, its checkpoints/ directory, "
+            "a step directory, or a nanoDD ckpt.pt)"
+        )
     ckpts = Checkpoints(directory, is_main=False)
     if step is not None:
         restored = ckpts.restore(step)
@@ -104,11 +106,15 @@ class Generated:
 def check_pattern(prefix: str = "", infill: str = "") -> None:
     """A prefix or an infill pattern (not both) of text8 characters, '_' marking where the infill writes."""
     if prefix and infill:
-        raise ValueError("give --sample.prefix or --sample.infill, not both (an infill pattern can start with the prefix)")
+        raise ValueError(
+            "give --sample.prefix or --sample.infill, not both (an infill pattern can start with the prefix)"
+        )
     allowed = set(VOCAB) | ({"_"} if infill else set())
     if bad := sorted(set(prefix or infill) - allowed):
-        raise ValueError(f"--sample.{'prefix' if prefix else 'infill'} may hold only a-z and space"
-                         f"{' (and _ to generate)' if infill else ''}, got {bad[:5]}")
+        raise ValueError(
+            f"--sample.{'prefix' if prefix else 'infill'} may hold only a-z and space"
+            f"{' (and _ to generate)' if infill else ''}, got {bad[:5]}"
+        )
 
 
 def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tensor | None:
@@ -117,8 +123,9 @@ def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tens
     check_pattern(prefix, infill)
     pattern = prefix or infill
     if len(pattern) > seq_len:
-        raise ValueError(f"the {'prefix' if prefix else 'infill pattern'} has {len(pattern)} characters; "
-                         f"the model writes {seq_len}")
+        raise ValueError(
+            f"the {'prefix' if prefix else 'infill pattern'} has {len(pattern)} characters; the model writes {seq_len}"
+        )
     if not pattern:
         return None
     condition = torch.full((seq_len,), -1, dtype=torch.long)
@@ -127,10 +134,21 @@ def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tens
     return condition
 
 
-def generate(ckpt: Checkpoint, *, sampler: str = "ancestral", batch_size: int = 1, steps: int | None = None,
-             seed: int = 0, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, on_step: OnStep | None = None,
-             condition: torch.Tensor | None = None, options=None, dtype: Literal["auto", "fp32", "bf16"] = "fp32"
-             ) -> Generated:
+def generate(
+    ckpt: Checkpoint,
+    *,
+    sampler: str = "ancestral",
+    batch_size: int = 1,
+    steps: int | None = None,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    on_step: OnStep | None = None,
+    condition: torch.Tensor | None = None,
+    options=None,
+    dtype: Literal["auto", "fp32", "bf16"] = "fp32",
+) -> Generated:
     """Sample ``batch_size`` sequences of the checkpoint's length with a registered sampler, given
     ``condition`` (``condition_of``) and the sampler's ``options``; the network runs under bf16
     autocast for ``dtype`` "bf16", or "auto" where bf16 is fast (CUDA, CPUs with native bf16)."""
@@ -143,11 +161,19 @@ def generate(ckpt: Checkpoint, *, sampler: str = "ancestral", batch_size: int = 
     direct = lambda params, zt, t: ckpt.model(zt, t)  # noqa: E731
     start = time.perf_counter()
     with torch.inference_mode(), dist.autocast(ckpt.device, dist.autocast_dtype(dtype, ckpt.device)):
-        x, nfe = SAMPLERS[sampler].sample(direct, ckpt.params, ckpt.diffusion, batch_size=batch_size,
-                                          seq_len=ckpt.cfg.data.seq_len, generator=torch.Generator(ckpt.device).manual_seed(seed),
-                                          steps=steps, transform=transform, on_step=on_step,
-                                          condition=None if condition is None else condition.to(ckpt.device),
-                                          options=options)
+        x, nfe = SAMPLERS[sampler].sample(
+            direct,
+            ckpt.params,
+            ckpt.diffusion,
+            batch_size=batch_size,
+            seq_len=ckpt.cfg.data.seq_len,
+            generator=torch.Generator(ckpt.device).manual_seed(seed),
+            steps=steps,
+            transform=transform,
+            on_step=on_step,
+            condition=None if condition is None else condition.to(ckpt.device),
+            options=options,
+        )
     return Generated([decode(row) for row in x.cpu()], x, nfe, time.perf_counter() - start)
 
 
@@ -180,10 +206,19 @@ def sample_metrics(ckpt: Checkpoint, texts: list[str], n_chars: int = 10_000_000
     return ev.sample_metrics(texts, train_text, set(ev.words(train_text)))
 
 
-def evaluate_checkpoint(ckpt: Checkpoint, *, split: Literal["val", "test"] = "val", estimator: Estimator = "stratified",
-                        n_t: int = 1, max_chunks: int | None = None, batch_size: int = 64, seed: int = 0,
-                        data_source: str | None = None, data_dir: str | None = None,
-                        on_batch: ev.OnBatch | None = None) -> dict:
+def evaluate_checkpoint(
+    ckpt: Checkpoint,
+    *,
+    split: Literal["val", "test"] = "val",
+    estimator: Estimator = "stratified",
+    n_t: int = 1,
+    max_chunks: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    data_source: str | None = None,
+    data_dir: str | None = None,
+    on_batch: ev.OnBatch | None = None,
+) -> dict:
     """The checkpoint's own bound (``method.bound``) in bits per character on canonical chunks.
 
     estimator: ``stratified`` (n_t stratified times per chunk), ``exact`` (every step of a discrete
@@ -206,9 +241,18 @@ def evaluate_checkpoint(ckpt: Checkpoint, *, split: Literal["val", "test"] = "va
         if estimator == "continuous":
             integrand = dataclasses.replace(integrand, T=None)
         results = ev.stratified(integrand, *args, n_t=n_t, **kw).report()
-    return {"checkpoint": str(ckpt.path), "split": split, "source": source, "estimator": estimator,
-            "T": integrand.T, "seq_len": ckpt.cfg.data.seq_len, "remainder_chars": remainder, "seed": seed,
-            "batch_size": batch_size, "results": results}
+    return {
+        "checkpoint": str(ckpt.path),
+        "split": split,
+        "source": source,
+        "estimator": estimator,
+        "T": integrand.T,
+        "seq_len": ckpt.cfg.data.seq_len,
+        "remainder_chars": remainder,
+        "seed": seed,
+        "batch_size": batch_size,
+        "results": results,
+    }
 
 
 def convert_nanodd(path: str | Path, out_dir: str | Path) -> Path:
@@ -218,7 +262,10 @@ def convert_nanodd(path: str | Path, out_dir: str | Path) -> Path:
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
     ckpts = Checkpoints(Path(out_dir) / "checkpoints")
     step = int(ckpt.get("iter_num", 0))
-    ckpts.save(step, {"params": dict(model.state_dict()), "ema": {k: ema[k] for k, _ in model.named_parameters()}},
-               {"config": to_dict(cfg), "source": str(Path(path).absolute())})
+    ckpts.save(
+        step,
+        {"params": dict(model.state_dict()), "ema": {k: ema[k] for k, _ in model.named_parameters()}},
+        {"config": to_dict(cfg), "source": str(Path(path).absolute())},
+    )
     ckpts.wait()
     return ckpts.directory / str(step)

@@ -59,8 +59,10 @@ def why_unloadable(path: Path, error: Exception) -> str:
     except Exception:  # pickletools raises ValueError, IndexError, ... on bytes that are no pickle
         opcodes = set()
     if opcodes & CODE_OPCODES:
-        return (f"{path}: refused: a pickle that needs code to load (it builds Python objects, which could run "
-                "arbitrary code; only tensors and plain containers are read, weights_only=True)")
+        return (
+            f"{path}: refused: a pickle that needs code to load (it builds Python objects, which could run "
+            "arbitrary code; only tensors and plain containers are read, weights_only=True)"
+        )
     return f"{path}: not a checkpoint (neither a torch checkpoint nor a pickle of tensors)"
 
 
@@ -68,17 +70,24 @@ def config_of(ckpt: dict) -> Config:
     """Our Config for a nanoDD checkpoint's model_args / training_args: nanoDD's D3PMAbsorbing is our
     registered method "d3pm" on the absorbing process over its vocab_size data symbols."""
     a, t = ckpt["model_args"], ckpt.get("training_args", {})
-    return Config(model=DiTConfig(d_model=a["n_embed"], n_heads=a["n_heads"], n_blocks=a["n_blocks"],
-                                  cond_dim=a["n_cond"], dropout=a["dropout"]),
-                  method=METHODS["d3pm"].Config(T=a["T"], hybrid_coeff=a["lambda_ce"], process=Absorbing(a["vocab_size"])),
-                  data=DataConfig(source="text8", seq_len=t.get("seq_len", 256)))
+    return Config(
+        model=DiTConfig(
+            d_model=a["n_embed"],
+            n_heads=a["n_heads"],
+            n_blocks=a["n_blocks"],
+            cond_dim=a["n_cond"],
+            dropout=a["dropout"],
+        ),
+        method=METHODS["d3pm"].Config(T=a["T"], hybrid_coeff=a["lambda_ce"], process=Absorbing(a["vocab_size"])),
+        data=DataConfig(source="text8", seq_len=t.get("seq_len", 256)),
+    )
 
 
 def dit_state(ckpt: dict, *, ema: bool, cfg: DiTConfig) -> dict[str, torch.Tensor]:
     """The DiT's state dict, from the EMA weights (keys 'ema_model.net.*') or the raw ones ('net.*')."""
     state = ckpt["ema"] if ema else ckpt["model"]
     prefix = "ema_model.net." if ema else "net."
-    net = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    net = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not net:
         raise CheckpointError(f"no '{prefix}*' weights in the checkpoint's {'ema' if ema else 'model'} entry")
     embed = net.get("vocab_embed.weight")

@@ -71,8 +71,10 @@ def lr_at(step: int, tc: TrainConfig) -> float:
 def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on 2-D parameters only (matrices, embeddings); torch's fused kernel (CPU and CUDA)."""
     params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=True)
 
 
@@ -105,8 +107,9 @@ class State:
 
 
 class Trainer:
-    def __init__(self, cfg: Config, runtime: dist.Runtime, log: Log, loss: Loss | None = None,
-                 noise: NoiseFn | None = None):
+    def __init__(
+        self, cfg: Config, runtime: dist.Runtime, log: Log, loss: Loss | None = None, noise: NoiseFn | None = None
+    ):
         self.cfg, self.runtime, self.log = cfg, runtime, log
         tc, method = cfg.train, method_of(cfg.method)
         self.loss = loss or partial(method.loss, cfg=cfg.method)
@@ -115,13 +118,16 @@ class Trainer:
         self.train_data, self.val_data = load_data(cfg, runtime, method.diffusion(cfg.method).process.n_symbols)
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         model = DiT(config_lib.network_config(cfg)).to(runtime.device)
-        self.state = State(model, build_optimizer(model, tc),
-                           {k: v.detach().clone() for k, v in params_of(model).items()})
+        self.state = State(
+            model, build_optimizer(model, tc), {k: v.detach().clone() for k, v in params_of(model).items()}
+        )
         if tc.compile:
             dist.check_compile_possible(runtime.device)
         net = torch.compile(model) if tc.compile else model
         if runtime.distributed:
-            net = DistributedDataParallel(net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+            net = DistributedDataParallel(
+                net, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None
+            )
         self.net, self.apply = net, make_apply(model, net)  # takes model's names, runs the wrapper
         self.amp = dist.autocast_dtype(tc.dtype, runtime.device)
         self.stop_requested = False
@@ -132,8 +138,9 @@ class Trainer:
         tc, dev = self.cfg.train, self.runtime.device
         rank = self.runtime.rank if rank is None else rank
         index = self.state.step * tc.grad_accum + micro
-        x0 = train_batch(self.train_data, index, batch_size=tc.batch_size, seq_len=self.cfg.data.seq_len,
-                         seed=tc.seed, rank=rank).to(dev, non_blocking=True)
+        x0 = train_batch(
+            self.train_data, index, batch_size=tc.batch_size, seq_len=self.cfg.data.seq_len, seed=tc.seed, rank=rank
+        ).to(dev, non_blocking=True)
         gen = torch.Generator(dev).manual_seed(key(tc.seed, rank, index))
         slot = Slot(rank * tc.grad_accum + micro, self.runtime.world_size * tc.grad_accum)
         return x0, self.noise(gen, x0, slot)
@@ -185,10 +192,14 @@ class Trainer:
         chunks = canonical_chunks(self.val_data, L, tc.eval_batches * tc.batch_size)[rt.rank :: rt.world_size]
         st.model.eval()
         with dist.autocast(rt.device, self.amp):
-            estimate = ev.stratified(self.bound, make_apply(st.model), st.ema if tc.ema_decay > 0 else params_of(st.model),
-                                     chunks.to(rt.device),
-                                     generator=torch.Generator(rt.device).manual_seed(key(tc.seed, rt.rank, 2**31)),
-                                     batch_size=tc.batch_size)
+            estimate = ev.stratified(
+                self.bound,
+                make_apply(st.model),
+                st.ema if tc.ema_decay > 0 else params_of(st.model),
+                chunks.to(rt.device),
+                generator=torch.Generator(rt.device).manual_seed(key(tc.seed, rt.rank, 2**31)),
+                batch_size=tc.batch_size,
+            )
         total = torch.tensor([float(estimate.per_chunk.sum()), len(chunks)], device=rt.device, dtype=torch.float64)
         if rt.distributed:
             torch.distributed.all_reduce(total)
@@ -214,8 +225,9 @@ class Trainer:
                 last["val_bpc"] = self.validate()
                 st.best_val_bpc = min(st.best_val_bpc, last["val_bpc"])
                 self.log.metrics({"step": st.step, "val_bpc": last["val_bpc"]})
-                self.log.say(f"step {st.step}: validation bound {last['val_bpc']:.3f} bits/char "
-                             f"(best {st.best_val_bpc:.3f})")
+                self.log.say(
+                    f"step {st.step}: validation bound {last['val_bpc']:.3f} bits/char (best {st.best_val_bpc:.3f})"
+                )
                 if ckpts is not None:
                     ckpts.save(st.step, st.arrays(), self.meta(), val_bpc=last["val_bpc"])
             if stop:
@@ -231,21 +243,33 @@ class Trainer:
         bad = (~torch.isfinite(losses)).nonzero()
         if dist.any_rank(len(bad) > 0, self.runtime):
             at = recent[int(bad[0])][0] if len(bad) else "a step on another rank"
-            raise StopTraining(f"non-finite loss at step {at}; stopping (the last checkpoint is kept). "
-                               "Try a lower --train.lr or --train.dtype fp32.")
+            raise StopTraining(
+                f"non-finite loss at step {at}; stopping (the last checkpoint is kept). "
+                "Try a lower --train.lr or --train.dtype fp32."
+            )
         mean = {k: float(torch.stack([a[k] for _, _, a in recent]).float().mean()) for k in recent[-1][2]}
         tokens = tc.batch_size * tc.grad_accum * self.runtime.world_size * self.cfg.data.seq_len
-        record = {"step": st.step, "loss": float(losses.mean()), **mean, "lr": lr_at(st.step - 1, tc),
-                  "tokens_per_s": tokens / seconds_per_step}
+        record = {
+            "step": st.step,
+            "loss": float(losses.mean()),
+            **mean,
+            "lr": lr_at(st.step - 1, tc),
+            "tokens_per_s": tokens / seconds_per_step,
+        }
         self.log.metrics(record | {"losses": losses.tolist()})
-        self.log.say(f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | bound {mean['bpt']:.3f} "
-                     f"bits/char | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:.1f}k tok/s | "
-                     f"ETA {duration((tc.max_iters - st.step) * seconds_per_step)}")
+        self.log.say(
+            f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | bound {mean['bpt']:.3f} "
+            f"bits/char | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:.1f}k tok/s | "
+            f"ETA {duration((tc.max_iters - st.step) * seconds_per_step)}"
+        )
         return record
 
     def meta(self) -> dict:
-        return {"config": config_lib.to_dict(self.cfg), "best_val_bpc": self.state.best_val_bpc,
-                "world_size": self.runtime.world_size}
+        return {
+            "config": config_lib.to_dict(self.cfg),
+            "best_val_bpc": self.state.best_val_bpc,
+            "world_size": self.runtime.world_size,
+        }
 
 
 def load_data(cfg: Config, runtime: dist.Runtime, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
@@ -260,14 +284,18 @@ def load_data(cfg: Config, runtime: dist.Runtime, n_symbols: int) -> tuple[np.nd
     if not first:
         root = prepare(cfg.data.source, data_dir, seq_len=cfg.data.seq_len, progress=False)
     if n_symbols != len(VOCAB):
-        raise ValueError(f"the data has {len(VOCAB)} symbols (the text8 alphabet) but the method's process "
-                         f"expects {n_symbols} (--method.process.n-symbols)")
+        raise ValueError(
+            f"the data has {len(VOCAB)} symbols (the text8 alphabet) but the method's process "
+            f"expects {n_symbols} (--method.process.n-symbols)"
+        )
     train_data, val_data = load_split(root, "train"), load_split(root, "val")
     n_val, _ = eval_chunks(val_data, cfg.data.seq_len)
     if len(train_data) <= cfg.data.seq_len or n_val < runtime.world_size:
-        raise DataError(f"--data.seq-len {cfg.data.seq_len} is longer than the data allows "
-                        f"(train {len(train_data):,}, val {len(val_data):,} characters, "
-                        f"{runtime.world_size} rank(s) each needing a val chunk)")
+        raise DataError(
+            f"--data.seq-len {cfg.data.seq_len} is longer than the data allows "
+            f"(train {len(train_data):,}, val {len(val_data):,} characters, "
+            f"{runtime.world_size} rank(s) each needing a val chunk)"
+        )
     return train_data, val_data
 
 
@@ -288,15 +316,18 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
         raise ValueError(f"--train.out-dir {cfg.train.out_dir}: cannot create it ({e.strerror or e})") from None
     try:
         trainer = Trainer(cfg, runtime, log, loss, noise)
-        ckpts = Checkpoints(Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints,
-                            is_main=runtime.is_main)
+        ckpts = Checkpoints(
+            Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints, is_main=runtime.is_main
+        )
         resume(trainer, ckpts, log)
         with stop_on_signals(trainer):
             last = trainer.run(ckpts)
         ckpts.wait()
         if trainer.stop_requested:
-            log.say(f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same command "
-                    "plus --train.resume")
+            log.say(
+                f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same command "
+                "plus --train.resume"
+            )
         return last | {"stopped": trainer.stop_requested}
     finally:
         dist.teardown()
@@ -307,14 +338,18 @@ def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
     if not ckpts.steps():
         return
     if not trainer.cfg.train.resume:
-        raise ValueError(f"{ckpts.directory} already holds checkpoints (steps {ckpts.steps()}); pass "
-                         "--train.resume to continue, or choose another --train.out-dir")
+        raise ValueError(
+            f"{ckpts.directory} already holds checkpoints (steps {ckpts.steps()}); pass "
+            "--train.resume to continue, or choose another --train.out-dir"
+        )
     arrays, meta = ckpts.restore_latest_good()  # steps exist: this restores one or raises
     saved = config_lib.from_dict(meta["config"])
     for part in ("model", "method"):
         if getattr(saved, part) != getattr(trainer.cfg, part):
-            raise CheckpointError(f"checkpoint step {meta['step']} in {ckpts.directory} was trained with {part} "
-                                  f"{getattr(saved, part)}, but this run asks for {getattr(trainer.cfg, part)}")
+            raise CheckpointError(
+                f"checkpoint step {meta['step']} in {ckpts.directory} was trained with {part} "
+                f"{getattr(saved, part)}, but this run asks for {getattr(trainer.cfg, part)}"
+            )
     trainer.state.load({k: {n: v.to(trainer.runtime.device) for n, v in d.items()} for k, d in arrays.items()}, meta)
     log.say(f"resumed from step {meta['step']} ({ckpts.directory / str(meta['step'])})")
 

@@ -46,9 +46,21 @@ def install() -> None:
     import torch.nn.functional as F
     from torch.overrides import TorchFunctionMode
 
-    matmuls = {F.linear, F.scaled_dot_product_attention, torch.matmul, torch.mm, torch.bmm, torch.addmm,
-               torch.baddbmm, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.mm,
-               torch.Tensor.bmm, torch.Tensor.addmm, torch.Tensor.baddbmm}
+    matmuls = {
+        F.linear,
+        F.scaled_dot_product_attention,
+        torch.matmul,
+        torch.mm,
+        torch.bmm,
+        torch.addmm,
+        torch.baddbmm,
+        torch.Tensor.matmul,
+        torch.Tensor.__matmul__,
+        torch.Tensor.mm,
+        torch.Tensor.bmm,
+        torch.Tensor.addmm,
+        torch.Tensor.baddbmm,
+    }
 
     class SlowBF16(TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -57,7 +69,8 @@ def install() -> None:
                 tensors = [a for a in args if isinstance(a, torch.Tensor)]
                 on_cpu = bool(tensors) and all(t.device.type == "cpu" for t in tensors)
                 bf16 = any(t.dtype == torch.bfloat16 for t in tensors) or (
-                    torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+                    torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+                )
                 if on_cpu and bf16:
                     time.sleep(matmul_flops(func, args, kwargs) / RATE)
             return func(*args, **kwargs)
