@@ -34,7 +34,7 @@ from typing import Annotated, Callable, Literal, Sequence
 import tyro
 
 import nanodd.checks as checks
-from experiments import cli
+from experiments import cli, unmasking
 from nanodd.config import Config, DataConfig, TrainConfig, check_source, validate
 from nanodd.data import decode, prepare as prepare_data
 from nanodd.data.prepare import atomic_write, dataset_name
@@ -372,6 +372,13 @@ class SampleOptions:
     """Show the unmasking of the first sequence as it happens (on a terminal)."""
     out: str | None = None
     """Write the samples to this file (one per line) instead of stdout."""
+    gif: str | None = None
+    """Also draw the unmasking of the first sequence into this animated GIF (masked positions as grey
+    blocks; needs Pillow: pip install -e '.[plot]')."""
+    gif_every: int | None = None
+    """A GIF frame every this many sampler steps, and one after the last (default: about 48 frames)."""
+    gif_ms: int = 80
+    """How long each GIF frame shows, in milliseconds (the finished sample stays 2 s)."""
     judge: str | None = None
     """An autoregressive judge checkpoint (train ar-demo or ar-text8): print its bits per character on
     the samples (gen-BPC: lower is more plausible) with the samples' unigram entropy."""
@@ -385,19 +392,26 @@ class SampleOptions:
     Categorical draws are float64 whatever this says."""
 
     def __post_init__(self):
-        checks.at_least("--sample.batch-size", self.batch_size, 1)
+        checks.at_least("batch_size", self.batch_size, 1)
         if self.steps is not None:
-            checks.at_least("--sample.steps", self.steps, 1)
+            checks.at_least("steps", self.steps, 1)
         check_pattern(self.prefix, self.infill)
-        checks.seed("--sample.seed", self.seed)
-        checks.positive("--sample.temperature", self.temperature)
-        checks.require("--sample.top-p", 0 < self.top_p <= 1, "be in (0, 1]", self.top_p)
-        checks.at_least("--sample.top-k", self.top_k, 0)
-        checks.named("--sample.out", self.out)
-        checks.named("--sample.judge", self.judge)
+        checks.seed("seed", self.seed)
+        checks.positive("temperature", self.temperature)
+        checks.require("top_p", 0 < self.top_p <= 1, "be in (0, 1]", self.top_p)
+        checks.at_least("top_k", self.top_k, 0)
+        checks.named("out", self.out)
+        checks.named("gif", self.gif)
+        if self.gif_every is not None:
+            checks.at_least("gif_every", self.gif_every, 1)
+        checks.at_least("gif_ms", self.gif_ms, 1)
+        checks.named("judge", self.judge)
 
     def check_paths(self) -> None:
         check_writable("--sample.out", self.out)
+        if self.gif is not None:
+            check_writable("--sample.gif", self.gif)
+            unmasking.require_pillow()
         check_checkpoint("--sample.judge", self.judge)
 
 
@@ -438,16 +452,16 @@ class EvalOptions:
     """Where to run the network ('auto': CUDA when available)."""
 
     def __post_init__(self):
-        for option, value in (("--eval.max-chunks", self.max_chunks), ("--eval.seq-len", self.seq_len)):
-            if value is not None:
-                checks.at_least(option, value, 1)
-        checks.at_least("--eval.n-t", self.n_t, 1)
-        checks.at_least("--eval.batch-size", self.batch_size, 1)
-        checks.seed("--eval.seed", self.seed)
+        for name in ("max_chunks", "seq_len"):
+            if getattr(self, name) is not None:
+                checks.at_least(name, getattr(self, name), 1)
+        checks.at_least("n_t", self.n_t, 1)
+        checks.at_least("batch_size", self.batch_size, 1)
+        checks.seed("seed", self.seed)
         if self.data_source is not None:
-            check_source("--eval.data-source", self.data_source)
-        checks.named("--eval.data-dir", self.data_dir)
-        checks.named("--eval.out", self.out)
+            check_source("data_source", self.data_source)
+        checks.named("data_dir", self.data_dir)
+        checks.named("out", self.out)
 
 
 def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOptions()) -> Work:
@@ -549,6 +563,7 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
     sampler = opt.sampler or default_sampler(ckpt.diffusion)
     condition = condition_of(ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
     view = LiveView(enabled=opt.live)
+    frames = unmasking.Frames() if opt.gif else None
     out = sample_text(
         ckpt,
         sampler=sampler,
@@ -558,13 +573,16 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
         temperature=opt.temperature,
         top_p=opt.top_p,
         top_k=opt.top_k,
-        on_step=view,
+        on_step=view if frames is None else unmasking.tee(view, frames),
         condition=condition,
         options={"ancestral": opt.ancestral, "remdm": opt.remdm, "confidence": opt.confidence}.get(sampler),
         dtype=opt.dtype,
     )
     view.close()
     print(f"{len(out.texts)} sample(s), {out.nfe} network evaluations, {out.seconds:.1f} s", file=sys.stderr)
+    if frames is not None:
+        atomic_write(Path(opt.gif), unmasking.render(frames.texts, every=opt.gif_every, ms=opt.gif_ms))
+        print(f"wrote {opt.gif}", file=sys.stderr)
     if opt.out:  # all or nothing: a kill leaves no partial file
         atomic_write(Path(opt.out), ("\n".join(out.texts) + "\n").encode())
         print(f"wrote {opt.out}", file=sys.stderr)

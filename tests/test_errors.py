@@ -65,6 +65,7 @@ LEGAL = {
     "--sample.prefix": "empty",
     "--sample.infill": "empty",
     "--sample.out": "missing",
+    "--sample.gif": "missing",
     "--sample.judge": "dir",
     "--eval.seed": "0",
     "--eval.data-source": "missing",
