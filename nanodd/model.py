@@ -12,7 +12,7 @@ fp32; the output projection is tied to the token embedding.  The network knows n
 the process's output parameterisation (``nanodd.processes``) turns these logits into p(x0 | z_t),
 e.g. with the mask logit at -inf for absorbing diffusion.
 
-Parameter names and semantics follow nanoDD's DiT (DESIGN.md §7) so its checkpoints map 1:1:
+Parameter names and semantics follow nanoDD's DiT (docs/nanodd.md) so its checkpoints map 1:1:
 ``vocab_embed``, ``c_embed.mlp.{0,2}``, ``rotary_emb.inv_freq``, ``blocks.i.{norm1, attn_qkv,
 attn_out, norm2, mlp.{0,2}, adaLN_modulation}``, ``norm_final``, ``adaLN_modulation``.
 The time input is whatever the method feeds (D3PM: the raw step index 1..T); ``t`` may be [B]
