@@ -83,15 +83,18 @@ def test_a_three_frame_gif_of_a_tiny_model_reads_back_and_unmasks(tmp_path):
 @pytest.mark.parametrize("sampler", list(SAMPLERS))
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_sampler_that_serves_a_checkpoint_draws_its_unmasking(tmp_path, method, sampler):
+    """D3PM and MDLM with every sampler (first hitting: a step per token), SEDD with its two; the others
+    refuse a ratio network in one line and draw nothing."""
     run, gif = tiny_run(tmp_path, METHODS[method], seq_len=16), tmp_path / "s.gif"
-    argv = ["sample", str(run), "--sample.sampler", sampler, "--sample.steps", "8", "--sample.gif", str(gif)]
+    steps = [] if sampler == "first-hitting" else ["--sample.steps", "8"]
+    argv = ["sample", str(run), "--sample.sampler", sampler, *steps, "--sample.gif", str(gif)]
     code, err = run_cli([*argv, "--sample.no-live", "--sample.device", "cpu"], check_only=False)
-    if code == 2:  # a sampler this kind of network cannot serve says so before drawing
-        assert err.startswith("error: ") and len(err.splitlines()) == 1 and not gif.exists(), err
+    if method.startswith("sedd") and sampler not in ("analytic", "euler"):
+        assert code == 2 and err.startswith("error: ") and len(err.splitlines()) == 1 and not gif.exists(), err
         return
     assert code == 0, err
     frames = frames_of(gif)
-    assert 1 <= len(frames) <= 9 and count(frames[-1], unmasking.BLOCK) == 0
+    assert 1 <= len(frames) <= 16 and count(frames[-1], unmasking.BLOCK) == 0
     if method != "sedd-uniform":
         assert count(frames[0], unmasking.BLOCK) > 0
     else:  # no mask: every frame shows what the state decodes to
