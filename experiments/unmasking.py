@@ -7,9 +7,9 @@ analytic steps and first hitting's one-token steps too).  It keeps the first seq
 and draws, at the end, every k-th of them and the last: the text wrapped at a fixed number of
 characters per line, as the terminal view wraps it; masked positions ('_' in the text) as grey blocks,
 revealed characters in ink, and those revealed (or, for a uniform process, changed) since the previous
-frame in blue.  A process without a mask (uniform noise) shows what its state decodes to.  The font is
-Pillow's built-in bitmap font (6 x 11 pixels, every character the same width), drawn at 2x.  Pillow is
-optional: ``pip install -e '.[plot]'``.
+frame in blue; the finished sample all in ink.  A process without a mask (uniform noise) shows what its
+state decodes to.  The font is Pillow's built-in bitmap font (6 x 11 pixels, every character the same
+width), drawn at 2x.  Pillow is optional: ``pip install -e '.[plot]'``.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def render(texts: list[str], *, every: int | None = None, ms: int = 80, columns:
             kept.append(text)
             durations.append(ms)
     durations[-1] = max(durations[-1], HOLD_MS)
-    frames = [draw(t, kept[i - 1] if i else None, columns) for i, t in enumerate(kept)]
+    last = len(kept) - 1  # the finished sample is all ink
+    frames = [draw(t, kept[i - 1] if 0 < i < last else None, columns) for i, t in enumerate(kept)]
     buffer = io.BytesIO()
     frames[0].save(
         buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True
