@@ -91,19 +91,17 @@ class Args:
 
     def __post_init__(self):
         for name in ("d_model", "n_blocks", "n_heads", "batch_size", "seq_len", "steps"):
-            checks.at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
+            checks.at_least(name, getattr(self, name), 1)
         checks.require(
-            "--d-model",
+            "d_model",
             self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
-            f"split into --n-heads {self.n_heads} heads of even width (rotary)",
+            ("split into ", checks.Field("n_heads"), f" {self.n_heads} heads of even width (rotary)"),
             self.d_model,
         )
-        checks.at_least("--loss-steps", self.loss_steps, 3)
-        checks.positive("--tolerance", self.tolerance)
-        checks.require(
-            "--ddp-procs", self.ddp_procs in (None, 0) or self.ddp_procs >= 2, "be 0 or >= 2", self.ddp_procs
-        )
-        checks.seed("--seed", self.seed)
+        checks.at_least("loss_steps", self.loss_steps, 3)
+        checks.positive("tolerance", self.tolerance)
+        checks.require("ddp_procs", self.ddp_procs in (None, 0) or self.ddp_procs >= 2, "be 0 or >= 2", self.ddp_procs)
+        checks.seed("seed", self.seed)
 
 
 def config(args: Args, dtype: str, compile: bool) -> Config:

@@ -46,9 +46,9 @@ class Args:
     """Operators listed."""
 
     def __post_init__(self):
-        checks.require("--sizes", len(self.sizes) > 0, "name at least one of benchmark, demo", self.sizes)
-        checks.at_least("--steps", self.steps, 1)
-        checks.at_least("--rows", self.rows, 1)
+        checks.require("sizes", len(self.sizes) > 0, "name at least one of benchmark, demo", self.sizes)
+        checks.at_least("steps", self.steps, 1)
+        checks.at_least("rows", self.rows, 1)
 
 
 def build(size: str, args: Args) -> Trainer:

@@ -75,22 +75,17 @@ class Options:
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in DEMOS]
         checks.require(
-            "--methods",
+            "methods",
             not unknown and len(self.methods) > 0,
             f"name demo presets ({', '.join(DEMOS)})",
             " ".join(self.methods),
         )
-        checks.at_least("--budget", self.budget, 1)
-        checks.at_least("--probe-steps", self.probe_steps, 4)
-        checks.at_least("--eval-chunks", self.eval_chunks, 2)
-        checks.at_least("--samples", self.samples, 2)
-        for option, value in (
-            ("--corpus", self.corpus),
-            ("--judge", self.judge),
-            ("--out-dir", self.out_dir),
-            ("--plot", self.plot),
-        ):
-            checks.named(option, value)
+        checks.at_least("budget", self.budget, 1)
+        checks.at_least("probe_steps", self.probe_steps, 4)
+        checks.at_least("eval_chunks", self.eval_chunks, 2)
+        checks.at_least("samples", self.samples, 2)
+        for name in ("corpus", "judge", "out_dir", "plot"):
+            checks.named(name, getattr(self, name))
 
 
 def default_corpus() -> str:

@@ -71,15 +71,15 @@ class Args:
 
     def __post_init__(self):
         for name in ("d_model", "n_blocks", "n_heads", "batch_size", "seq_len", "steps", "rounds"):
-            checks.at_least(f"--{name.replace('_', '-')}", getattr(self, name), 1)
+            checks.at_least(name, getattr(self, name), 1)
         checks.require(
-            "--d-model",
+            "d_model",
             self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
-            f"split into --n-heads {self.n_heads} heads of even width (rotary)",
+            ("split into ", checks.Field("n_heads"), f" {self.n_heads} heads of even width (rotary)"),
             self.d_model,
         )
-        checks.require("--compile", len(self.compile) > 0, "name at least one setting", self.compile)
-        checks.require("--dtypes", len(self.dtypes) > 0, "name at least one precision", self.dtypes)
+        checks.require("compile", len(self.compile) > 0, "name at least one setting", self.compile)
+        checks.require("dtypes", len(self.dtypes) > 0, "name at least one precision", self.dtypes)
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, budget_s: float = 1.0) -> float:

@@ -4,22 +4,34 @@ warning is one ``warning: ...`` line (``nanodd.shell.log.warn``).
 
 Mistakes come from three places, all ending the same way: tyro rejecting a token (an unknown
 option, ``nan`` for an int, a value outside a choice), which ``reject`` turns into one line naming the
-option; a config or options dataclass refusing a value in ``__post_init__`` (``nanodd.checks``),
-whose ValueError already names the option; and the library refusing the work (a missing
-checkpoint, data too short), raised as one of ``USER_ERRORS``.
+option; a config or options dataclass refusing a value in ``__post_init__`` (``nanodd.checks``);
+and the library refusing the work (a missing checkpoint, data too short), raised as one of
+``USER_ERRORS``.
+
+The library names fields as Python spells them (``eps must be in (0, 1), got 2``, a
+``nanodd.checks.Message``); this module names the flag the user typed.  A dataclass tyro builds
+under a prefix (``MDLMConfig``'s schedule at ``method.schedule`` in ``experiments.text8 train``,
+the same class at ``extra.schedule`` in ``experiments.compose``) has its fields spelled as tyro
+spells that prefix's arguments (``--method.schedule.eps``, ``--extra.schedule.eps``; a positional
+as its name in capitals); a message from outside tyro's construction (the trainer, the sweep) names
+paths from the root of what was parsed (``train.lr``: ``--train.lr``).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 import warnings
 from contextlib import contextmanager
-from typing import Callable, Sequence
+from types import FrameType
+from typing import Callable, Iterable, Sequence
 
 import tyro
+import tyro._arguments
 import tyro._errors  # private, pinned in pyproject.toml: tyro's only hook on its parse errors
 
+from nanodd.checks import UNSET, Field, Message
 from nanodd.data import DataError
 from nanodd.shell import log
 from nanodd.shell.checkpoint import CheckpointError
@@ -33,11 +45,82 @@ class Rejected(Exception):
 USER_ERRORS = (Rejected, ValueError, OSError, DataError, CheckpointError, StopTraining)
 
 
+DUMMY = ("__tyro_dummy_inner__", "__tyro-dummy-inner__")
+"""Segments tyro puts into its own prefixes (the wrapper of root-level subcommands); no flag has them."""
+
+
+def without_dummies(prefix: str) -> str:
+    return ".".join(s for s in prefix.split(".") if s not in DUMMY)
+
+
+def tyro_parsers(frames: Iterable[FrameType]) -> list:
+    """Every parser tyro built for this command line (the chosen subcommands; tyro 1.0's ``_cli_impl``
+    holds the root as ``parser_spec``), or none when ``frames`` do not pass through tyro's parse."""
+    root = next((f.f_locals["parser_spec"] for f in frames if f.f_code.co_name == "_cli_impl"), None)
+    found, todo = [], [root] if root is not None else []
+    while todo:
+        parser = todo.pop()
+        found.append(parser)
+        todo += parser.child_from_prefix.values()
+        for group in parser.subparsers_from_intern_prefix.values():
+            todo += [lazy._cached for lazy in group.parser_from_name.values() if lazy._cached is not None]
+    return found
+
+
+def spelling(parsers: list, intern_prefix: str | None) -> Callable[[Field], str]:
+    """How the command line spells a ``Field`` of the dataclass tyro built at ``intern_prefix`` (the path
+    of Python names tyro gives it: ``extra.schedule``, ``__tyro-dummy-inner__.cfg.model``); None: the
+    root of what was parsed (the config of ``train``, a benchmark's ``Annotated[Args, arg(name="")]``).
+    A name already spelled for the command line (a flag, a positional's metavar) stays as it is."""
+    target = without_dummies(intern_prefix) if intern_prefix is not None else None
+    parser = next((p for p in parsers if without_dummies(p.intern_prefix) == target), None)
+    prefix = parser.extern_prefix if parser is not None else ""
+    args = {a.field.intern_name: a for a in parser.args} if parser is not None else {}
+
+    def spell(field: Field) -> str:
+        name = field.name
+        if name.startswith("-") or len(name) > 1 and name.isupper():
+            return name  # spelled by the CLI layer itself: a flag, or a positional's metavar (CHECKPOINT)
+        flags = args[name].lowered.name_or_flags if name in args else ()
+        if flags and not flags[0].startswith("-"):
+            return name.upper()  # a positional: CHECKPOINTS
+        flag = (flags[0] if flags else "--" + ".".join(filter(None, (prefix, name)))).replace("_", "-")
+        if field.value is UNSET or field.value is True:
+            return flag
+        return f"--no-{flag[2:]}" if field.value is False else f"{flag} {field.value}"
+
+    return spell
+
+
+def tyro_rejected(error: BaseException | None) -> Callable[[Field], str]:
+    """The spelling for a message tyro is rejecting, called from its parse-error hook: tyro 1.0 fires the
+    hook inside ``except InstantiationError as error`` (a nested dataclass's ValueError; ``error.arg`` is
+    the dataclass's intern prefix, or, for a root-level subcommand under tyro's own wrapper, the class
+    name: no parser has it, and its fields are root flags) or ``except ValueError`` (a root class)."""
+    arg = getattr(error, "arg", None)
+    if isinstance(arg, tyro._arguments.ArgumentDefinition):
+        arg = arg.intern_prefix
+    stack = traceback.walk_stack(sys._getframe())
+    return spelling(tyro_parsers(f for f, _ in stack), arg if isinstance(arg, str) else None)
+
+
+def escaped(error: BaseException) -> Callable[[Field], str]:
+    """The spelling for a message that left tyro unhandled: tyro catches no error of a dataclass at the
+    root of the flags (``Annotated[Args, arg(name="")]``), so it escapes from the innermost
+    ``callable_with_args`` building it, whose ``prefixed_field_name`` is its intern prefix; a message raised
+    after parsing (by the work) names paths from the root."""
+    frames = [f for f, _ in traceback.walk_tb(error.__traceback__)]
+    building = [f.f_locals.get("prefixed_field_name") for f in frames if f.f_code.co_name == "callable_with_args"]
+    return spelling(tyro_parsers(frames), building[-1] if building and isinstance(building[-1], str) else None)
+
+
 def reject(event: tyro._errors.ParseErrorEvent) -> None:
     """tyro's parse-error hook: raise ``Rejected`` with one line instead of tyro's box."""
     arg = getattr(event, "argument", None)
     option = "/".join(arg.lowered.name_or_flags) or str(arg.lowered.metavar) if arg is not None else ""
     if isinstance(event, tyro._errors.InstantiationFailure):  # a bad literal, or a __post_init__ ValueError
+        if isinstance(event.message, Message):  # a field refused (nanodd.checks): name its flag
+            raise Rejected(event.message.render(tyro_rejected(sys.exc_info()[1])))
         raise Rejected(f"{option}: {event.message}" if option else event.message)
     if isinstance(event, tyro._errors.InvalidChoice):
         raise Rejected(f"{option} must be one of {', '.join(event.choices)}, got {event.value!r}")
@@ -63,7 +146,8 @@ def one_line_errors(interrupted: str = "interrupted"):
     except USER_ERRORS as e:
         if os.environ.get("NANODD_DEBUG"):
             raise
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever the message holds
+        text = e.args[0].render(escaped(e)) if e.args and isinstance(e.args[0], Message) else str(e)
+        print(f"error: {' '.join(text.split())}", file=sys.stderr)  # one line, whatever the message holds
         sys.exit(2)
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)

@@ -94,8 +94,8 @@ class Options:
     """Validation chunks on which both parts' bounds are evaluated at the end."""
 
     def __post_init__(self):
-        checks.at_least("--compose.lam", self.lam, 0)
-        checks.at_least("--compose.eval-chunks", self.eval_chunks, 2)
+        checks.at_least("lam", self.lam, 0)
+        checks.at_least("eval_chunks", self.eval_chunks, 2)
 
 
 def check(cfg: Config, extra, lam: float) -> None:

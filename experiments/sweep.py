@@ -79,8 +79,8 @@ class Sweep:
     """Validation chunks on which every row's bound (mean +- standard error) is evaluated."""
 
     def __post_init__(self):
-        checks.at_least("--sweep.eval-chunks", self.eval_chunks, 2)  # a standard error needs two
-        checks.named("--sweep.dir", self.dir)
+        checks.at_least("eval_chunks", self.eval_chunks, 2)  # a standard error needs two
+        checks.named("dir", self.dir)
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,12 @@ def parse(text: str, hint, path: str):
 
 
 def replace_field(obj, names: list[str], value):
-    """A copy of the dataclass ``obj`` with the field at ``names`` set (its checks run again)."""
+    """A copy of the dataclass ``obj`` with the field at ``names`` set (its checks run again; a refusal
+    names the field by its path from ``obj``)."""
     head, *rest = names
-    return dataclasses.replace(obj, **{head: replace_field(getattr(obj, head), rest, value) if rest else value})
+    with checks.within(head):
+        inner = replace_field(getattr(obj, head), rest, value) if rest else value
+    return dataclasses.replace(obj, **{head: inner})
 
 
 def rows_of(cfg: Config, sweep: Sweep, root: Path) -> list[Row]:
@@ -166,6 +169,8 @@ def rows_of(cfg: Config, sweep: Sweep, root: Path) -> list[Row]:
             for path, value in [*values.items(), ("train.out_dir", str(root / name))]:
                 row_cfg = replace_field(row_cfg, path.split("."), value)
             config_lib.validate(row_cfg)
+        except checks.FieldError as e:  # names a path in the config: the CLI names its flag
+            raise checks.FieldError(f"row {name}: ", e.message) from None
         except ValueError as e:
             raise ValueError(f"row {name}: {e}") from None
         rows.append(Row(name, values, row_cfg))

@@ -474,7 +474,9 @@ def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOpti
 
 
 def evaluate_work(checkpoint: str, eval: EvalOptions) -> None:
-    ckpt = load_checkpoint(checkpoint, ema=eval.ema, device=dist.setup(eval.device).device)
+    with checks.within("eval"):  # its refusal names --eval.device
+        device = dist.setup(eval.device).device
+    ckpt = load_checkpoint(checkpoint, ema=eval.ema, device=device)
     if eval.seq_len is not None and eval.seq_len != ckpt.cfg.data.seq_len:
         raise ValueError(
             f"--eval.seq-len {eval.seq_len} differs from the checkpoint's sequence length "
@@ -553,7 +555,8 @@ def demo_work(cfg: Config, sample: SampleOptions) -> None:
 
 
 def generate(checkpoint: str, opt: SampleOptions) -> None:
-    device = dist.setup(opt.device).device
+    with checks.within("sample"):  # its refusal names --sample.device
+        device = dist.setup(opt.device).device
     ckpt = load_checkpoint(checkpoint, ema=opt.ema, device=device)
     if ckpt.model.cfg.causal:
         raise ValueError(

@@ -52,14 +52,14 @@ class Options:
 
     def __post_init__(self):
         checks.require(
-            "CHECKPOINTS", len(self.checkpoints) > 0, "name at least one run or checkpoint", self.checkpoints
+            "checkpoints", len(self.checkpoints) > 0, "name at least one run or checkpoint", self.checkpoints
         )
-        checks.at_least("--n-t", self.n_t, 1)
-        checks.at_least("--batch", self.batch, 2)  # a standard error needs two sequences
-        checks.at_least("--chunk-size", self.chunk_size, 1)
-        checks.seed("--seed", self.seed)
-        checks.named("--csv", self.csv)
-        checks.named("--plot", self.plot)
+        checks.at_least("n_t", self.n_t, 1)
+        checks.at_least("batch", self.batch, 2)  # a standard error needs two sequences
+        checks.at_least("chunk_size", self.chunk_size, 1)
+        checks.seed("seed", self.seed)
+        checks.named("csv", self.csv)
+        checks.named("plot", self.plot)
 
 
 def profile(ckpt: Checkpoint, opt: Options) -> dict[str, torch.Tensor]:
@@ -73,7 +73,7 @@ def profile(ckpt: Checkpoint, opt: Options) -> dict[str, torch.Tensor]:
         raise ValueError(f"{ckpt.path}: the validation split holds fewer than 2 chunks of {ckpt.cfg.data.seq_len}")
     integrand, diffusion = ckpt.method.bound(ckpt.cfg.method), ckpt.method.diffusion(ckpt.cfg.method)
     noise = integrand.noise(torch.Generator(ckpt.device).manual_seed(opt.seed), x0)
-    process = diffusion.process if diffusion.log_ratios is None else None
+    process = diffusion.process if diffusion.output == "x0" else None
     parts, start = [], time.perf_counter()
     for ts in analysis.midpoints(opt.n_t).to(ckpt.device).split(opt.chunk_size):
         parts.append(analysis.per_timestep(integrand, ckpt.apply, ckpt.params, x0, noise, ts, process=process))

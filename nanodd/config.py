@@ -1,10 +1,10 @@
 """Experiment configuration: frozen dataclasses, one per concern, composed into ``Config``.
 
-Every field's docstring is its ``--help`` text.  Presets (``experiments/text8.py``) are ordinary
-``Config`` instances, and any field can be overridden on the command line
-(``python -m experiments.text8 train d3pm-text8 --train.lr 3e-4``).  The method is a union built
-from the method registry (``nanodd.methods.METHODS``): each member holds only the fields its method
-reads, and the command line picks one with ``method:<name>`` (e.g. ``method:mdlm``).
+Every field's docstring is its help text on the command line.  Presets (``experiments/text8.py``)
+are ordinary ``Config`` instances, and the command line can override any field of one (``train.lr``
+of ``d3pm-text8``); checks name fields as Python spells them (``nanodd.checks``).  The method is a
+union built from the method registry (``nanodd.methods.METHODS``): each member holds only the fields
+its method reads, and the command line picks one with ``method:<name>`` (e.g. ``method:mdlm``).
 
 This module sits between the core and the shell: it names the CLI's choices (so it imports
 ``tyro.conf``), and it (de)serialises configs for checkpoints without knowing any method.
@@ -40,19 +40,20 @@ class DataConfig:
     """Re-prepare even if the directory holds data prepared from another source."""
 
     def __post_init__(self):
-        check_source("--data.source", self.source)
-        checks.named("--data.data-dir", self.data_dir)
-        checks.at_least("--data.seq-len", self.seq_len, 1)
+        check_source("source", self.source)
+        checks.named("data_dir", self.data_dir)
+        checks.at_least("seq_len", self.seq_len, 1)
 
 
-def check_source(option: str, source: str) -> None:
+def check_source(field: str, source: str) -> None:
     """A corpus name, a file or an http(s) URL: refuse the empty string and URLs of other schemes
     (which would otherwise be read as a local path, e.g. 'ftp://h/x' as 'ftp:/h/x')."""
-    checks.named(option, source)
+    checks.named(field, source)
     scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*)://", source)
     if scheme and scheme[1].lower() not in ("http", "https"):
-        raise ValueError(
-            f"{option}: the URL scheme '{scheme[1]}' is not supported (only http and https), got {source!r}"
+        raise checks.FieldError(
+            checks.Field(field),
+            f": the URL scheme '{scheme[1]}' is not supported (only http and https), got {source!r}",
         )
 
 
@@ -111,15 +112,15 @@ class TrainConfig:
             "log_interval",
             "keep_checkpoints",
         ):
-            checks.at_least(f"--train.{name.replace('_', '-')}", getattr(self, name), 1)
+            checks.at_least(name, getattr(self, name), 1)
         for name in ("warmup_iters", "weight_decay", "grad_clip"):
-            checks.at_least(f"--train.{name.replace('_', '-')}", getattr(self, name), 0)
-        checks.seed("--train.seed", self.seed)
-        checks.positive("--train.lr", self.lr)
-        checks.between("--train.min-lr", self.min_lr, 0, self.lr)
+            checks.at_least(name, getattr(self, name), 0)
+        checks.seed("seed", self.seed)
+        checks.positive("lr", self.lr)
+        checks.between("min_lr", self.min_lr, 0, self.lr)
         for name in ("beta1", "beta2", "ema_decay"):
-            checks.between(f"--train.{name.replace('_', '-')}", getattr(self, name), 0, 1, open_high=True)
-        checks.named("--train.out-dir", self.out_dir)
+            checks.between(name, getattr(self, name), 0, 1, open_high=True)
+        checks.named("out_dir", self.out_dir)
 
 
 @dataclass(frozen=True)
@@ -137,20 +138,22 @@ def network_config(cfg: Config) -> DiTConfig:
     method = method_of(cfg.method)
     K, causal = method.diffusion(cfg.method).process.K, getattr(method, "CAUSAL", False)
     if cfg.model.vocab_size not in (None, K):
-        raise ValueError(
-            f"--model.vocab-size must be {K} for this method's process (or left unset), got {cfg.model.vocab_size}"
+        raise checks.FieldError(
+            checks.Field("model.vocab_size"),
+            f" must be {K} for this method's process (or left unset), got {cfg.model.vocab_size}",
         )
     if cfg.model.causal and not causal:
-        raise ValueError(
-            "--model.causal is for the autoregressive judge (method:ar); a diffusion denoiser "
-            "must see the whole sequence"
+        raise checks.FieldError(
+            checks.Field("model.causal"),
+            " is for the autoregressive judge (method:ar); a diffusion denoiser must see the whole sequence",
         )
     return dataclasses.replace(cfg.model, vocab_size=K, causal=causal)
 
 
 def validate(cfg: Config) -> None:
-    """Raise ValueError with one readable line for settings that disagree across sections (the network
-    against the method).  Every section checks its own fields when it is built (``__post_init__``)."""
+    """Raise a FieldError with one readable line, naming fields by their path in ``cfg``
+    (``model.vocab_size``), for settings that disagree across sections (the network against the
+    method).  Every section checks its own fields when it is built (``__post_init__``)."""
     network_config(cfg)
 
 

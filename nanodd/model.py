@@ -60,28 +60,23 @@ class DiTConfig:
 
     def __post_init__(self):
         if self.vocab_size is not None:
-            checks.at_least("--model.vocab-size", self.vocab_size, 1)
-        for option, value in (
-            ("--model.d-model", self.d_model),
-            ("--model.n-heads", self.n_heads),
-            ("--model.n-blocks", self.n_blocks),
-            ("--model.cond-dim", self.cond_dim),
-        ):
-            checks.at_least(option, value, 1)
+            checks.at_least("vocab_size", self.vocab_size, 1)
+        for name in ("d_model", "n_heads", "n_blocks", "cond_dim"):
+            checks.at_least(name, getattr(self, name), 1)
         checks.require(
-            "--model.d-model",
+            "d_model",
             self.d_model % self.n_heads == 0 and self.d_model // self.n_heads % 2 == 0,
-            f"split into --model.n-heads {self.n_heads} heads of even width (rotary)",
+            ("split into ", checks.Field("n_heads"), f" {self.n_heads} heads of even width (rotary)"),
             self.d_model,
         )
-        checks.between("--model.dropout", self.dropout, 0, 1, open_high=True)
+        checks.between("dropout", self.dropout, 0, 1, open_high=True)
         checks.require(
-            "--model.freq-dim",
+            "freq_dim",
             self.freq_dim >= 2 and self.freq_dim % 2 == 0,
             "be even and >= 2 (cos and sin)",
             self.freq_dim,
         )
-        checks.positive("--model.max-period", self.max_period)
+        checks.positive("max_period", self.max_period)
 
 
 def layer_norm(x: Tensor, weight: Tensor) -> Tensor:

@@ -57,7 +57,7 @@ class LogLinear:
     """alpha_1 = eps: the fraction of tokens still clean at t = 1."""
 
     def __post_init__(self):
-        checks.require("--method.schedule.eps", 0 < self.eps < 1, "be in (0, 1) (alpha_1 = eps)", self.eps)
+        checks.require("eps", 0 < self.eps < 1, "be in (0, 1) (alpha_1 = eps)", self.eps)
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return 1 - (1 - self.eps) * t, torch.full_like(t, -(1 - self.eps))
@@ -71,7 +71,7 @@ class Polynomial:
     """The power: w = 1 is linear, larger w keeps tokens clean longer."""
 
     def __post_init__(self):
-        checks.positive("--method.schedule.w", self.w)
+        checks.positive("w", self.w)
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return 1 - t**self.w, -self.w * t ** (self.w - 1)
@@ -90,12 +90,12 @@ class Geometric:
     """Total noise at t = 1."""
 
     def __post_init__(self):
-        checks.positive("--method.schedule.sigma-min", self.sigma_min)
-        checks.positive("--method.schedule.sigma-max", self.sigma_max)
+        checks.positive("sigma_min", self.sigma_min)
+        checks.positive("sigma_max", self.sigma_max)
         checks.require(
-            "--method.schedule.sigma-max",
+            "sigma_max",
             self.sigma_max > self.sigma_min,
-            f"be > --method.schedule.sigma-min {self.sigma_min}",
+            ("be > ", checks.Field("sigma_min"), f" {self.sigma_min}"),
             self.sigma_max,
         )
 

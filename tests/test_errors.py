@@ -209,6 +209,88 @@ def test_every_option_of_every_subcommand_and_preset_takes_a_legal_value_or_refu
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "dir"] and not any((tmp_path / "dir").iterdir())
 
 
+def refused_in_one_line(code: int, err: str, *named: str) -> bool:
+    lines = err.strip().splitlines()
+    return code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and all(n in lines[0] for n in named)
+
+
+def run_main(cli, argv: list[str]) -> tuple[int, str]:
+    """A CLI's ``cli(argv)`` in this process: (exit code, stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            cli(argv)
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+    return code, err.getvalue()
+
+
+def test_the_method_options_under_compose_extra_are_walked_and_refusals_name_the_extra_flag(monkeypatch):
+    """The method configs of ``python -m experiments.text8 train`` sit under ``--extra.`` in
+    ``experiments.compose``: the same checks, and every refusal names the flag as typed there."""
+    from experiments import compose
+    from nanodd.config import MethodConfig
+
+    monkeypatch.setattr(compose, "check", lambda *_: sys.exit(0))  # parsed and built: stop before training
+    options = [o for name, cls in union_members(MethodConfig) for o in walk(cls, "--extra.", (f"extra:{name}",))]
+    options += list(walk(compose.Options, "--compose."))
+    failures, seen = [], set()
+    for option in options:
+        if (option.flag, option.owner) in seen:
+            continue
+        seen.add((option.flag, option.owner))
+        legal = (LEGAL | {"--compose.lam": "0 1e12"}).get(option.flag.replace("--extra.", "--method.", 1), "").split()
+        for value in WALKED[option.kind]:
+            typed = {"empty": "", "missing": "/nonexistent/x", "dir": "/"}.get(value, value)
+            code, err = run_main(compose.cli, ["mdlm-demo", *option.select, option.flag, typed])
+            ok = code == 0 and not err if value in legal else refused_in_one_line(code, err, option.flag)
+            if not ok or "--method." in err:
+                failures.append(f"{option.select} {option.flag} {typed!r}: exit {code}: {err.strip()!r}")
+    assert not failures, "\n".join(failures)
+    assert {"--extra.schedule.eps", "--extra.T", "--extra.process.n-symbols", "--compose.lam"} <= {
+        o.flag for o in options
+    }
+
+
+def instance_options(obj, prefix: str = "--"):
+    """Every scalar option of the dataclass instance ``obj`` as it stands (its own method, schedule...)."""
+    hints = typing.get_type_hints(type(obj), include_extras=True)
+    for field in dataclasses.fields(obj):
+        flag, value = prefix + field.name.replace("_", "-"), getattr(obj, field.name)
+        if dataclasses.is_dataclass(value):
+            yield from instance_options(value, flag + ".")
+        elif (kind := scalar_kind(hints[field.name])) in (int, float):
+            yield Option(flag, kind, owner=type(obj))
+
+
+def test_every_number_of_every_preset_swept_is_legal_or_refused_naming_its_flag(monkeypatch, tmp_path):
+    """``experiments.sweep`` reaches the config's fields through ``--sweep.field PATH --sweep.values V``
+    (``dataclasses.replace``, not tyro): a row's refusal still names the flag (``row method.T=0: --method.T
+    must be >= 1``), and every value is legal or refused exactly as ``experiments.text8 train`` says."""
+    from experiments import sweep
+
+    monkeypatch.setattr(sweep, "claim", lambda *_: sys.exit(0))  # every row built and checked: stop there
+    failures, seen = [], set()
+    for preset, (_, cfg) in text8.PRESETS.items():
+        for option in instance_options(cfg):
+            if (option.flag, option.owner) in seen:
+                continue
+            seen.add((option.flag, option.owner))
+            legal = LEGAL.get(option.flag, "").split()
+            path = option.flag[2:]
+            for value in WALKED[option.kind]:
+                if option.kind is int and value in ("nan", "inf", "1e12"):
+                    continue  # not an int: refused as a value of the path, before any row exists
+                argv = [preset, "--sweep.field", path, "--sweep.values", value, "--sweep.dir", str(tmp_path / "s")]
+                code, err = run_main(sweep.cli, argv)
+                ok = code == 0 and not err if value in legal else refused_in_one_line(code, err, "row ", option.flag)
+                if not ok:
+                    failures.append(f"{preset} {path} {value}: exit {code}: {err.strip()!r}")
+    assert not failures, "\n".join(failures)
+    assert len(seen) > 30 and not (tmp_path / "s").exists()
+
+
 # ---- the cases that slipped through, each with its exact message -----------------------------------
 
 
@@ -217,19 +299,19 @@ def test_sample_batch_size_zero_is_one_line_from_the_cli_and_the_library(tmp_pat
         2,
         "error: --sample.batch-size must be >= 1, got 0\n",
     )
-    with pytest.raises(ValueError, match=r"^--sample.batch-size must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):  # the library names the field
         text8.SampleOptions(batch_size=0)
 
 
 def test_prepare_refuses_a_sequence_length_of_zero():
     assert run_cli(["prepare", "--data.seq-len", "0"]) == (2, "error: --data.seq-len must be >= 1, got 0\n")
-    with pytest.raises(ValueError, match=r"^--data.seq-len must be >= 1, got 0$"):
+    with pytest.raises(ValueError, match=r"^seq_len must be >= 1, got 0$"):
         DataConfig(seq_len=0)
 
 
 def test_a_source_of_another_url_scheme_is_named_not_mangled():
-    message = "--data.source: the URL scheme 'ftp' is not supported (only http and https), got 'ftp://host/x.txt'"
-    assert run_cli(["prepare", "--data.source", "ftp://host/x.txt"]) == (2, f"error: {message}\n")
+    message = "source: the URL scheme 'ftp' is not supported (only http and https), got 'ftp://host/x.txt'"
+    assert run_cli(["prepare", "--data.source", "ftp://host/x.txt"]) == (2, f"error: --data.{message}\n")
     with pytest.raises(ValueError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
         DataConfig(source="ftp://host/x.txt")
 

@@ -3,7 +3,7 @@
 A method is a module satisfying ``nanodd.protocols.Method``: its ``Config`` dataclass and
 ``diffusion``, ``noise``, ``loss`` and ``bound``.  Adding one is its file plus one ``register`` line
 below; research code can ``register`` a method of its own at run time.  ``nanodd.config`` builds the
-``--method`` choices from ``METHODS`` and the shell finds a config's functions with ``method_of``,
+union of ``Config.method`` from ``METHODS`` and the shell finds a config's functions with ``method_of``,
 so neither ever names a method.
 """
 

@@ -72,8 +72,8 @@ class D3PMConfig:
     """absorbing (its data symbols; the mask is one more id) or uniform."""
 
     def __post_init__(self):
-        checks.at_least("--method.T", self.T, 1)
-        checks.at_least("--method.hybrid-coeff", self.hybrid_coeff, 0)
+        checks.at_least("T", self.T, 1)
+        checks.at_least("hybrid_coeff", self.hybrid_coeff, 0)
 
 
 Config = D3PMConfig

@@ -27,7 +27,7 @@ w(t) * masked CE / L, the single-sample bound estimate itself, in nats per token
 drawn given at least one mask and the term weighted by that event's probability 1 - alpha_t^L
 (``nanodd.bounds``): the same expectation, but a finite variance where the plain draw's diverges
 (w ~ 1/t while a mask has probability ~ L t).  The network is
-fed t itself, or nothing with ``--model.no-time-conditioning`` (a time-agnostic denoiser, as the
+fed t itself, or nothing with ``time_conditioning=False`` (a time-agnostic denoiser, as the
 exact one is).  Sampling is ancestral on any grid (``nanodd.samplers.ancestral``).
 """
 
@@ -65,7 +65,7 @@ class MDLMConfig:
 
     def __post_init__(self):
         if self.T is not None:  # None: continuous time
-            checks.at_least("--method.T", self.T, 1)
+            checks.at_least("T", self.T, 1)
 
 
 Config = MDLMConfig

@@ -60,7 +60,7 @@ class Absorbing:
     """N, the number of data symbols (text8: 27).  The mask is id N, so the network sees N + 1 ids."""
 
     def __post_init__(self):
-        checks.at_least("--method.process.n-symbols", self.n_symbols, 1)
+        checks.at_least("n_symbols", self.n_symbols, 1)
 
     @property
     def K(self) -> int:

@@ -36,7 +36,7 @@ class Uniform:
     """N, the number of data symbols (text8: 27); the network sees exactly these N ids."""
 
     def __post_init__(self):
-        checks.at_least("--method.process.n-symbols", self.n_symbols, 2)
+        checks.at_least("n_symbols", self.n_symbols, 2)
 
     @property
     def K(self) -> int:

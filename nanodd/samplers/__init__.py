@@ -21,7 +21,7 @@ SAMPLERS: dict[str, ModuleType] = {
     "analytic": analytic,
     "euler": euler,
 }
-"""name -> sampler module (the name is what ``--sample.sampler`` takes)."""
+"""name -> sampler module (the name is what the CLI's sampler option takes)."""
 
 
 def default_sampler(diffusion: Diffusion) -> str:

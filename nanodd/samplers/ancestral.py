@@ -35,7 +35,7 @@ import nanodd.samplers.loop as loop
 @dataclass(frozen=True)
 class Options:
     cache: bool = True
-    """Skip the network in steps that reveal nothing (exact); --sample.ancestral.no-cache calls it at every step."""
+    """Skip the network in steps that reveal nothing (exact); False calls it at every step."""
 
 
 def step(

@@ -44,7 +44,7 @@ class Options:
     """How eta sets sigma_t."""
 
     def __post_init__(self):
-        checks.between("--sample.remdm.eta", self.eta, 0, 1)
+        checks.between("eta", self.eta, 0, 1)
 
 
 def remask_prob(alpha_t: Tensor, alpha_s: Tensor, options: Options) -> Tensor:

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from nanodd import checks
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -38,7 +40,12 @@ def setup(device: str = "auto") -> Runtime:
     rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--train.device cuda was requested but no CUDA GPU is visible (try --train.device cpu)")
+        raise checks.FieldError(
+            checks.Field("device"),
+            " cuda was requested but no CUDA GPU is visible (try ",
+            checks.Field("device", "cpu"),
+            ")",
+        )
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     dev = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
@@ -75,7 +82,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def autocast_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for --train.dtype: None means plain fp32."""
+    """The autocast dtype for a ``dtype`` setting ('auto', 'fp32', 'bf16'): None means plain fp32."""
     if dtype == "bf16" or (dtype == "auto" and (device.type == "cuda" or cpu_has_native_bf16())):
         return torch.bfloat16
     return None
@@ -88,7 +95,8 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 def check_compile_possible(device: torch.device) -> None:
     """torch.compile's CPU backend (and Triton's launcher) build C++: refuse early without a compiler."""
     if not any(shutil.which(cc) for cc in ("cc", "gcc", "g++", "clang", "c++")):
-        raise ValueError(
-            "--train.compile needs a C/C++ compiler (none of cc, gcc, g++, clang on PATH); "
-            "install one or pass --no-train.compile"
+        raise checks.FieldError(
+            checks.Field("train.compile"),
+            " needs a C/C++ compiler (none of cc, gcc, g++, clang on PATH); install one or pass ",
+            checks.Field("train.compile", False),
         )

@@ -106,14 +106,18 @@ class Generated:
 def check_pattern(prefix: str = "", infill: str = "") -> None:
     """A prefix or an infill pattern (not both) of text8 characters, '_' marking where the infill writes."""
     if prefix and infill:
-        raise ValueError(
-            "give --sample.prefix or --sample.infill, not both (an infill pattern can start with the prefix)"
+        raise checks.FieldError(
+            "give ",
+            checks.Field("prefix"),
+            " or ",
+            checks.Field("infill"),
+            ", not both (an infill pattern can start with the prefix)",
         )
     allowed = set(VOCAB) | ({"_"} if infill else set())
     if bad := sorted(set(prefix or infill) - allowed):
-        raise ValueError(
-            f"--sample.{'prefix' if prefix else 'infill'} may hold only a-z and space"
-            f"{' (and _ to generate)' if infill else ''}, got {bad[:5]}"
+        raise checks.FieldError(
+            checks.Field("prefix" if prefix else "infill"),
+            f" may hold only a-z and space{' (and _ to generate)' if infill else ''}, got {bad[:5]}",
         )
 
 
@@ -154,7 +158,7 @@ def generate(
     autocast for ``dtype`` "bf16", or "auto" where bf16 is fast (CUDA, CPUs with native bf16)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    checks.at_least("--sample.batch-size", batch_size, 1)
+    checks.at_least("batch_size", batch_size, 1)
     transform = sampling.compose(sampling.temperature(temperature), sampling.top_p(top_p), sampling.top_k(top_k))
     # The checkpoint's params are the model's own tensors, so the sampler's apply can call the module
     # directly: the same function of (params, z_t, t), without functional_call's per-call swap.

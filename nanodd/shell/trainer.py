@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.profiler import record_function
 
-from nanodd import config as config_lib
+from nanodd import checks, config as config_lib
 from nanodd.config import Config, TrainConfig
 from nanodd import evaluate as ev
 from nanodd.data import VOCAB, DataError, canonical_chunks, eval_chunks, load_split, prepare, train_batch
@@ -244,8 +244,13 @@ class Trainer:
         if dist.any_rank(len(bad) > 0, self.runtime):
             at = recent[int(bad[0])][0] if len(bad) else "a step on another rank"
             raise StopTraining(
-                f"non-finite loss at step {at}; stopping (the last checkpoint is kept). "
-                "Try a lower --train.lr or --train.dtype fp32."
+                checks.Message(
+                    f"non-finite loss at step {at}; stopping (the last checkpoint is kept). Try a lower ",
+                    checks.Field("train.lr"),
+                    " or ",
+                    checks.Field("train.dtype", "fp32"),
+                    ".",
+                )
             )
         mean = {k: float(torch.stack([a[k] for _, _, a in recent]).float().mean()) for k in recent[-1][2]}
         tokens = tc.batch_size * tc.grad_accum * self.runtime.world_size * self.cfg.data.seq_len
@@ -284,17 +289,21 @@ def load_data(cfg: Config, runtime: dist.Runtime, n_symbols: int) -> tuple[np.nd
     if not first:
         root = prepare(cfg.data.source, data_dir, seq_len=cfg.data.seq_len, progress=False)
     if n_symbols != len(VOCAB):
-        raise ValueError(
-            f"the data has {len(VOCAB)} symbols (the text8 alphabet) but the method's process "
-            f"expects {n_symbols} (--method.process.n-symbols)"
+        raise checks.FieldError(
+            f"the data has {len(VOCAB)} symbols (the text8 alphabet) but the method's process expects {n_symbols} (",
+            checks.Field("method.process.n_symbols"),
+            ")",
         )
     train_data, val_data = load_split(root, "train"), load_split(root, "val")
     n_val, _ = eval_chunks(val_data, cfg.data.seq_len)
     if len(train_data) <= cfg.data.seq_len or n_val < runtime.world_size:
         raise DataError(
-            f"--data.seq-len {cfg.data.seq_len} is longer than the data allows "
-            f"(train {len(train_data):,}, val {len(val_data):,} characters, "
-            f"{runtime.world_size} rank(s) each needing a val chunk)"
+            checks.Message(
+                checks.Field("data.seq_len"),
+                f" {cfg.data.seq_len} is longer than the data allows "
+                f"(train {len(train_data):,}, val {len(val_data):,} characters, "
+                f"{runtime.world_size} rank(s) each needing a val chunk)",
+            )
         )
     return train_data, val_data
 
@@ -309,11 +318,14 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
     config's method's bound.
     """
     config_lib.validate(cfg)
-    runtime = dist.setup(cfg.train.device)
+    with checks.within("train"):
+        runtime = dist.setup(cfg.train.device)
     try:
         log = Log(Path(cfg.train.out_dir), runtime.is_main)
     except OSError as e:
-        raise ValueError(f"--train.out-dir {cfg.train.out_dir}: cannot create it ({e.strerror or e})") from None
+        raise checks.FieldError(
+            checks.Field("train.out_dir"), f" {cfg.train.out_dir}: cannot create it ({e.strerror or e})"
+        ) from None
     try:
         trainer = Trainer(cfg, runtime, log, loss, noise)
         ckpts = Checkpoints(
@@ -334,13 +346,15 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
 
 
 def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
-    """Load the latest good checkpoint under --train.resume; refuse to overwrite one without it."""
+    """Load the latest good checkpoint when ``train.resume`` is set; refuse to overwrite one without it."""
     if not ckpts.steps():
         return
     if not trainer.cfg.train.resume:
-        raise ValueError(
-            f"{ckpts.directory} already holds checkpoints (steps {ckpts.steps()}); pass "
-            "--train.resume to continue, or choose another --train.out-dir"
+        raise checks.FieldError(
+            f"{ckpts.directory} already holds checkpoints (steps {ckpts.steps()}); pass ",
+            checks.Field("train.resume", True),
+            " to continue, or choose another ",
+            checks.Field("train.out_dir"),
         )
     arrays, meta = ckpts.restore_latest_good()  # steps exist: this restores one or raises
     saved = config_lib.from_dict(meta["config"])
