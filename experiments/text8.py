@@ -28,6 +28,7 @@ import json
 import shutil
 import sys
 import time
+import typing
 from pathlib import Path
 from typing import Annotated, Callable, Literal, Sequence
 
@@ -46,7 +47,7 @@ from nanodd.methods.udlm import UDLMConfig
 from nanodd.model import DiTConfig
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
-from nanodd.samplers import SAMPLERS, ancestral, confidence, default_sampler, remdm
+from nanodd.samplers import SAMPLERS, default_sampler
 from nanodd.schedules import Geometric, LogLinear
 from nanodd.shell import dist
 from nanodd.evaluate import char_entropy
@@ -337,13 +338,13 @@ def train(cfg: Annotated[Preset, tyro.conf.arg(name="")]) -> Work:
 
 
 @dataclasses.dataclass(frozen=True)
-class SampleOptions:
+class CommonSampleOptions:
+    """What ``sample`` takes whatever the sampler; ``sample_options`` adds each sampler's own options."""
+
     batch_size: int = 1
     """Sequences to generate."""
-    sampler: Literal[tuple(SAMPLERS)] | None = None
-    """The sampler (nanodd.samplers): ancestral (x0 networks: D3PM, MDLM, UDLM); first-hitting, confidence,
-    remdm (masked diffusion: D3PM, MDLM); analytic (SEDD's Tweedie step) and euler (tau-leaping) serve
-    every checkpoint.  Default: ancestral, or analytic for a ratio network (SEDD)."""
+    sampler: str | None = None
+    """The sampler's name in ``nanodd.samplers.SAMPLERS`` (default: ancestral, or analytic for a ratio network)."""
     steps: int | None = None
     """Sampling steps (default: the model's T, or 1000 in continuous time; confidence: the length;
     first-hitting takes none).  Fewer steps reveal several tokens per step."""
@@ -352,12 +353,6 @@ class SampleOptions:
     infill: str = ""
     """A pattern of fixed characters with '_' where the sampler writes, e.g. "the q___k brown f__";
     positions past its end are written too."""
-    ancestral: ancestral.Options = ancestral.Options()
-    """Options of the ancestral sampler."""
-    remdm: remdm.Options = remdm.Options()
-    """Options of the remdm sampler."""
-    confidence: confidence.Options = confidence.Options()
-    """Options of the confidence sampler."""
     seed: int = 0
     """Seed of the sampler's generator."""
     temperature: float = 1.0
@@ -415,7 +410,37 @@ class SampleOptions:
         check_checkpoint("--sample.judge", self.judge)
 
 
-def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions = SampleOptions()) -> Work:
+def options_field(sampler: str) -> str:
+    """The field of ``SampleOptions`` holding a sampler's options (``--sample.<name>.*``)."""
+    return sampler.replace("-", "_")
+
+
+def sample_options(**defaults) -> type:
+    """``CommonSampleOptions`` with the samplers registered now (``nanodd.samplers.register``): ``--sample.sampler``
+    takes their names, its help lists their ``SUMMARY``, and each sampler's ``Options`` is a field named after
+    it (``--sample.remdm.eta``).  ``defaults`` replaces common fields' defaults (the demo's).  Generated
+    fields rather than a tyro union of options: a union would make the options a subcommand
+    (``sample.options:remdm``), not the flags every sampler's options have always had."""
+    hints = typing.get_type_hints(CommonSampleOptions)
+    menu = "; ".join(f"{name} ({sampler.SUMMARY})" for name, sampler in SAMPLERS.items())
+    choice = Literal[tuple(SAMPLERS)] | None
+    text = f"The sampler (nanodd.samplers): {menu}.  Default: ancestral, or analytic for a ratio network (SEDD)."
+    fields = [("sampler", Annotated[choice, tyro.conf.arg(help=text)], None)]
+    fields += [(name, hints[name], dataclasses.field(default=value)) for name, value in defaults.items()]
+    for name, sampler in SAMPLERS.items():
+        if options_field(name) in hints:
+            raise ValueError(f"a sampler named {name!r} would shadow the sample option of that name")
+        option = Annotated[sampler.Options, tyro.conf.arg(help=f"Options of the {name} sampler.")]
+        fields.append((options_field(name), option, dataclasses.field(default_factory=sampler.Options)))
+    return dataclasses.make_dataclass("SampleOptions", fields, bases=(CommonSampleOptions,), frozen=True)
+
+
+SampleOptions, DemoSampleOptions = sample_options(), sample_options(batch_size=2, top_p=0.9)
+"""The options of ``sample`` and ``demo`` for the samplers registered at import; ``main`` rebuilds them
+when it parses, so that a sampler registered since is on the command line too."""
+
+
+def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions) -> Work:
     """Generate text from a checkpoint: a run directory, a checkpoint directory, or a nanoDD ckpt.pt."""
     check_checkpoint("CHECKPOINT", checkpoint)
     sample.check_paths()
@@ -529,10 +554,7 @@ def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional
     return lambda: print(f"wrote {convert_nanodd(checkpoint, out_dir)}", file=sys.stderr)
 
 
-def demo(
-    cfg: Annotated[DemoPreset, tyro.conf.arg(name="")] = DEMO,
-    sample: SampleOptions = SampleOptions(batch_size=2, top_p=0.9),
-) -> Work:
+def demo(cfg: Annotated[DemoPreset, tyro.conf.arg(name="")] = DEMO, *, sample: DemoSampleOptions) -> Work:
     """Train a demo preset (D3PM by default; mdlm-demo, sedd-absorb-demo, sedd-uniform-demo, udlm-demo) on
     the built-in corpus, then sample from it."""
     check_training(cfg)
@@ -578,7 +600,7 @@ def generate(checkpoint: str, opt: SampleOptions) -> None:
         top_k=opt.top_k,
         on_step=view if frames is None else unmasking.tee(view, frames),
         condition=condition,
-        options={"ancestral": opt.ancestral, "remdm": opt.remdm, "confidence": opt.confidence}.get(sampler),
+        options=getattr(opt, options_field(sampler), None),
         dtype=opt.dtype,
     )
     view.close()
@@ -647,7 +669,10 @@ COMMANDS = {
 
 def main(argv: Sequence[str] | None = None, *, check_only: bool = False) -> None:
     """Parse ``argv`` (default: sys.argv), check, and run the subcommand's work; ``check_only`` stops after
-    the checks (what the option-walking test runs: nothing is loaded, trained or written)."""
+    the checks (what the option-walking test runs: nothing is loaded, trained or written).  The sampling
+    options are those of the samplers registered when it runs."""
+    global SampleOptions, DemoSampleOptions
+    SampleOptions, DemoSampleOptions = sample_options(), sample_options(batch_size=2, top_p=0.9)
     with cli.one_line_errors():
         work = tyro.extras.subcommand_cli_from_dict(
             COMMANDS,

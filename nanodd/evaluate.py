@@ -2,8 +2,8 @@ r"""Likelihood bounds in bits per character, with standard errors, and sample me
 downloaded model.
 
 **A bound is an integrand.**  Every method states its bound as  L(x0) = E_{t ~ U(0, 1]} E f(x0, t)
-(``nanodd.protocols.Integrand``; absorbing diffusion's is ``nanodd.bounds.MaskedBound``, whose
-docstring derives it), so one set of estimators serves them all.
+(``nanodd.protocols.Integrand``; absorbing diffusion's is ``nanodd.methods.mdlm.MaskedBound``, whose
+module derives it), so one set of estimators serves them all.
 
 **Estimators.**  Each chunk x0 [L] (canonical, contiguous, non-overlapping: no special tokens) gets
 times t_j and one noise draw per time; its value is  (1/n_t) sum_j f(x0, t_j) / (L ln 2)  bits/char.

@@ -12,8 +12,8 @@ A discrete diffusion model is three independent choices, each a small package:
   single-sample estimate of the method's bound in bits per token.  ``diffusion(cfg)`` says which
   process, schedule and time grid the trained network belongs to (what samplers need), and
   ``bound(cfg)`` is the integrand of the method's own likelihood bound (what evaluation needs).
-- a **sampler** (``nanodd.samplers``): a pure step plus a loop that draws its noise from an explicit
-  ``torch.Generator`` and returns the samples with the number of network calls it really made.
+- a **sampler** (``nanodd.samplers``): a pure step plus the one loop that draws its noise from an
+  explicit ``torch.Generator`` and returns the samples with the number of network calls it really made.
 
 ``Diffusion`` ties a trained network to its forward process; ``Integrand`` is a bound written as
 E_{t ~ U(0, 1]} f(t), which every estimator in ``nanodd.evaluate`` accepts.  A test checks every
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Protocol, TypedDict
+from typing import Any, Callable, Literal, NamedTuple, Protocol, TypedDict
 
 import torch
 from torch import Tensor
@@ -35,8 +35,14 @@ from nanodd.schedules import Schedule
 Noise = dict[str, Tensor]
 TimeInput = Callable[[Tensor], Tensor]
 """Continuous t in [0, 1] -> what the network is fed as time (D3PM: the step t T)."""
+
 OnStep = Callable[[float, Tensor], None]
 """on_step(s, z_s): every intermediate state of a sampler (live views, trajectories)."""
+
+
+def identity_time(t: Tensor) -> Tensor:
+    """The time input of a continuous-time network: t itself."""
+    return t
 
 
 class Aux(TypedDict):
@@ -100,18 +106,18 @@ class Process(Protocol):
 
 @dataclass(frozen=True)
 class Diffusion:
-    """What a trained network needs beside its weights: its process, schedule and time grid, and how
-    its logits are read."""
+    """What a trained network needs beside its weights: its process, schedule and time grid, and what
+    its logits are (``nanodd.processes.readout`` reads them)."""
 
     process: Process
     schedule: Schedule
     T: int | None
     """Number of discrete steps the network was trained on (D3PM), or None for continuous time."""
     time_input: TimeInput
-    log_ratios: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
-    """For a network that outputs ratios (SEDD): (logits, z_t, alpha_t [B]) -> log s [B, L, K], the
-    log of q_t(z_t^i = y, z_t^{-i}) / q_t(z_t) for every position i and symbol y.  None: the network
-    predicts x0 through ``process.log_p_x0``, and its ratios follow (``nanodd.bounds.model_log_ratios``)."""
+    output: Literal["x0", "ratios", "scaled-ratios"] = "x0"
+    """"x0": logits of p(x0 | z_t), read by ``process.log_p_x0``; "ratios": log s_y = log q_t(z_t^i = y,
+    z_t^{-i}) / q_t(z_t) for every position i and symbol y (SEDD); "scaled-ratios": the same less SEDD's
+    scale log(alpha_t / (1 - alpha_t)) - log N."""
 
 
 class Integrand(Protocol):
@@ -150,7 +156,16 @@ class Samples(NamedTuple):
 
 
 class Sampler(Protocol):
-    """A sampler module (``nanodd/samplers/<name>.py``)."""
+    """A sampler (``nanodd/samplers/<name>.py``), registered with ``nanodd.samplers.register``.
+
+    ``sample`` has one signature for every sampler; ``nanodd.samplers.loop.sampler`` writes it once, around
+    the sampler's pure step, with the grid, conditioning, the explicit generator and the NFE count.
+    """
+
+    Options: type
+    """Its own settings, a frozen dataclass (empty when it has none): the CLI's ``sample.<name>`` options."""
+    SUMMARY: str
+    """What it is and which models it serves, in a few words (the CLI's help)."""
 
     def sample(
         self,
@@ -167,8 +182,8 @@ class Sampler(Protocol):
         condition: Tensor | None = None,
         options: Any = None,
     ) -> Samples:
-        """``condition`` [L] or [B, L]: a fixed token id where given, -1 where the sampler generates;
-        ``options``: the sampler's own ``Options`` dataclass, if it has one (None: its defaults)."""
+        """Samples [B, L] from the prior z_1 and the NFE.  ``condition`` [L] or [B, L]: a fixed token id
+        where given, -1 where the sampler generates; ``options``: an ``Options`` (None: its defaults)."""
 
 
 def mismatches(obj: Any, protocol: type) -> list[str]:

@@ -25,7 +25,7 @@ def setup(name):
     integrand, diffusion = method.bound(cfg), method.diffusion(cfg)
     x0 = torch.randint(0, 7, (3, 12), generator=torch.Generator().manual_seed(1))
     noise = integrand.noise(torch.Generator().manual_seed(2), x0)
-    process = diffusion.process if diffusion.log_ratios is None else None
+    process = diffusion.process if diffusion.output == "x0" else None
     return integrand, make_apply(model), params_of(model), x0, noise, process
 
 

@@ -31,7 +31,7 @@ def test_closed_form_vb_equals_generic_matrix_kl():
         Qbar.append(Qbar[-1] @ Q[t])
     for t in range(1, T + 1):
         u = torch.rand(B, L, generator=g)
-        vb, _ = d3pm.vb_terms(apply, None, x0, torch.full((B,), t), u, cfg=cfg)
+        vb, _ = d3pm.step_bound(cfg).terms(apply, None, x0, torch.full((B,), t), u)
         zt = cfg.process.corrupt(x0, alpha_bar[t].float(), u)
         q_fwd = Q[t][:, zt].permute(1, 2, 0)  # q(x_t | x_{t-1} = k): [B, L, K]
         q_post = q_fwd * Qbar[t - 1][x0]

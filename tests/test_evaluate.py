@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from nanodd import evaluate as ev
-from nanodd.bounds import MaskedBound, corrupt_some, masked_weight
+from nanodd.methods.estimate import corrupt_some
+from nanodd.methods.mdlm import MaskedBound, masked_weight
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import d3pm
 from nanodd.model import DiT, DiTConfig

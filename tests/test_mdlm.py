@@ -6,10 +6,9 @@ import math
 import pytest
 import torch
 
-from nanodd import bounds
-from nanodd.bounds import masked_weight
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import mdlm
+from nanodd.methods.mdlm import masked_weight
 from nanodd.model import DiT, DiTConfig
 from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Slot
@@ -45,7 +44,7 @@ def test_nelbo_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(toy, sch
 
 def test_the_exactness_check_fails_without_the_one_over_one_minus_alpha_factor(toy, monkeypatch):
     seqs, p, apply = toy
-    monkeypatch.setattr(bounds, "masked_weight", wrong_weight)
+    monkeypatch.setattr(mdlm, "masked_weight", wrong_weight)
     mean, se = loss_of_each_sequence(mdlm, apply, seqs, mdlm.MDLMConfig(schedule=Linear(), process=TOY), n_batches=20)
     assert ((mean + p.log()).abs() > 3 * se).sum() >= 20
 

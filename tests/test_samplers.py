@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import nanodd.processes.mixing as mixing
-from nanodd.bounds import model_log_ratios
 from nanodd.methods import d3pm, mdlm, sedd, udlm
 from nanodd.processes.absorbing import Absorbing
+from nanodd.processes.readout import log_ratios
 from nanodd.processes.uniform import Uniform
 from nanodd.protocols import Diffusion
 from nanodd.samplers import analytic, ancestral, confidence, euler, first_hitting, loop, remdm
@@ -183,7 +183,7 @@ def test_the_analytic_step_of_an_x0_network_is_its_ancestral_step(process):
     t = torch.rand(64, generator=g, dtype=torch.float64) * 0.9 + 0.1
     alpha_t, alpha_s = LogLinear()(t)[0], LogLinear()(t - 0.05)[0]
     diffusion = Diffusion(process, LogLinear(), None, lambda t: t)
-    log_s = model_log_ratios(diffusion, logits, zt, alpha_t)
+    log_s = log_ratios(diffusion, logits, zt, alpha_t)
     pi, p_x0 = process.prior(), process.log_p_x0(logits, zt).exp()
     expected = mixing.reverse_probs(pi, zt, p_x0, alpha_t[:, None, None], alpha_s[:, None, None])
     torch.testing.assert_close(analytic.step_probs(process, zt, log_s, alpha_t, alpha_s), expected)

@@ -12,13 +12,15 @@ import torch
 import torch.multiprocessing as mp
 
 import toy_method
+import toy_sampler
+from experiments import text8
 from nanodd.config import Config, DataConfig, TrainConfig, from_dict, to_dict
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import METHODS, d3pm, mdlm, register
 from nanodd.model import DiT, DiTConfig
 from nanodd.processes import PROCESSES
 from nanodd.protocols import Integrand, Method, Process, Sampler, Slot, mismatches
-from nanodd.samplers import SAMPLERS
+from nanodd.samplers import SAMPLERS, register as register_sampler
 from nanodd.shell import dist
 from nanodd.shell.drivers import generate, load_checkpoint
 from nanodd.shell.log import Log
@@ -52,6 +54,16 @@ def test_registering_a_method_that_breaks_the_protocol_names_the_problem():
     with pytest.raises(TypeError, match=r"loss\('apply', 'params', 'x0'\) should take .*; no 'bound'"):
         register("broken", Broken)
     assert "broken" not in METHODS
+
+
+def test_registering_a_sampler_that_breaks_the_protocol_names_the_problem():
+    class Broken:
+        Options, SUMMARY = toy_sampler.Options, toy_sampler.SUMMARY
+        step = toy_sampler.step
+
+    with pytest.raises(TypeError, match=r"sampler 'broken' \(Broken\) does not satisfy .*: no 'sample'"):
+        register_sampler("broken", Broken)
+    assert "broken" not in SAMPLERS
 
 
 def tiny(corpus, out_dir, method, **train):
@@ -100,6 +112,38 @@ def tiny_dit():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
     return model
+
+
+def test_a_sampler_from_outside_nanodd_is_picked_on_the_command_line_after_one_register_call(corpus, tmp_path, capsys):
+    assert len(Path(toy_sampler.__file__).read_text().splitlines()) <= 30
+    train(tiny(corpus, tmp_path / "run", mdlm.MDLMConfig()))
+    capsys.readouterr()
+    register_sampler("left-to-right", toy_sampler)
+    try:
+        with pytest.raises(SystemExit):
+            text8.main(["sample", "--help"])
+        assert "left-to-right (left to right" in capsys.readouterr().out
+        text8.main(
+            [
+                "sample",
+                str(tmp_path / "run"),
+                "--sample.sampler",
+                "left-to-right",
+                "--sample.left-to-right.per-step",
+                "4",
+                "--sample.steps",
+                "8",
+                "--sample.out",
+                str(tmp_path / "sample.txt"),
+            ]
+        )
+    finally:
+        SAMPLERS.pop("left-to-right")
+    assert "1 sample(s), 8 network evaluations" in capsys.readouterr().err  # 4 of the 32 tokens per call
+    text = (tmp_path / "sample.txt").read_text()
+    assert len(text) == 33 and "_" not in text
+    library = [*ROOT.glob("nanodd/**/*.py"), *ROOT.glob("experiments/*.py")]
+    assert not [p for p in library if "toy_sampler" in p.read_text() or "left-to-right" in p.read_text()]
 
 
 D3PM, MDLM = d3pm.D3PMConfig(T=100), mdlm.MDLMConfig()

@@ -10,15 +10,15 @@ so the exact ratios give KL(q_0(. | x0) || p_0), p_0 the data noised as much; it
 checks that it is below a tenth of the standard error for every x0.
 """
 
+import functools
 import itertools
 import math
 
 import pytest
 import torch
 
-from nanodd import bounds
 from nanodd.methods import sedd
-from nanodd.processes import mixing
+from nanodd.processes import mixing, readout
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
 from nanodd.schedules import Geometric
@@ -69,7 +69,7 @@ def test_the_sedd_check_fails_with_a_flipped_log_term_or_without_the_constant(to
         "no K(rho) term": lambda log_s, rho: log_s.exp() - rho * log_s,
     }
     for name, entropy in wrong.items():
-        monkeypatch.setattr(bounds, "score_entropy", entropy)
+        monkeypatch.setattr(sedd, "score_entropy", entropy)
         mean, se = loss_of_each_sequence(sedd, apply, seqs, cfg, n_batches=10)
         assert mean.isfinite().all() and ((mean - nll).abs() > 3 * se).sum() >= 20, name
 
@@ -78,9 +78,11 @@ def test_the_ratio_reader_scales_by_sigma_and_fixes_the_current_symbol():
     cfg = sedd.SEDDConfig(process=Absorbing(n_symbols=3))
     zt = torch.tensor([[0, 3]])
     alpha = torch.tensor([0.25], dtype=torch.float64)
-    log_s = sedd.log_ratios(cfg)(torch.zeros(1, 2, 4), zt, alpha)
+    log_s = readout.log_ratios(sedd.diffusion(cfg), torch.zeros(1, 2, 4), zt, alpha)
     expected = math.log(0.25 / 0.75) - math.log(3)  # an untrained network: the ratios of a uniform x0
     assert log_s[0, 0, 0] == 0 and log_s[0, 1, 3] == 0
     torch.testing.assert_close(log_s[0, 1, :3], torch.full((3,), expected, dtype=torch.float64))
-    plain = sedd.log_ratios(sedd.SEDDConfig(process=Uniform(n_symbols=3), scale_by_sigma=False))
+    plain = functools.partial(
+        readout.log_ratios, sedd.diffusion(sedd.SEDDConfig(process=Uniform(n_symbols=3), scale_by_sigma=False))
+    )
     assert (plain(torch.ones(1, 2, 3), torch.tensor([[0, 2]]), alpha) == torch.tensor([[[0, 1, 1], [1, 1, 0.0]]])).all()

@@ -6,12 +6,12 @@ import itertools
 import pytest
 import torch
 
-from nanodd import bounds
-from nanodd.bounds import MaskedBound, RateBound, identity_time
-from nanodd.methods import d3pm, udlm
+from nanodd.methods import d3pm, sedd, udlm
+from nanodd.methods.mdlm import MaskedBound
+from nanodd.methods.sedd import RateBound
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
-from nanodd.protocols import Diffusion
+from nanodd.protocols import Diffusion, identity_time
 from nanodd.schedules import Cosine, Linear, LogLinear
 from toy import entropy, exact_apply, exact_uniform_apply, loss_of_each_sequence, toy_distribution
 
@@ -25,7 +25,7 @@ def toy():
 
 def exact_d3pm_bound(T, seqs, p, cfg):
     """E_{x0 ~ p} L_T(x0) in nats with every expectation exact: every step k and every z_t, weighted
-    by q(z_t | x0) p(x0), through ``d3pm.vb_terms`` (uniforms chosen to realise each z_t)."""
+    by q(z_t | x0) p(x0), through ``d3pm.StepBound.terms`` (uniforms chosen to realise each z_t)."""
     (N, L), n = seqs.shape, TOY.n_symbols
     states = torch.tensor(list(itertools.product(range(n), repeat=L)))
     x0, zt = seqs.repeat_interleave(len(states), 0), states.repeat(N, 1)
@@ -36,7 +36,7 @@ def exact_d3pm_bound(T, seqs, p, cfg):
         a = alpha_bar[k]
         u = torch.where(zt == x0, 0.0, a + (1 - a) * (zt + 0.5) / n)  # keep, or redraw exactly z_t
         q = torch.where(zt == x0, a + (1 - a) / n, (1 - a) / n).prod(-1)
-        vb, _ = d3pm.vb_terms(apply, None, x0, torch.full((len(x0),), k), u, cfg=cfg)
+        vb, _ = d3pm.step_bound(cfg).terms(apply, None, x0, torch.full((len(x0),), k), u)
         total += float((vb.view(N, -1) * q.view(N, -1) * p[:, None]).sum())
     return total  # the prior term is 0: alpha_bar_T = 0 for the cosine schedule
 
@@ -72,7 +72,7 @@ def test_the_udlm_check_fails_for_a_denoiser_that_sees_its_own_token_or_a_flippe
     mean, se = loss_of_each_sequence(udlm, own, seqs, cfg, n_batches=10)
     assert ((mean - nll).abs() > 3 * se).sum() >= 20
     monkeypatch.setattr(
-        bounds, "score_entropy", lambda log_s, rho: log_s.exp() - rho - torch.xlogy(rho, rho) + rho * log_s
+        sedd, "score_entropy", lambda log_s, rho: log_s.exp() - rho - torch.xlogy(rho, rho) + rho * log_s
     )
     mean, se = loss_of_each_sequence(udlm, exact, seqs, cfg, n_batches=10)
     assert mean.isfinite().all() and ((mean - nll).abs() > 3 * se).sum() >= 20

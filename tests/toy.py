@@ -54,7 +54,7 @@ def exact_bound(T, seqs, p, apply, mask_id=3):
         p_pattern = (1 - alpha_bar[t]) ** n_masked * alpha_bar[t] ** (L - n_masked)  # [P]
         x0 = seqs.repeat_interleave(len(patterns), 0)
         u = (2 * patterns - 1).float().repeat(N, 1)
-        vb, _ = d3pm.vb_terms(apply, None, x0, torch.full((len(x0),), t), u, cfg=cfg)
+        vb, _ = d3pm.step_bound(cfg).terms(apply, None, x0, torch.full((len(x0),), t), u)
         total += float((vb.double().view(N, -1) * p_pattern * p[:, None]).sum())
     return total
 
@@ -94,7 +94,7 @@ def exact_log_ratios(seqs, p, process, zt, alpha):
 
 
 def exact_ratio_apply(seqs, p, cfg):
-    """A "network" whose log ratios, as ``sedd.log_ratios(cfg)`` reads them, are the exact ones: it is
+    """A "network" whose log ratios, as ``readout.log_ratios`` reads them, are the exact ones: it is
     fed sigma_t and returns the exact log ratios minus the reader's scale."""
     n = cfg.process.n_symbols
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 import torch
 
 from nanodd import sampling
-from nanodd.bounds import MaskedBound, identity_time
+from nanodd.methods.mdlm import MaskedBound
 from nanodd.processes.absorbing import Absorbing, masked_nll
-from nanodd.protocols import Aux, Diffusion, Slot
+from nanodd.protocols import Aux, Diffusion, Slot, identity_time
 from nanodd.schedules import Linear
 
 

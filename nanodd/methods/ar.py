@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nanodd.bounds import identity_time
 from nanodd.functional import Apply, Params
 from nanodd.processes.absorbing import Absorbing
-from nanodd.protocols import Aux, Diffusion, Noise, Slot
+from nanodd.protocols import Aux, Diffusion, Noise, Slot, identity_time
 from nanodd.schedules import Linear
 
 

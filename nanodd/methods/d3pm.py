@@ -34,9 +34,12 @@ Training uses the hybrid loss (eq. 5) with one t ~ U{1..T} per sequence, per tok
 
 and T * L_{t-1} / (L ln 2) is an unbiased single-sample estimate of the full bound in bits/token.
 For any process L_{t-1} is ``Process.step_kl`` summed over tokens (on absorbing noise, the closed form
-above) and the bound gains the prior term KL(q(x_T | x0) || pi), 0 when alpha_bar_T = 0.  For
-absorbing noise L_vb is MDLM's discrete bound with the linear schedule (``bound``).  Sampling is
-ancestral (``nanodd.samplers.ancestral``): start from the prior and apply the model's reverse step.
+above) and the bound gains the prior term KL(q(x_T | x0) || pi), 0 when alpha_bar_T = 0
+(``StepBound``, the one place both are computed).  For absorbing noise L_vb is the T-step form of MDLM's
+masked bound (``nanodd.methods.mdlm`` (1), r_t = 1/t for the linear schedule), and ``bound`` evaluates
+it in that form: z_t can then be drawn given at least one mask, with the same expectation and a
+lower variance (tested against ``StepBound``).  Sampling is ancestral (``nanodd.samplers.ancestral``):
+start from the prior and apply the model's reverse step.
 """
 
 from __future__ import annotations
@@ -49,11 +52,11 @@ from torch import Tensor
 
 from nanodd import sampling
 import nanodd.checks as checks
-from nanodd.bounds import MaskedBound, StepBound
 from nanodd.functional import Apply, Params
+from nanodd.methods.mdlm import MaskedBound
 from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
-from nanodd.protocols import Aux, Diffusion, Noise, Slot
+from nanodd.protocols import Aux, Diffusion, Noise, Process, Slot, TimeInput
 from nanodd.schedules import Linear, Schedule, discretize
 
 
@@ -103,16 +106,49 @@ def noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig, slot: Slot = Slot()
     return {"t": t, "u": sampling.uniforms(gen, (B, L))}
 
 
-def vb_terms(
-    apply: Apply, params: Params, x0: Tensor, t: Tensor, u: Tensor, *, cfg: D3PMConfig
-) -> tuple[Tensor, Tensor]:
-    """(L_{t-1}, -log p(x0 | z_t)) per sequence in nats, each [B], for x0 [B, L], t [B] in 1..T, u [B, L]."""
-    alpha_bar = alpha_bars(cfg, x0.device)
-    alpha_t, alpha_s = alpha_bar[t][:, None], alpha_bar[t - 1][:, None]
-    zt = cfg.process.corrupt(x0, alpha_t.to(u.dtype), u)
-    log_p = cfg.process.log_p_x0(apply(params, zt, t.float()), zt)
-    nll = -log_p.gather(-1, x0[..., None]).squeeze(-1).sum(-1)
-    return cfg.process.step_kl(zt, x0, log_p, alpha_t, alpha_s).sum(-1).to(nll.dtype), nll
+@dataclass(frozen=True)
+class StepBound:
+    """L_vb (eq. 1) for any process as an integrand over t: a time t reads the step k = ceil(t T), whose
+    term L_{k-1} it weights by T, plus the prior term.  ``terms`` is one step's L_{k-1} and the
+    cross-entropy -log p~(x0 | x_k), which the hybrid loss trains on."""
+
+    process: Process
+    schedule: Schedule
+    T: int
+    time_input: TimeInput
+
+    def __post_init__(self):
+        if self.T is None:
+            raise ValueError(
+                "D3PM's bound on a non-absorbing process has only its T-step form: use the stratified, "
+                "exact or elbo-vs-t estimator (its continuous-time limit is UDLM's bound)"
+            )
+
+    def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
+        """u [B, L] draws x_k ~ q(x_k | x0)."""
+        return {"u": sampling.uniforms(gen, x0.shape)}
+
+    def terms(self, apply: Apply, params: Params, x0: Tensor, k: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """(L_{k-1}, -log p~(x0 | x_k)) per sequence in nats, each [B], for x0 [B, L], k [B] in 1..T and
+        u [B, L]; L_{k-1} in the precision of ``Process.step_kl`` (float64)."""
+        alpha_bar = discretize(self.schedule, self.T).to(x0.device)
+        alpha_t, alpha_s = alpha_bar[k][:, None], alpha_bar[k - 1][:, None]
+        zt = self.process.corrupt(x0, alpha_t.to(u.dtype), u)
+        log_p = self.process.log_p_x0(apply(params, zt, self.time_input(k.double() / self.T).float()), zt)
+        nll = -log_p.gather(-1, x0[..., None]).squeeze(-1).sum(-1)
+        return self.process.step_kl(zt, x0, log_p, alpha_t, alpha_s).sum(-1), nll
+
+    def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
+        """T * L_{k-1} at k = ceil(t T) plus the prior term, per sequence, nats [B]."""
+        k = torch.ceil(t * self.T).long().clamp(1, self.T)
+        vb, _ = self.terms(apply, params, x0, k, noise["u"])
+        return self.T * vb.double() + self.process.prior_kl(x0, discretize(self.schedule, self.T)[-1]).sum(-1)
+
+
+def step_bound(cfg: D3PMConfig) -> StepBound:
+    """L_vb of this config as the sum of per-step KLs."""
+    d = diffusion(cfg)
+    return StepBound(cfg.process, d.schedule, d.T, d.time_input)
 
 
 def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: D3PMConfig) -> tuple[Tensor, D3PMAux]:
@@ -121,8 +157,8 @@ def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: D3PMCon
     aux: ``bpt``, the single-sample estimate of the full T-step bound in bits per token (the prior
     term included), and ``vb`` and ``ce`` (nats/token).
     """
-    vb, nll = vb_terms(apply, params, x0, noise["t"], noise["u"], cfg=cfg)
-    L = x0.shape[1]
+    vb, nll = step_bound(cfg).terms(apply, params, x0, noise["t"], noise["u"])
+    vb, L = vb.to(nll.dtype), x0.shape[1]
     total = ((vb + cfg.hybrid_coeff * nll) / L).mean()
     prior = cfg.process.prior_kl(x0, alpha_bars(cfg)[-1]).sum(-1).mean().to(vb.dtype)
     bpt = (cfg.T * vb.mean() + prior) / (L * math.log(2))
@@ -130,10 +166,10 @@ def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: D3PMCon
 
 
 def bound(cfg: D3PMConfig) -> MaskedBound | StepBound:
-    """L_vb as an integrand over t.  Absorbing: the masked bound on T steps of this schedule (r_k = 1/k
+    """L_vb as an integrand over t.  Absorbing: MDLM's masked bound on T steps of this schedule (r_k = 1/k
     for linear), z_t drawn given at least one mask for a low variance; any other process: the sum of
     per-step KLs (``StepBound``).  Both have the same expectation on absorbing noise (tested)."""
-    d = diffusion(cfg)
     if isinstance(cfg.process, Absorbing):
+        d = diffusion(cfg)
         return MaskedBound(cfg.process, d.schedule, d.T, d.time_input)
-    return StepBound(cfg.process, d.schedule, d.T, d.time_input)
+    return step_bound(cfg)

@@ -10,23 +10,31 @@ with alpha_t from a schedule (``nanodd.schedules``: linear, cosine, log-linear w
 polynomial).  Reverse model: the SUBS parameterisation (MDLM §3.2.3): the network's x0 logits with
 the mask logit at -inf on masked tokens, clean tokens carried over (``Absorbing.log_p_x0``).
 
-NELBO in continuous time (MDLM eq. 10, MD4 eq. 5), nats per sequence:
+NELBO.  With the masked cross-entropy NLL(z_t) = sum_{i : z_t^i = mask} -log p(x0^i | z_t), every
+masked-diffusion bound is, in nats per sequence,
 
-    L_inf(x0) = int_0^1  -alpha'_t / (1 - alpha_t)  E_{z_t ~ q(z_t|x0)} [ sum_{i: z_t^i = mask} -log p(x0^i | z_t) ] dt,
+    L(x0) = E_{t ~ U(0, 1]}  w(t) * E_{z_t ~ q(z_t | x0)} NLL(z_t),                              (1)
 
-the limit T -> inf of the T-step bound.  For alpha_1 = 0 it bounds -log p(x0) with no prior term;
-with log-linear's alpha_1 = eps the prior KL is left out, as MDLM does (``nanodd.bounds``).  With the
-exact denoiser the bound is tight: masked diffusion is then an exact any-order autoregressive model,
-whatever the schedule (tested on a toy distribution).  The discrete-T variant (``T``) reads t on the
-grid k/T with weight T r_k, r_k = (alpha_{(k-1)/T} - alpha_{k/T}) / (1 - alpha_{k/T}) (D3PM's bound
-for the linear schedule).
+and only the weight differs:
+
+    continuous (MDLM eq. 10, MD4 eq. 5):  w(t) = -alpha'_t / (1 - alpha_t),
+    T steps (Austin et al. 2021 D3PM, eq. 1):  t is read on the grid k/T, k = ceil(t T), and
+        w = T r_k,   r_k = (alpha_bar_{k-1} - alpha_bar_k) / (1 - alpha_bar_k),   alpha_bar_k = alpha(k/T),
+
+so (1) is  L_T = sum_{k=1}^T r_k E NLL(z_{k/T})  -- the reconstruction term (k = 1, r_1 = 1) plus the
+T - 1 KL terms -- and L_inf = int_0^1 w(t) E NLL dt, the limit T -> inf.  With alpha_bar_k = 1 - k/T
+(the linear schedule) L_T is D3PM-absorbing's bound exactly (r_k = 1/k; ``nanodd.methods.d3pm``).
+L_T >= L_inf >= -log p(x0), and L_T decreases towards L_inf as T grows.  For alpha_1 = 0 there is no
+prior term; with log-linear's alpha_1 = eps the prior KL is left out, as MDLM does.  With the exact
+denoiser L_inf is tight: masked diffusion is then an exact any-order autoregressive model, whatever
+the schedule (tested on a toy distribution).
 
 Training: one t per sequence, stratified over the *global* batch (``antithetic``: every rank and
 accumulation micro-step owns its strata, ``sampling.stratified_times``), z_t ~ q, and the loss is
 w(t) * masked CE / L, the single-sample bound estimate itself, in nats per token.  By default z_t is
 drawn given at least one mask and the term weighted by that event's probability 1 - alpha_t^L
-(``nanodd.bounds``): the same expectation, but a finite variance where the plain draw's diverges
-(w ~ 1/t while a mask has probability ~ L t).  The network is
+(``nanodd.methods.estimate``): the same expectation, but a finite variance where the plain draw's
+diverges (w ~ 1/t while a mask has probability ~ L t).  The network is
 fed t itself, or nothing with ``time_conditioning=False`` (a time-agnostic denoiser, as the
 exact one is).  Sampling is ancestral on any grid (``nanodd.samplers.ancestral``).
 """
@@ -40,11 +48,11 @@ from torch import Tensor
 
 from nanodd import sampling
 import nanodd.checks as checks
-from nanodd.bounds import MaskedBound, bound_loss, identity_time
 from nanodd.functional import Apply, Params
-from nanodd.processes.absorbing import Absorbing
-from nanodd.protocols import Aux, Diffusion, Noise, Slot
-from nanodd.schedules import LogLinear, Schedule
+from nanodd.methods.estimate import bound_loss, corrupt_some
+from nanodd.processes.absorbing import Absorbing, masked_nll, reveal_prob
+from nanodd.protocols import Aux, Diffusion, Noise, Slot, TimeInput, identity_time
+from nanodd.schedules import Linear, LogLinear, Schedule, discretize
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,50 @@ class MDLMConfig:
 
 
 Config = MDLMConfig
+
+
+def masked_weight(schedule: Schedule, T: int | None, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(t read on the grid, alpha there, w) of (1) for t in (0, 1] float64 [B]: continuous if T is None."""
+    if T is None:
+        alpha_t, dalpha_t = schedule(t)
+        return t, alpha_t, -dalpha_t / (1 - alpha_t)
+    k = torch.ceil(t * T).long().clamp(1, T)
+    alpha_bar = discretize(schedule, T).to(t.device)
+    return k.double() / T, alpha_bar[k], T * reveal_prob(alpha_bar[k], alpha_bar[k - 1])
+
+
+@dataclass(frozen=True)
+class MaskedBound:
+    """The bound (1) of absorbing diffusion: ``T`` steps of ``schedule``, or L_inf when ``T`` is None.
+
+    ``time_input`` maps t (on the bound's grid) to what the network was trained on: t T for D3PM (the
+    integer step k when the bound's T is the model's), the identity for a continuous-time model.
+    ``at_least_one_mask`` draws z_t conditioned on a mask (``estimate.corrupt_some``); False draws it
+    plainly from q, as the papers' training losses do (unbiased as well, but with a variance that
+    diverges logarithmically as t -> 0).
+    """
+
+    process: Absorbing
+    schedule: Schedule = Linear()
+    T: int | None = None
+    time_input: TimeInput = identity_time
+    at_least_one_mask: bool = True
+
+    def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
+        """u [B, L] decides the masks; v [B] draws how many there are (``corrupt_some``)."""
+        return {"u": sampling.uniforms(gen, x0.shape), "v": sampling.uniforms(gen, x0.shape[:1])}
+
+    def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
+        """w(t) * NLL(z_t) (* P(some mask)) per sequence, nats [B]: an unbiased single-(t, z_t) estimate of (1)."""
+        t_k, alpha_t, w = masked_weight(self.schedule, self.T, t)
+        if self.at_least_one_mask:
+            zt, p_some = corrupt_some(self.process, x0, alpha_t, noise["u"], noise["v"], noise["u"])
+            w = w * p_some
+        else:
+            zt = self.process.corrupt(x0, alpha_t[:, None].to(noise["u"].dtype), noise["u"])
+        log_p = self.process.log_p_x0(apply(params, zt, self.time_input(t_k).float()), zt)
+        nll = masked_nll(log_p, x0)
+        return w.to(nll.dtype) * nll
 
 
 def diffusion(cfg: MDLMConfig) -> Diffusion:

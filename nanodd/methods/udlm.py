@@ -9,7 +9,8 @@ softmax x_theta in place of onehot(x0) (D3PM eq. 4; ``mixing`` (3)).  In continu
 z -> y at the rate sigma'_t / N * s_y with the ratios s_y = (alpha_t x_theta_y + c)/(alpha_t x_theta_z + c),
 c = (1 - alpha_t)/N (``mixing`` (6)).
 
-NELBO (``nanodd.bounds.RateBound`` (R)), the T -> inf limit of D3PM-uniform's bound:
+NELBO: SEDD's rate bound (``nanodd.methods.sedd`` (R)), the ELBO of any network's reverse jump rates,
+here with the rates of this x0 network; it is the T -> inf limit of D3PM-uniform's bound:
 
     L(x0) = int_0^1 sigma'_t / N  E_{z_t} sum_i sum_{y != z_t^i} [s_y - rho_y + rho_y log(rho_y / s_y)] dt + KL(q(z_1 | x0) || 1/N),
 
@@ -32,10 +33,11 @@ import torch
 from torch import Tensor
 
 from nanodd import sampling
-from nanodd.bounds import RateBound, bound_loss, identity_time
 from nanodd.functional import Apply, Params
+from nanodd.methods.estimate import bound_loss
+from nanodd.methods.sedd import RateBound
 from nanodd.processes.uniform import Uniform
-from nanodd.protocols import Aux, Diffusion, Noise, Slot
+from nanodd.protocols import Aux, Diffusion, Noise, Slot, identity_time
 from nanodd.schedules import LogLinear, Schedule
 
 
@@ -60,7 +62,8 @@ def diffusion(cfg: UDLMConfig) -> Diffusion:
 
 
 def bound(cfg: UDLMConfig) -> RateBound:
-    """The NELBO as an integrand over t, prior term included."""
+    """The NELBO as an integrand over t, prior term included: SEDD's rate bound read through this x0
+    network's ratios (``readout.log_ratios``)."""
     return RateBound(diffusion(cfg))
 
 

@@ -23,19 +23,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from nanodd import sampling
 from nanodd.functional import Apply, Params
-from nanodd.protocols import Diffusion, Noise, OnStep, Samples
+from nanodd.protocols import Diffusion, Noise
 import nanodd.samplers.loop as loop
+
+SUMMARY = "the model's reverse step; x0 networks: D3PM, MDLM, UDLM"
 
 
 @dataclass(frozen=True)
 class Options:
     cache: bool = True
     """Skip the network in steps that reveal nothing (exact); False calls it at every step."""
+
+
+def require_x0_network(diffusion: Diffusion) -> None:
+    """Refuse a ratio network (SEDD), whose logits are no p(x0 | z_t)."""
+    if diffusion.output != "x0":
+        raise ValueError(
+            "the ancestral sampler needs a network that predicts x0; this one outputs ratios "
+            "(SEDD): use the analytic or euler sampler"
+        )
 
 
 def step(
@@ -47,49 +57,18 @@ def step(
     s: Tensor,
     noise: Noise,
     *,
-    transform: sampling.Transform = sampling.identity,
-    cache: bool = True,
+    transform: sampling.Transform,
+    options: Options,
+    condition: Tensor | None,
 ) -> Tensor:
     """One reverse step z_t -> z_s, for t, s: [B] float64 (s < t) and noise ``u`` [B, L] and
     ``gumbel`` [B, L, K]: the process's reverse step given transform(log p(x0 | z_t))."""
     process = diffusion.process
     alpha_t, alpha_s = loop.alpha(diffusion, t)[:, None], loop.alpha(diffusion, s)[:, None]
-    if cache and not process.moves(zt, alpha_t, alpha_s, noise["u"]).any():
+    if options.cache and not process.moves(zt, alpha_t, alpha_s, noise["u"]).any():
         return zt
     log_p = process.log_p_x0(apply(params, zt, loop.network_time(diffusion, t)), zt)
     return process.reverse_sample(zt, transform(log_p), alpha_t, alpha_s, noise["u"], noise["gumbel"])
 
 
-@torch.no_grad()
-def sample(
-    apply: Apply,
-    params: Params,
-    diffusion: Diffusion,
-    *,
-    batch_size: int,
-    seq_len: int,
-    generator: torch.Generator,
-    steps: int | None = None,
-    transform: sampling.Transform = sampling.identity,
-    on_step: OnStep | None = None,
-    condition: Tensor | None = None,
-    options: Options | None = None,
-) -> Samples:
-    """Ancestral sampling from the prior z_1: returns the samples [B, L] and the NFE (``loop.run``)."""
-    if diffusion.log_ratios is not None:
-        raise ValueError(
-            "the ancestral sampler needs a network that predicts x0; this one outputs ratios "
-            "(SEDD): use the analytic or euler sampler"
-        )
-    cache = (options or Options()).cache
-    return loop.run(
-        lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, cache=cache),
-        apply,
-        diffusion,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        generator=generator,
-        steps=steps,
-        on_step=on_step,
-        condition=condition,
-    )
+sample = loop.sampler(step, Options, check=require_x0_network)

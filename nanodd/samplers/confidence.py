@@ -1,7 +1,7 @@
 r"""Confidence-ordered unmasking (MaskGIT: Chang et al. 2022, "MaskGIT: Masked Generative Image
 Transformer"; the margin rule as in Kim et al. 2025, "Train for the Worst, Plan for the Best").
 
-Each of ``steps`` steps calls the network once, draws a candidate x0^i ~ transform(p(x0^i | z_t)) at
+Each of ``steps`` steps (default: L) calls the network once, draws a candidate x0^i ~ transform(p(x0^i | z_t)) at
 every masked position (Gumbel-max), and reveals the k positions whose candidates it is most sure of:
 
     probability rule:  c_i = p(x0^i = candidate | z_t)
@@ -25,9 +25,11 @@ from torch import Tensor
 
 from nanodd import sampling
 from nanodd.functional import Apply, Params
-from nanodd.protocols import Diffusion, Noise, OnStep, Samples
+from nanodd.protocols import Diffusion, Noise
 import nanodd.samplers.loop as loop
 from nanodd.schedules import time_of
+
+SUMMARY = "MaskGIT's confidence-ordered unmasking; masked diffusion: D3PM, MDLM"
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,15 @@ def step(
     t: Tensor,
     s: Tensor,
     noise: Noise,
-    n_free: Tensor,
     *,
-    transform: sampling.Transform = sampling.identity,
-    options: Options = Options(),
+    transform: sampling.Transform,
+    options: Options,
+    condition: Tensor | None,
 ) -> Tensor:
-    """Reveal the most confident masked positions so that ``still_masked`` remain; n_free: [B]."""
+    """Reveal the most confident masked positions so that ``still_masked`` of the N free ones remain."""
     masked = zt == diffusion.process.mask_id
     n_masked = masked.sum(-1)
+    n_free = torch.full_like(n_masked, zt.shape[-1]) if condition is None else (condition < 0).sum(-1)  # [B]
     k = (n_masked - still_masked(n_free, s, options.schedule)).clamp(min=1) * (n_masked > 0)
     if not k.any():
         return zt
@@ -81,34 +84,9 @@ def step(
     return torch.where(masked & (rank < k[:, None]), candidate, zt)
 
 
-@torch.no_grad()
-def sample(
-    apply: Apply,
-    params: Params,
-    diffusion: Diffusion,
-    *,
-    batch_size: int,
-    seq_len: int,
-    generator: torch.Generator,
-    steps: int | None = None,
-    transform: sampling.Transform = sampling.identity,
-    on_step: OnStep | None = None,
-    condition: Tensor | None = None,
-    options: Options | None = None,
-) -> Samples:
-    """Confidence-ordered unmasking from z_1 = all masks in ``steps`` network calls (default: L)."""
-    loop.require_masked_x0_network(diffusion, "confidence")
-    opt = options or Options()
-    cond = loop.check_condition(condition, diffusion.process, (batch_size, seq_len))
-    n_free = torch.full((batch_size,), seq_len, device=generator.device) if cond is None else (cond < 0).sum(-1)
-    return loop.run(
-        lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, n_free, transform=transform, options=opt),
-        apply,
-        diffusion,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        generator=generator,
-        steps=steps if steps is not None else seq_len,
-        on_step=on_step,
-        condition=condition,
-    )
+sample = loop.sampler(
+    step,
+    Options,
+    check=lambda diffusion: loop.require_masked_x0_network(diffusion, "confidence"),
+    default_steps=lambda diffusion, seq_len: seq_len,
+)

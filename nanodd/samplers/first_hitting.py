@@ -17,6 +17,9 @@ time grid and no error from revealing tokens together; with the exact denoiser t
 every sequence at once, each at its own time (the network takes a time per sequence); a sequence that
 starts with fewer masks (conditioning) finishes early and rides along.  ``steps`` is not used.  On a
 D3PM model the time is read on its grid of T steps.  Masked-diffusion checkpoints only.
+
+The one sampler with a loop of its own (``nanodd.samplers.loop`` walks a grid; this draws its times),
+written with the same signature and the loop's helpers (conditioning, the NFE count).
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, OnStep, Samples
 import nanodd.samplers.loop as loop
 from nanodd.schedules import time_of
+
+SUMMARY = "one token per network call at exactly drawn times; masked diffusion: D3PM, MDLM"
+Options = loop.NoOptions
 
 
 def next_reveal(alpha_t: Tensor, n_masked: Tensor, v: Tensor) -> Tensor:

@@ -1,5 +1,10 @@
-r"""What every sampler shares: the time grid, conditioning, the loop from the prior to clean data, and
-the NFE count.
+r"""The one loop of every sampler: the grid, conditioning, the explicit generator and the NFE count.
+
+A sampler is a pure step z_t -> z_s, its ``Options`` and what makes it different (which models it
+serves, a rule for skipping the network); ``sampler`` turns them into the ``sample`` function of
+``nanodd.protocols.Sampler``, the one signature every sampler shares.  (``first_hitting`` draws its
+reveal times instead of reading them off a grid, so it has a loop of its own, with the same signature
+and the helpers below.)
 
 **Grid.**  ``steps`` evenly spaced steps 1 = t_0 > t_1 > ... > t_n = 0.  On a model trained with T
 discrete steps the grid snaps to multiples of 1/T, so the network only ever sees the steps it was
@@ -20,23 +25,28 @@ network evaluations, whatever a step decides to skip.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from nanodd import sampling
-from nanodd.bounds import model_log_ratios
 from nanodd.functional import Apply, Params
-from nanodd.protocols import Diffusion, Noise, OnStep, Process, Samples
+from nanodd.protocols import Diffusion, OnStep, Process, Samples
 
 DEFAULT_STEPS = 1000
 """Steps on a continuous-time model when none are given (a discrete model defaults to its T)."""
 
-Step = Callable[[Apply, Tensor, Tensor, Tensor, Noise], Tensor]
-"""(apply, z_t [B, L], t [B], s [B], noise) -> z_s: one reverse step; it calls ``apply`` only when needed."""
-StepProbs = Callable[[Process, Tensor, Tensor, Tensor, Tensor], Tensor]
-"""(process, z_t [B, L], log s [B, L, K] float64, alpha_t [B], alpha_s [B]) -> p(z_s | z_t) [B, L, K]."""
+Step = Callable[..., Tensor]
+"""step(apply, params, diffusion, z_t [B, L], t [B], s [B], noise, *, transform, options, condition) -> z_s:
+one reverse step, a pure function of its noise (``u`` [B, L], ``gumbel`` [B, L, K]) that calls
+``apply`` only when it needs to; ``condition`` is [B, L] or None (the loop puts the fixed tokens back)."""
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options of a sampler that has no settings of its own."""
 
 
 def time_grid(diffusion: Diffusion, steps: int) -> list[float]:
@@ -74,7 +84,7 @@ class Counted:
 
 def require_masked_x0_network(diffusion: Diffusion, sampler: str) -> None:
     """Refuse, with one clear line, a model this masked-diffusion sampler cannot serve."""
-    if not hasattr(diffusion.process, "mask_id") or diffusion.log_ratios is not None:
+    if not hasattr(diffusion.process, "mask_id") or diffusion.output != "x0":
         raise ValueError(
             f"the {sampler} sampler needs a masked-diffusion model that predicts x0 (D3PM, MDLM); "
             "use ancestral, analytic or euler for this one"
@@ -102,66 +112,23 @@ def start(process: Process, generator: torch.Generator, shape: tuple[int, int], 
     return conditioned(condition, process.prior_sample(sampling.uniforms(generator, shape)))
 
 
-def ratio_step(
-    step_probs: StepProbs,
-    apply: Apply,
-    params: Params,
-    diffusion: Diffusion,
-    zt: Tensor,
-    t: Tensor,
-    s: Tensor,
-    noise: Noise,
-    transform: sampling.Transform,
-) -> Tensor:
-    """One step of a sampler that jumps with the model's ratios (``bounds.model_log_ratios``: read from
-    a ratio network, or implied by an x0 network): z_s ~ transform(step_probs(...)) by Gumbel-max.
-    Skipped (no call) when no token is in a state anything flows into (absorbing: no mask left)."""
-    process = diffusion.process
-    if not (process.prior(zt.device)[zt] > 0).any():
-        return zt
-    # alpha_t = 0 (all noise at t = 1: linear, cosine) would make the ratios 0 and the analytic step 0/0;
-    # a floor of 1e-12 keeps every formula finite in float64 and changes no probability visibly.
-    alpha_t, alpha_s = alpha(diffusion, t).clamp(min=1e-12), alpha(diffusion, s)
-    log_s = model_log_ratios(diffusion, apply(params, zt, network_time(diffusion, t)), zt, alpha_t)
-    probs = step_probs(process, zt, log_s.double(), alpha_t, alpha_s)
-    return sampling.categorical(transform(probs.log()), noise["gumbel"])
+def model_steps(diffusion: Diffusion, seq_len: int) -> int:
+    """The default number of steps: the model's T (discrete), or ``DEFAULT_STEPS``."""
+    return diffusion.T or DEFAULT_STEPS
 
 
-def run(
+def sampler(
     step: Step,
-    apply: Apply,
-    diffusion: Diffusion,
+    Options: type = NoOptions,
     *,
-    batch_size: int,
-    seq_len: int,
-    generator: torch.Generator,
-    steps: int | None,
-    on_step: OnStep | None,
-    condition: Tensor | None,
-) -> Samples:
-    """Walk the grid from z_1 ~ prior with ``step``; returns the samples [B, L] and the NFE.
+    check: Callable[[Diffusion], None] | None = None,
+    default_steps: Callable[[Diffusion, int], int] = model_steps,
+):
+    """The ``sample`` function of a sampler that walks the grid with ``step`` (``protocols.Sampler``).
 
-    ``steps`` defaults to the model's T (discrete) or ``DEFAULT_STEPS``; ``on_step(s, z_s)`` sees every
-    intermediate state (live views, trajectories).
+    ``check(diffusion)`` refuses, in one line, a model the sampler cannot serve; ``default_steps(diffusion,
+    seq_len)`` is the number of steps when none are given.
     """
-    steps = steps if steps is not None else diffusion.T or DEFAULT_STEPS
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    process, device, shape = diffusion.process, generator.device, (batch_size, seq_len)
-    condition = check_condition(condition, process, shape)
-    counted, z = Counted(apply), start(process, generator, shape, condition)
-    grid = time_grid(diffusion, steps)
-    for t, s in zip(grid[:-1], grid[1:]):
-        noise = {"u": sampling.uniforms(generator, shape), "gumbel": sampling.gumbels(generator, (*shape, process.K))}
-        t_b, s_b = (torch.full((batch_size,), v, dtype=torch.float64, device=device) for v in (t, s))
-        z = conditioned(condition, step(counted, z, t_b, s_b, noise))
-        if on_step is not None:
-            on_step(s, z)
-    return Samples(z, counted.calls)
-
-
-def ratio_sampler(step_probs: StepProbs, what: str):
-    """The ``sample`` function of a sampler whose step is ``ratio_step`` with ``step_probs``."""
 
     @torch.no_grad()
     def sample(
@@ -176,19 +143,29 @@ def ratio_sampler(step_probs: StepProbs, what: str):
         transform: sampling.Transform = sampling.identity,
         on_step: OnStep | None = None,
         condition: Tensor | None = None,
-        options: None = None,
+        options=None,
     ) -> Samples:
-        return run(
-            lambda f, z, t, s, noise: ratio_step(step_probs, f, params, diffusion, z, t, s, noise, transform),
-            apply,
-            diffusion,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            generator=generator,
-            steps=steps,
-            on_step=on_step,
-            condition=condition,
-        )
+        """Walk the grid from z_1 ~ prior: the samples [B, L] and the NFE.  ``on_step(s, z_s)`` sees every
+        intermediate state (live views, trajectories); ``options``: the sampler's ``Options`` (None: defaults)."""
+        if check is not None:
+            check(diffusion)
+        steps = steps if steps is not None else default_steps(diffusion, seq_len)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        process, device, shape = diffusion.process, generator.device, (batch_size, seq_len)
+        condition = check_condition(condition, process, shape)
+        counted, z = Counted(apply), start(process, generator, shape, condition)
+        kw = dict(transform=transform, options=options or Options(), condition=condition)
+        grid = time_grid(diffusion, steps)
+        for t, s in zip(grid[:-1], grid[1:]):
+            noise = {
+                "u": sampling.uniforms(generator, shape),
+                "gumbel": sampling.gumbels(generator, (*shape, process.K)),
+            }
+            t_b, s_b = (torch.full((batch_size,), v, dtype=torch.float64, device=device) for v in (t, s))
+            z = conditioned(condition, step(counted, params, diffusion, z, t_b, s_b, noise, **kw))
+            if on_step is not None:
+                on_step(s, z)
+        return Samples(z, counted.calls)
 
-    sample.__doc__ = f"{what} from the prior z_1: the samples [B, L] and the NFE (``loop.run``); no options."
     return sample

@@ -32,8 +32,10 @@ from torch import Tensor
 from nanodd import sampling
 import nanodd.checks as checks
 from nanodd.functional import Apply, Params
-from nanodd.protocols import Diffusion, Noise, OnStep, Samples
+from nanodd.protocols import Diffusion, Noise
 import nanodd.samplers.loop as loop
+
+SUMMARY = "ancestral with remasking (ReMDM); masked diffusion: D3PM, MDLM"
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,9 @@ def step(
     s: Tensor,
     noise: Noise,
     *,
-    transform: sampling.Transform = sampling.identity,
-    options: Options = Options(),
+    transform: sampling.Transform,
+    options: Options,
+    condition: Tensor | None,
 ) -> Tensor:
     """One ReMDM step z_t -> z_s for t, s [B] float64, noise ``u`` [B, L] and ``gumbel`` [B, L, K]."""
     mask_id, u = diffusion.process.mask_id, noise["u"]
@@ -78,32 +81,4 @@ def step(
     return z
 
 
-@torch.no_grad()
-def sample(
-    apply: Apply,
-    params: Params,
-    diffusion: Diffusion,
-    *,
-    batch_size: int,
-    seq_len: int,
-    generator: torch.Generator,
-    steps: int | None = None,
-    transform: sampling.Transform = sampling.identity,
-    on_step: OnStep | None = None,
-    condition: Tensor | None = None,
-    options: Options | None = None,
-) -> Samples:
-    """ReMDM sampling from z_1 = all masks: the samples [B, L] and the NFE (``loop.run``)."""
-    loop.require_masked_x0_network(diffusion, "remdm")
-    opt = options or Options()
-    return loop.run(
-        lambda f, z, t, s, noise: step(f, params, diffusion, z, t, s, noise, transform=transform, options=opt),
-        apply,
-        diffusion,
-        batch_size=batch_size,
-        seq_len=seq_len,
-        generator=generator,
-        steps=steps,
-        on_step=on_step,
-        condition=condition,
-    )
+sample = loop.sampler(step, Options, check=lambda diffusion: loop.require_masked_x0_network(diffusion, "remdm"))
