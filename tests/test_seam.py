@@ -143,7 +143,7 @@ def test_a_sampler_from_outside_nanodd_is_picked_on_the_command_line_after_one_r
     text = (tmp_path / "sample.txt").read_text()
     assert len(text) == 33 and "_" not in text
     library = [*ROOT.glob("nanodd/**/*.py"), *ROOT.glob("experiments/*.py")]
-    assert not [p for p in library if "toy_sampler" in p.read_text() or "left-to-right" in p.read_text()]
+    assert not [p for p in library if "toy_sampler" in p.read_text()]
 
 
 D3PM, MDLM = d3pm.D3PMConfig(T=100), mdlm.MDLMConfig()
