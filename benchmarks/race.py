@@ -45,7 +45,7 @@ from nanodd import checks, evaluate as ev
 from nanodd.config import Config
 from nanodd.data import DataError, decode, load_split
 from nanodd.samplers import default_sampler
-from nanodd.shell.drivers import evaluate_checkpoint, generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
+from nanodd.shell.workflows import evaluate_checkpoint, generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
 from nanodd.shell.trainer import train
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"

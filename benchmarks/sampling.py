@@ -27,7 +27,7 @@ import tyro
 from nanodd import evaluate as ev
 from nanodd.samplers import ancestral, confidence, remdm
 from nanodd.data import decode, load_split
-from nanodd.shell.drivers import generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
+from nanodd.shell.workflows import generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
 
 
 @dataclasses.dataclass(frozen=True)

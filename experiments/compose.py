@@ -40,7 +40,7 @@ from nanodd.config import Config, MethodConfig
 from nanodd.methods import method_of
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.protocols import Noise
-from nanodd.shell.drivers import evaluate_checkpoint, load_checkpoint
+from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
 from nanodd.shell.trainer import Loss, NoiseFn, train
 
 Part = tuple[float, Loss, NoiseFn]

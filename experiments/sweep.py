@@ -54,7 +54,7 @@ from experiments.text8 import Preset
 from nanodd import checks, config as config_lib
 from nanodd.config import Config
 from nanodd.data.prepare import atomic_write
-from nanodd.shell.drivers import evaluate_checkpoint, load_checkpoint
+from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
 from nanodd.shell.log import duration
 from nanodd.shell.trainer import train
 

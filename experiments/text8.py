@@ -17,7 +17,7 @@ Every mistake in the arguments or the data is reported with exit code 2 and one 
 naming the option (``experiments/cli.py``; set NANODD_DEBUG=1 to see the traceback instead).  Each
 subcommand first runs the cheap checks (every value, when its dataclass is built; then the paths) and
 returns its work, which ``main`` runs unless ``check_only``.  The work itself lives in the library
-(``nanodd.shell.trainer``, ``nanodd.shell.drivers``); this file parses and prints.
+(``nanodd.shell.trainer``, ``nanodd.shell.workflows``); this file parses and prints.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from nanodd.samplers import SAMPLERS, default_sampler
 from nanodd.schedules import Geometric, LogLinear
 from nanodd.shell import dist
 from nanodd.evaluate import char_entropy
-from nanodd.shell.drivers import (
+from nanodd.shell.workflows import (
     Estimator,
     check_pattern,
     condition_of,

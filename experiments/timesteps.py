@@ -28,7 +28,7 @@ from experiments.cli import run
 
 from nanodd import analysis, checks
 from nanodd.data import canonical_chunks, load_split
-from nanodd.shell.drivers import Checkpoint, load_checkpoint, prepared_dir
+from nanodd.shell.workflows import LoadedModel, load_checkpoint, prepared_dir
 
 COLUMNS = ("checkpoint", "method", "t", "f_bits", "f_se_bits", "accuracy", "grad_norm", "grad_var")
 
@@ -62,7 +62,7 @@ class Options:
         checks.named("plot", self.plot)
 
 
-def profile(ckpt: Checkpoint, opt: Options) -> dict[str, torch.Tensor]:
+def profile(ckpt: LoadedModel, opt: Options) -> dict[str, torch.Tensor]:
     """``analysis.per_timestep`` on the checkpoint's first ``batch`` validation chunks, chunk by chunk
     of times with a progress line; f in bits per character."""
     if ckpt.model.cfg.causal:

@@ -29,7 +29,7 @@ from typing import Callable, Collection, Sequence
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Integrand
 
@@ -132,13 +132,13 @@ def exact_in_t_times(n: int, T: int, device: torch.device | str = "cpu") -> Tens
     return ((k - 0.5) / T).expand(n, T)
 
 
-def stratified_times(generator: torch.Generator, n: int, n_t: int) -> Tensor:
+def chunk_times(generator: torch.Generator, n: int, n_t: int) -> Tensor:
     """One t per stratum ((s + 1 - u) / N, N = n n_t) in random order: [n, n_t] float64 in (0, 1]."""
     if n_t < 1:
         raise ValueError(f"n_t must be >= 1, got {n_t}")
     N = n * n_t
     s = torch.randperm(N, generator=generator, device=generator.device).double()
-    u = sampling.uniforms(generator, (N,)).double()
+    u = draws.uniforms(generator, (N,)).double()
     return ((s + 1 - u) / N).view(n, n_t)
 
 
@@ -175,7 +175,7 @@ def stratified(
 ) -> Estimate:
     """The bound from ``n_t`` stratified times per chunk (see the module docstring)."""
     check_chunks(chunks)
-    times = stratified_times(generator, chunks.shape[0], n_t)
+    times = chunk_times(generator, chunks.shape[0], n_t)
     return estimate_bound(
         integrand, apply, params, chunks, times, generator=generator, batch_size=batch_size, on_batch=on_batch
     )
@@ -199,7 +199,7 @@ def elbo_vs_T(
     between the T are far less noisy than each value.  ``on_batch`` info carries ``"T"``.
     """
     check_chunks(chunks)
-    times = stratified_times(generator, chunks.shape[0], n_t)
+    times = chunk_times(generator, chunks.shape[0], n_t)
     state = generator.get_state()
     curve = {}
     for T in Ts:

@@ -121,17 +121,6 @@ def time_of(schedule: Schedule, alpha: Tensor, iters: int = 60) -> Tensor:
     return (lo + hi) / 2
 
 
-def d3pm_absorbing_betas(T: int) -> Tensor:
-    """beta_t = 1/(T - t + 1) for t = 1..T, with beta_0 = 0 prepended: shape [T + 1], float64."""
-    t = torch.arange(T + 1, dtype=torch.float64)
-    return torch.where(t == 0, torch.zeros_like(t), 1 / (T - t + 1))
-
-
-def alpha_bars_from_betas(betas: Tensor) -> Tensor:
-    """alpha_bar_t = prod_{s<=t} (1 - beta_s): shape [T + 1], alpha_bar_0 = 1."""
-    return torch.cumprod(1 - betas, dim=0)
-
-
 def discretize(schedule: Schedule, T: int) -> Tensor:
     """alpha_bar_t = alpha(t/T) for t = 0..T: any continuous schedule as a T-step one, [T + 1] float64."""
     t = torch.arange(T + 1, dtype=torch.float64) / T

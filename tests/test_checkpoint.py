@@ -14,9 +14,9 @@ import torch
 
 from nanodd.config import Config
 from nanodd.model import DiT, DiTConfig
-from nanodd.shell import nanodd_ckpt
+from nanodd.shell import upstream
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
-from nanodd.shell.drivers import load_checkpoint
+from nanodd.shell.workflows import load_checkpoint
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -291,11 +291,11 @@ def test_nanodd_bad_files_give_clear_errors(tmp_path):
     ckpt = torch.load(good, weights_only=True)
     torch.save(ckpt | {"model_cls": "SEDD"}, tmp_path / "cls.pt")
     with pytest.raises(CheckpointError, match="model_cls 'SEDD' is not supported"):
-        nanodd_ckpt.load(tmp_path / "cls.pt")
+        upstream.load(tmp_path / "cls.pt")
     torch.save(ckpt | {"model_args": MODEL_ARGS | {"n_embed": 64}}, tmp_path / "shape.pt")
     with pytest.raises(CheckpointError, match="weights do not fit the DiT"):
-        nanodd_ckpt.load(tmp_path / "shape.pt")
+        upstream.load(tmp_path / "shape.pt")
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump({"model_args": Config()}, f)  # unpickling needs to import and build arbitrary classes
     with pytest.raises(CheckpointError, match="refused"):
-        nanodd_ckpt.load(tmp_path / "evil.pt")
+        upstream.load(tmp_path / "evil.pt")

@@ -10,8 +10,7 @@ from nanodd.functional import make_apply, params_of
 from nanodd.methods import d3pm
 from nanodd.model import DiT, DiTConfig
 from nanodd.processes.absorbing import Absorbing
-from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
-from toy import entropy, exact_apply, exact_bound, toy_distribution
+from toy import alpha_bars_from_betas, d3pm_absorbing_betas, entropy, exact_apply, exact_bound, toy_distribution
 
 
 def test_closed_form_vb_equals_generic_matrix_kl():

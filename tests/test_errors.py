@@ -27,7 +27,7 @@ from experiments import text8
 from nanodd.config import Config, DataConfig, to_dict
 from nanodd.data import DataError, load_split, prepare
 from nanodd.shell.checkpoint import Checkpoints, CheckpointError
-from nanodd.shell.drivers import load_checkpoint
+from nanodd.shell.workflows import load_checkpoint
 from test_checkpoint import biggest_file, flip_byte, nanodd_file, random_dit
 
 ROOT = Path(__file__).resolve().parents[1]

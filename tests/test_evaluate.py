@@ -12,8 +12,8 @@ from nanodd.functional import make_apply, params_of
 from nanodd.methods import d3pm
 from nanodd.model import DiT, DiTConfig
 from nanodd.processes.absorbing import Absorbing
-from nanodd.schedules import Cosine, Linear, alpha_bars_from_betas, d3pm_absorbing_betas
-from toy import entropy, exact_apply, exact_bound, toy_distribution
+from nanodd.schedules import Cosine, Linear
+from toy import alpha_bars_from_betas, d3pm_absorbing_betas, entropy, exact_apply, exact_bound, toy_distribution
 
 M = 3  # mask id of the toy: 3 symbols + mask
 TOY = Absorbing(n_symbols=3)

@@ -12,7 +12,8 @@ import torch
 from nanodd.processes import mixing
 from nanodd.processes.absorbing import Absorbing, masked_nll
 from nanodd.processes.uniform import Uniform
-from nanodd.schedules import Cosine, alpha_bars_from_betas, d3pm_absorbing_betas, discretize
+from nanodd.schedules import Cosine, discretize
+from toy import alpha_bars_from_betas, d3pm_absorbing_betas
 
 T = 10
 ABSORBING, UNIFORM = Absorbing(n_symbols=4), Uniform(n_symbols=5)  # K = 5 ids for both

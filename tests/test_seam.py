@@ -22,7 +22,7 @@ from nanodd.processes import PROCESSES
 from nanodd.protocols import Integrand, Method, Process, Sampler, Slot, mismatches
 from nanodd.samplers import SAMPLERS, register as register_sampler
 from nanodd.shell import dist
-from nanodd.shell.drivers import generate, load_checkpoint
+from nanodd.shell.workflows import generate, load_checkpoint
 from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer, train
 from test_train import free_port

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from experiments import text8, timesteps
-from nanodd.shell.drivers import evaluate_checkpoint, load_checkpoint
+from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
 from nanodd.shell.trainer import train
 from test_train import tiny
 

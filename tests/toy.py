@@ -8,7 +8,18 @@ import torch
 from nanodd.methods import d3pm
 from nanodd.processes import mixing
 from nanodd.processes.absorbing import Absorbing
-from nanodd.schedules import alpha_bars_from_betas, d3pm_absorbing_betas
+from torch import Tensor
+
+
+def d3pm_absorbing_betas(T: int) -> Tensor:
+    """beta_t = 1/(T - t + 1) for t = 1..T, with beta_0 = 0 prepended: shape [T + 1], float64."""
+    t = torch.arange(T + 1, dtype=torch.float64)
+    return torch.where(t == 0, torch.zeros_like(t), 1 / (T - t + 1))
+
+
+def alpha_bars_from_betas(betas: Tensor) -> Tensor:
+    """alpha_bar_t = prod_{s<=t} (1 - beta_s): shape [T + 1], alpha_bar_0 = 1."""
+    return torch.cumprod(1 - betas, dim=0)
 
 
 def toy_distribution(n_symbols: int = 3, L: int = 3, seed: int = 0, sharpness: float = 2.0):

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.methods.mdlm import MaskedBound
 from nanodd.processes.absorbing import Absorbing, masked_nll
 from nanodd.protocols import Aux, Diffusion, Slot, identity_time
@@ -21,7 +21,7 @@ class ToyConfig:
 Config = ToyConfig
 diffusion = lambda cfg: Diffusion(cfg.process, Linear(), None, identity_time)  # noqa: E731
 bound = lambda cfg: MaskedBound(cfg.process, Linear())  # noqa: E731
-noise = lambda gen, x0, cfg, slot=Slot(): {"u": sampling.uniforms(gen, x0.shape)}  # noqa: E731
+noise = lambda gen, x0, cfg, slot=Slot(): {"u": draws.uniforms(gen, x0.shape)}  # noqa: E731
 
 
 def loss(apply, params, x0, noise, *, cfg):

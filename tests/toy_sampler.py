@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import torch
 
-from nanodd import sampling
+from nanodd import draws
 import nanodd.samplers.loop as loop
 
 SUMMARY = "left to right, a few tokens per step; masked diffusion"
@@ -22,7 +22,7 @@ def step(apply, params, diffusion, zt, t, s, noise, *, transform, options, condi
     if not reveal.any():
         return zt
     log_p = diffusion.process.log_p_x0(apply(params, zt, loop.network_time(diffusion, t)), zt)
-    return torch.where(reveal, sampling.categorical(transform(log_p), noise["gumbel"]), zt)
+    return torch.where(reveal, draws.categorical(transform(log_p), noise["gumbel"]), zt)
 
 
 sample = loop.sampler(step, Options)

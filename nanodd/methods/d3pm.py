@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 import nanodd.checks as checks
 from nanodd.functional import Apply, Params
 from nanodd.methods.mdlm import MaskedBound
@@ -103,7 +103,7 @@ def noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig, slot: Slot = Slot()
     """Every random draw of one loss evaluation: t ~ U{1..T} per sequence (iid, as nanoDD), u ~ U[0,1) per token."""
     B, L = x0.shape
     t = torch.randint(1, cfg.T + 1, (B,), generator=gen, device=gen.device)
-    return {"t": t, "u": sampling.uniforms(gen, (B, L))}
+    return {"t": t, "u": draws.uniforms(gen, (B, L))}
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class StepBound:
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         """u [B, L] draws x_k ~ q(x_k | x0)."""
-        return {"u": sampling.uniforms(gen, x0.shape)}
+        return {"u": draws.uniforms(gen, x0.shape)}
 
     def terms(self, apply: Apply, params: Params, x0: Tensor, k: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
         """(L_{k-1}, -log p~(x0 | x_k)) per sequence in nats, each [B], for x0 [B, L], k [B] in 1..T and

@@ -30,7 +30,7 @@ denoiser L_inf is tight: masked diffusion is then an exact any-order autoregress
 the schedule (tested on a toy distribution).
 
 Training: one t per sequence, stratified over the *global* batch (``antithetic``: every rank and
-accumulation micro-step owns its strata, ``sampling.stratified_times``), z_t ~ q, and the loss is
+accumulation micro-step owns its strata, ``draws.stratified_times``), z_t ~ q, and the loss is
 w(t) * masked CE / L, the single-sample bound estimate itself, in nats per token.  By default z_t is
 drawn given at least one mask and the term weighted by that event's probability 1 - alpha_t^L
 (``nanodd.methods.estimate``): the same expectation, but a finite variance where the plain draw's
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 import nanodd.checks as checks
 from nanodd.functional import Apply, Params
 from nanodd.methods.estimate import bound_loss, corrupt_some
@@ -108,7 +108,7 @@ class MaskedBound:
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         """u [B, L] decides the masks; v [B] draws how many there are (``corrupt_some``)."""
-        return {"u": sampling.uniforms(gen, x0.shape), "v": sampling.uniforms(gen, x0.shape[:1])}
+        return {"u": draws.uniforms(gen, x0.shape), "v": draws.uniforms(gen, x0.shape[:1])}
 
     def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
         """w(t) * NLL(z_t) (* P(some mask)) per sequence, nats [B]: an unbiased single-(t, z_t) estimate of (1)."""
@@ -135,7 +135,7 @@ def bound(cfg: MDLMConfig) -> MaskedBound:
 
 def noise(gen: torch.Generator, x0: Tensor, cfg: MDLMConfig, slot: Slot = Slot()) -> Noise:
     """t [B] in (0, 1] float64 (stratified over the global batch, or iid) and the integrand's z_t draws."""
-    return {"t": sampling.times(gen, x0.shape[0], slot, cfg.antithetic), **bound(cfg).noise(gen, x0)}
+    return {"t": draws.times(gen, x0.shape[0], slot, cfg.antithetic), **bound(cfg).noise(gen, x0)}
 
 
 def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: MDLMConfig) -> tuple[Tensor, Aux]:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 from nanodd.methods.estimate import bound_loss, corrupt_some
 import nanodd.processes.mixing as mixing
@@ -100,10 +100,10 @@ class RateBound:
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         """u, r [B, L] and v [B] for ``corrupt_some``; w [B] picks the untouched or the touched case."""
         return {
-            "u": sampling.uniforms(gen, x0.shape),
-            "v": sampling.uniforms(gen, x0.shape[:1]),
-            "w": sampling.uniforms(gen, x0.shape[:1]),
-            "r": sampling.uniforms(gen, x0.shape),
+            "u": draws.uniforms(gen, x0.shape),
+            "v": draws.uniforms(gen, x0.shape[:1]),
+            "w": draws.uniforms(gen, x0.shape[:1]),
+            "r": draws.uniforms(gen, x0.shape),
         }
 
     def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
@@ -149,7 +149,7 @@ def bound(cfg: SEDDConfig) -> RateBound:
 
 def noise(gen: torch.Generator, x0: Tensor, cfg: SEDDConfig, slot: Slot = Slot()) -> Noise:
     """t [B] in (0, 1] float64 (stratified over the global batch, or iid) and u [B, L] for z_t."""
-    return {"t": sampling.times(gen, x0.shape[0], slot, cfg.antithetic), **bound(cfg).noise(gen, x0)}
+    return {"t": draws.times(gen, x0.shape[0], slot, cfg.antithetic), **bound(cfg).noise(gen, x0)}
 
 
 def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: SEDDConfig) -> tuple[Tensor, Aux]:

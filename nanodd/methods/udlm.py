@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 from nanodd.methods.estimate import bound_loss
 from nanodd.methods.sedd import RateBound
@@ -69,7 +69,7 @@ def bound(cfg: UDLMConfig) -> RateBound:
 
 def noise(gen: torch.Generator, x0: Tensor, cfg: UDLMConfig, slot: Slot = Slot()) -> Noise:
     """t [B] in (0, 1] float64 (stratified over the global batch, or iid) and u [B, L] for z_t."""
-    return {"t": sampling.times(gen, x0.shape[0], slot, cfg.antithetic), **bound(cfg).noise(gen, x0)}
+    return {"t": draws.times(gen, x0.shape[0], slot, cfg.antithetic), **bound(cfg).noise(gen, x0)}
 
 
 def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: UDLMConfig) -> tuple[Tensor, Aux]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 import nanodd.checks as checks
 
 
@@ -94,7 +94,7 @@ class Absorbing:
         self, zt: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor, u: Tensor, gumbel: Tensor
     ) -> Tensor:
         """z_s ~ sum_x0 q(z_s | z_t, x0) p(x0 | z_t): x0 drawn by Gumbel-max from log_p [B, L, K], then (2)."""
-        return self.posterior_sample(zt, sampling.categorical(log_p, gumbel), alpha_t, alpha_s, u)
+        return self.posterior_sample(zt, draws.categorical(log_p, gumbel), alpha_t, alpha_s, u)
 
     def step_kl(self, zt: Tensor, x0: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
         """KL(q(z_s | z_t, x0) || p(z_s | z_t)) per token, (4): r * (-log p(x0 | z_t)) where z_t is masked."""

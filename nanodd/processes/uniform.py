@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 import nanodd.checks as checks
 import nanodd.processes.mixing as mixing
 
@@ -67,7 +67,7 @@ class Uniform:
         probs = mixing.reverse_probs(
             self.prior(zt.device, log_p.dtype), zt, log_p.exp(), alpha_t[..., None], alpha_s[..., None]
         )
-        return sampling.categorical(probs.log(), gumbel)
+        return draws.categorical(probs.log(), gumbel)
 
     def step_kl(self, zt: Tensor, x0: Tensor, log_p: Tensor, alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
         """KL(q(z_s | z_t, x0) || p(z_s | z_t)) per token (mixing (4))."""

@@ -24,7 +24,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 import nanodd.processes.mixing as mixing
 from nanodd.processes.readout import log_ratios
@@ -64,7 +64,7 @@ def ratio_step(step_probs: StepProbs) -> loop.Step:
         s: Tensor,
         noise: Noise,
         *,
-        transform: sampling.Transform,
+        transform: draws.Transform,
         options: loop.NoOptions,
         condition: Tensor | None,
     ) -> Tensor:
@@ -76,7 +76,7 @@ def ratio_step(step_probs: StepProbs) -> loop.Step:
         alpha_t, alpha_s = loop.alpha(diffusion, t).clamp(min=1e-12), loop.alpha(diffusion, s)
         log_s = log_ratios(diffusion, apply(params, zt, loop.network_time(diffusion, t)), zt, alpha_t)
         probs = step_probs(process, zt, log_s.double(), alpha_t, alpha_s)
-        return sampling.categorical(transform(probs.log()), noise["gumbel"])
+        return draws.categorical(transform(probs.log()), noise["gumbel"])
 
     return step
 

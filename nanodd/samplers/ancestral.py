@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, Noise
 import nanodd.samplers.loop as loop
@@ -57,7 +57,7 @@ def step(
     s: Tensor,
     noise: Noise,
     *,
-    transform: sampling.Transform,
+    transform: draws.Transform,
     options: Options,
     condition: Tensor | None,
 ) -> Tensor:

@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, Noise
 import nanodd.samplers.loop as loop
@@ -64,7 +64,7 @@ def step(
     s: Tensor,
     noise: Noise,
     *,
-    transform: sampling.Transform,
+    transform: draws.Transform,
     options: Options,
     condition: Tensor | None,
 ) -> Tensor:
@@ -78,7 +78,7 @@ def step(
     clean_fraction = 1 - n_masked.double() / zt.shape[-1]
     t_net = time_of(diffusion.schedule, clean_fraction).clamp(min=1e-6)
     log_p = diffusion.process.log_p_x0(apply(params, zt, loop.network_time(diffusion, t_net)), zt)
-    candidate = sampling.categorical(transform(log_p), noise["gumbel"])
+    candidate = draws.categorical(transform(log_p), noise["gumbel"])
     c = confidence(transform(log_p).log_softmax(-1), candidate, options.rule).masked_fill(~masked, -1.0)
     rank = torch.argsort(c, dim=-1, descending=True, stable=True).argsort(-1)
     return torch.where(masked & (rank < k[:, None]), candidate, zt)

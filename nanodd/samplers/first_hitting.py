@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, OnStep, Samples
 import nanodd.samplers.loop as loop
@@ -52,7 +52,7 @@ def sample(
     seq_len: int,
     generator: torch.Generator,
     steps: int | None = None,
-    transform: sampling.Transform = sampling.identity,
+    transform: draws.Transform = draws.identity,
     on_step: OnStep | None = None,
     condition: Tensor | None = None,
     options: None = None,
@@ -68,12 +68,12 @@ def sample(
     while (masked := z == process.mask_id).any():
         n = masked.sum(-1)
         alpha_s = torch.where(
-            n > 0, next_reveal(alpha_t, n, sampling.uniforms(generator, (batch_size,)).double()), alpha_t
+            n > 0, next_reveal(alpha_t, n, draws.uniforms(generator, (batch_size,)).double()), alpha_t
         )
         s = time_of(diffusion.schedule, alpha_s).clamp(min=1e-6)
         log_p = process.log_p_x0(counted(params, z, loop.network_time(diffusion, s)), z)
-        x0 = sampling.categorical(transform(log_p), sampling.gumbels(generator, (*shape, process.K)))
-        position = sampling.uniforms(generator, shape).masked_fill(~masked, -1.0).argmax(-1)  # uniform among masked
+        x0 = draws.categorical(transform(log_p), draws.gumbels(generator, (*shape, process.K)))
+        position = draws.uniforms(generator, shape).masked_fill(~masked, -1.0).argmax(-1)  # uniform among masked
         reveal = masked & (torch.arange(seq_len, device=z.device) == position[:, None])
         z, alpha_t = torch.where(reveal, x0, z), alpha_s
         if on_step is not None:

@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, OnStep, Process, Samples
 
@@ -109,7 +109,7 @@ def check_condition(condition: Tensor | None, process: Process, shape: tuple[int
 
 def start(process: Process, generator: torch.Generator, shape: tuple[int, int], condition: Tensor | None) -> Tensor:
     """z_1: the prior, with the fixed tokens in place."""
-    return conditioned(condition, process.prior_sample(sampling.uniforms(generator, shape)))
+    return conditioned(condition, process.prior_sample(draws.uniforms(generator, shape)))
 
 
 def model_steps(diffusion: Diffusion, seq_len: int) -> int:
@@ -140,7 +140,7 @@ def sampler(
         seq_len: int,
         generator: torch.Generator,
         steps: int | None = None,
-        transform: sampling.Transform = sampling.identity,
+        transform: draws.Transform = draws.identity,
         on_step: OnStep | None = None,
         condition: Tensor | None = None,
         options=None,
@@ -159,8 +159,8 @@ def sampler(
         grid = time_grid(diffusion, steps)
         for t, s in zip(grid[:-1], grid[1:]):
             noise = {
-                "u": sampling.uniforms(generator, shape),
-                "gumbel": sampling.gumbels(generator, (*shape, process.K)),
+                "u": draws.uniforms(generator, shape),
+                "gumbel": draws.gumbels(generator, (*shape, process.K)),
             }
             t_b, s_b = (torch.full((batch_size,), v, dtype=torch.float64, device=device) for v in (t, s))
             z = conditioned(condition, step(counted, params, diffusion, z, t_b, s_b, noise, **kw))

@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from nanodd import sampling
+from nanodd import draws
 import nanodd.checks as checks
 from nanodd.functional import Apply, Params
 from nanodd.protocols import Diffusion, Noise
@@ -64,7 +64,7 @@ def step(
     s: Tensor,
     noise: Noise,
     *,
-    transform: sampling.Transform,
+    transform: draws.Transform,
     options: Options,
     condition: Tensor | None,
 ) -> Tensor:
@@ -77,7 +77,7 @@ def step(
     z = torch.where(~masked & (u < sigma), mask_id, zt)
     if reveal.any():
         log_p = diffusion.process.log_p_x0(apply(params, zt, loop.network_time(diffusion, t)), zt)
-        z = torch.where(reveal, sampling.categorical(transform(log_p), noise["gumbel"]), z)
+        z = torch.where(reveal, draws.categorical(transform(log_p), noise["gumbel"]), z)
     return z
 
 

@@ -3,53 +3,53 @@ import math
 import pytest
 import torch
 
-from nanodd import sampling
+from nanodd import draws
 
 
 def test_gumbel_max_draws_follow_softmax():
     g = torch.Generator().manual_seed(0)
     logits = torch.tensor([0.0, 1.0, -1.0, 2.0, -math.inf])
     n = 200_000
-    draws = sampling.categorical(logits.expand(n, 5), sampling.gumbels(g, (n, 5)))
-    freq = torch.bincount(draws, minlength=5).double() / n
+    samples = draws.categorical(logits.expand(n, 5), draws.gumbels(g, (n, 5)))
+    freq = torch.bincount(samples, minlength=5).double() / n
     torch.testing.assert_close(freq, logits.double().softmax(-1), atol=4e-3, rtol=0)
 
 
 def test_top_p_keeps_smallest_nucleus():
     probs = torch.tensor([[0.5, 0.05, 0.3, 0.15], [0.97, 0.01, 0.01, 0.01]])
-    out = sampling.top_p(0.8)(probs.log())
+    out = draws.top_p(0.8)(probs.log())
     kept = torch.isfinite(out)
     assert kept.tolist() == [[True, False, True, False], [True, False, False, False]]
     torch.testing.assert_close(out[kept], probs.log()[kept])
-    assert torch.isfinite(sampling.top_p(1.0)(probs.log())).all()
+    assert torch.isfinite(draws.top_p(1.0)(probs.log())).all()
 
 
 def test_top_k_keeps_the_k_most_likely():
     logits = torch.tensor([[0.1, 3.0, -1.0, 2.0], [5.0, 4.0, 3.0, 2.0]])
-    out = sampling.top_k(2)(logits)
+    out = draws.top_k(2)(logits)
     assert torch.isfinite(out).tolist() == [[False, True, False, True], [True, True, False, False]]
     torch.testing.assert_close(out[torch.isfinite(out)], logits[torch.isfinite(out)])
-    assert torch.equal(sampling.top_k(0)(logits), logits) and torch.equal(sampling.top_k(9)(logits), logits)
-    draws = sampling.categorical(
-        sampling.top_k(1)(logits.expand(1000, 2, 4)), sampling.gumbels(torch.Generator().manual_seed(0), (1000, 2, 4))
+    assert torch.equal(draws.top_k(0)(logits), logits) and torch.equal(draws.top_k(9)(logits), logits)
+    samples = draws.categorical(
+        draws.top_k(1)(logits.expand(1000, 2, 4)), draws.gumbels(torch.Generator().manual_seed(0), (1000, 2, 4))
     )
-    assert (draws == torch.tensor([1, 0])).all()  # top-1 is greedy
+    assert (samples == torch.tensor([1, 0])).all()  # top-1 is greedy
 
 
 def test_temperature_and_compose():
     logits = torch.tensor([1.0, 2.0, 4.0])
-    torch.testing.assert_close(sampling.temperature(0.5)(logits), 2 * logits)
-    both = sampling.compose(sampling.temperature(0.5), sampling.top_p(0.5))
+    torch.testing.assert_close(draws.temperature(0.5)(logits), 2 * logits)
+    both = draws.compose(draws.temperature(0.5), draws.top_p(0.5))
     assert torch.isfinite(both(logits)).tolist() == [False, False, True]
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        lambda: sampling.temperature(0.0),
-        lambda: sampling.top_p(0.0),
-        lambda: sampling.top_p(1.5),
-        lambda: sampling.top_k(-1),
+        lambda: draws.temperature(0.0),
+        lambda: draws.top_p(0.0),
+        lambda: draws.top_p(1.5),
+        lambda: draws.top_k(-1),
     ],
 )
 def test_bad_transform_arguments_are_refused(bad):
@@ -78,7 +78,7 @@ def test_low_precision_gumbels_drop_the_tail_and_float64_keeps_it(low, gap, n):
         g, total = torch.Generator().manual_seed(0), 0
         for chunk in range(0, n, 10_000_000):
             size = min(10_000_000, n - chunk)
-            total += int(sampling.categorical(logits.expand(size, 2), sampling.gumbels(g, (size, 2), dtype)).sum())
+            total += int(draws.categorical(logits.expand(size, 2), draws.gumbels(g, (size, 2), dtype)).sum())
         hits[dtype] = total
     expected, sd = n * exact, math.sqrt(n * exact)
     assert abs(hits[torch.float64] - expected) < 4 * sd, (hits, expected)

@@ -1,6 +1,6 @@
 """What research code reuses: load any checkpoint, generate text, evaluate a bound, convert nanoDD's.
 
-    from nanodd.shell.drivers import load_checkpoint, generate, evaluate_checkpoint
+    from nanodd.shell.workflows import load_checkpoint, generate, evaluate_checkpoint
     run = load_checkpoint("runs/mdlm-demo")        # ours (any method), or nanoDD's ckpt.pt
     out = generate(run, batch_size=4, steps=256)   # out.texts, out.tokens, out.nfe, out.seconds
     report = evaluate_checkpoint(run, split="val", estimator="stratified", n_t=4)
@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 
 import nanodd.checks as checks
-from nanodd import evaluate as ev, sampling
+from nanodd import draws, evaluate as ev
 from nanodd.config import Config, from_dict, network_config, to_dict
 from nanodd.data import VOCAB, canonical_chunks, decode, default_cache_dir, encode, eval_chunks, load_split
 from nanodd.data.prepare import dataset_name
@@ -30,14 +30,14 @@ from nanodd.methods import method_of
 from nanodd.model import DiT
 from nanodd.protocols import Diffusion, OnStep
 from nanodd.samplers import SAMPLERS
-from nanodd.shell import dist, nanodd_ckpt
+from nanodd.shell import dist, upstream
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 
 Estimator = Literal["stratified", "exact", "continuous", "elbo-vs-t"]
 
 
 @dataclass(frozen=True)
-class Checkpoint:
+class LoadedModel:
     """A trained network ready to use: the model (eval mode), its params, its config."""
 
     model: DiT
@@ -62,13 +62,13 @@ class Checkpoint:
         return next(iter(self.params.values())).device
 
 
-def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device | str = "cpu") -> Checkpoint:
+def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device | str = "cpu") -> LoadedModel:
     """A run directory, its ``checkpoints/`` directory, one step directory, or a nanoDD ``ckpt.pt``.
     The model holds the EMA weights unless ``ema=False``; a run directory gives its newest good step."""
     path = Path(path)
     if path.is_file():
-        model, params, cfg, _ = nanodd_ckpt.load(path, ema=ema, device=device)
-        return Checkpoint(model, params, cfg, path)
+        model, params, cfg, _ = upstream.load(path, ema=ema, device=device)
+        return LoadedModel(model, params, cfg, path)
     step = None
     directory = path
     if path.name.isdigit() and path.parent.is_dir():
@@ -90,7 +90,7 @@ def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device 
     model.load_state_dict(arrays["params"])  # the saved config built this DiT, so the shapes agree
     if ema:
         model.load_state_dict(arrays["ema"], strict=False)  # EMA covers the parameters, not the buffers
-    return Checkpoint(model, params_of(model), cfg, path)
+    return LoadedModel(model, params_of(model), cfg, path)
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,7 @@ def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tens
 
 
 def generate(
-    ckpt: Checkpoint,
+    ckpt: LoadedModel,
     *,
     sampler: str = "ancestral",
     batch_size: int = 1,
@@ -159,7 +159,7 @@ def generate(
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
     checks.at_least("batch_size", batch_size, 1)
-    transform = sampling.compose(sampling.temperature(temperature), sampling.top_p(top_p), sampling.top_k(top_k))
+    transform = draws.compose(draws.temperature(temperature), draws.top_p(top_p), draws.top_k(top_k))
     # The checkpoint's params are the model's own tensors, so the sampler's apply can call the module
     # directly: the same function of (params, z_t, t), without functional_call's per-call swap.
     direct = lambda params, zt, t: ckpt.model(zt, t)  # noqa: E731
@@ -181,7 +181,7 @@ def generate(
     return Generated([decode(row) for row in x.cpu()], x, nfe, time.perf_counter() - start)
 
 
-def load_judge(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+def load_judge(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
     """An autoregressive judge checkpoint (EMA weights); refuses any other kind with one line."""
     judge = load_checkpoint(path, device=device)
     if not judge.model.cfg.causal:
@@ -190,7 +190,7 @@ def load_judge(path: str | Path, device: torch.device | str = "cpu") -> Checkpoi
 
 
 @torch.no_grad()
-def judge_bpc(judge: Checkpoint, tokens: torch.Tensor) -> torch.Tensor:
+def judge_bpc(judge: LoadedModel, tokens: torch.Tensor) -> torch.Tensor:
     """gen-BPC: an autoregressive judge's (``load_judge``) exact bits per character on each sample,
     [B] float64.  Lower is more plausible text to the judge; read it next to the samples' unigram
     entropy, since a degenerate sampler (one repeated character) also scores low."""
@@ -204,14 +204,14 @@ def prepared_dir(source: str, data_dir: str | None) -> Path:
     return Path(data_dir or default_cache_dir()) / dataset_name(source)
 
 
-def sample_metrics(ckpt: Checkpoint, texts: list[str], n_chars: int = 10_000_000) -> dict[str, float]:
+def sample_metrics(ckpt: LoadedModel, texts: list[str], n_chars: int = 10_000_000) -> dict[str, float]:
     """``nanodd.evaluate.sample_metrics`` against the first ``n_chars`` of the checkpoint's training split."""
     train_text = decode(load_split(prepared_dir(ckpt.cfg.data.source, ckpt.cfg.data.data_dir), "train")[:n_chars])
     return ev.sample_metrics(texts, train_text, set(ev.words(train_text)))
 
 
 def evaluate_checkpoint(
-    ckpt: Checkpoint,
+    ckpt: LoadedModel,
     *,
     split: Literal["val", "test"] = "val",
     estimator: Estimator = "stratified",
@@ -261,8 +261,8 @@ def evaluate_checkpoint(
 
 def convert_nanodd(path: str | Path, out_dir: str | Path) -> Path:
     """Write a nanoDD ckpt.pt as one of our checkpoints (raw and EMA weights); returns its step directory."""
-    model, _, cfg, ckpt = nanodd_ckpt.load(Path(path), ema=False)
-    ema = nanodd_ckpt.dit_state(ckpt, ema=True, cfg=network_config(cfg))
+    model, _, cfg, ckpt = upstream.load(Path(path), ema=False)
+    ema = upstream.dit_state(ckpt, ema=True, cfg=network_config(cfg))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
     ckpts = Checkpoints(Path(out_dir) / "checkpoints")
     step = int(ckpt.get("iter_num", 0))
