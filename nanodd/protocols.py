@@ -15,6 +15,9 @@ A discrete diffusion model is three independent choices, each a small package:
 - a **sampler** (``nanodd.samplers``): a pure step plus the one loop that draws its noise from an
   explicit ``torch.Generator`` and returns the samples with the number of network calls it really made.
 
+Text reaches them as ids through a **tokenizer** (``nanodd.data.tokenizers``, the data axis): the
+process's data symbols are the tokenizer's ids, and bits per byte compares models across tokenizers.
+
 ``Diffusion`` ties a trained network to its forward process; ``Integrand`` is a bound written as
 E_{t ~ U(0, 1]} f(t), which every estimator in ``nanodd.evaluate`` accepts.  A test checks every
 registered process, method and sampler against these protocols.
@@ -184,6 +187,34 @@ class Sampler(Protocol):
     ) -> Samples:
         """Samples [B, L] from the prior z_1 and the NFE.  ``condition`` [L] or [B, L]: a fixed token id
         where given, -1 where the sampler generates; ``options``: an ``Options`` (None: its defaults)."""
+
+
+class Tokenizer(Protocol):
+    """Text <-> token ids (``nanodd.tokenizers``): the data axis.  Ids run over 0 .. vocab_size - 1, the
+    end-of-document id included; an id >= vocab_size (the absorbing process's mask) decodes to ``MASKED``.
+    Every id stands for a fixed string of bytes (empty for the end of document), so what a run of ids
+    decodes to is the concatenation of its tokens' bytes and ``n_bytes`` is exact: bits per byte =
+    total nats / ln 2 / n_bytes, the one axis on which models with different tokenizers compare."""
+
+    name: str
+    vocab_size: int
+    eod_id: int | None
+    """The end-of-document id that separates documents in prepared data (None: text8, one document)."""
+
+    def normalize(self, text: str) -> str:
+        """What the tokenizer reads of raw text (text8: wikifil's lowercase a-z and spaces; others: all of it)."""
+
+    def encode(self, text: str) -> Any:
+        """int64 ids [n] of normalised text; never an end-of-document id (documents are joined by the caller)."""
+
+    def decode(self, ids: Any) -> str:
+        """Text of ids (a list, numpy array or tensor, flattened); invalid UTF-8 shows as U+FFFD."""
+
+    def n_bytes(self, ids: Any) -> int:
+        """UTF-8 bytes of what ``ids`` decode to (masks and end of document: none)."""
+
+    def identity(self) -> dict:
+        """``{"name", "vocab_size", "eod_id", "sha256"}``: the hash covers every token's bytes and (BPE) merges."""
 
 
 def mismatches(obj: Any, protocol: type) -> list[str]:

@@ -9,7 +9,6 @@ unless ``force`` rebuilds it.
 
 import hashlib
 import json
-import os
 import re
 import sys
 import urllib.parse
@@ -19,6 +18,7 @@ import numpy as np
 
 from nanodd.data.download import default_cache_dir, download
 from nanodd.data.errors import DataError
+from nanodd.data.files import atomic_write
 from nanodd.data.text import VOCAB, builtin_text, decode_utf8, encode, normalize_text8
 from nanodd.data.text8 import TEXT8, Text8Spec, fetch_text8
 
@@ -162,13 +162,6 @@ def _write(out: Path, ids: np.ndarray, meta: dict) -> None:
         atomic_write(out / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
     except OSError as e:
         raise DataError(f"could not write the prepared data to {out}: {e.strerror or e}") from None
-
-
-def atomic_write(path: Path, data) -> None:
-    """Write bytes-like ``data`` to ``path`` via a temporary name, so ``path`` is never partial."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _complete(out: Path, meta: dict) -> bool:
