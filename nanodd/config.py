@@ -38,11 +38,26 @@ class DataConfig:
     """Sequence length L of every training crop and evaluation chunk."""
     force: bool = False
     """Re-prepare even if the directory holds data prepared from another source."""
+    tokenizer: Literal["text8", "bytes", "bpe", "gpt2"] = "text8"
+    """How text becomes ids (nanodd.data.tokenizers): text8 (27 ids: a-z and space, after wikifil's
+    normaliser; nanoDD's), bytes (the 256 byte values, lossless), bpe (byte-level BPE with vocab_size ids,
+    trained on the training split), gpt2 (GPT-2's 50,257 ids through tiktoken).  The process's data
+    symbols, and so the network's vocabulary, are the tokenizer's ids."""
+    vocab_size: int = 4096
+    """bpe only: ids of the tokenizer trained on the corpus, its end of document included."""
+    tokenizer_file: str | None = None
+    """gpt2 only: a local gpt2.tiktoken ranks file (else $NANODD_GPT2_RANKS, else tiktoken downloads it)."""
+    workers: int | None = None
+    """Processes that tokenize in parallel while preparing (default: one per core)."""
 
     def __post_init__(self):
         check_source("source", self.source)
         checks.named("data_dir", self.data_dir)
         checks.at_least("seq_len", self.seq_len, 1)
+        checks.at_least("vocab_size", self.vocab_size, 258)  # the 256 bytes, one merge, the end of document
+        checks.named("tokenizer_file", self.tokenizer_file)
+        if self.workers is not None:
+            checks.at_least("workers", self.workers, 1)
 
 
 def check_source(field: str, source: str) -> None:
@@ -148,6 +163,18 @@ def network_config(cfg: Config) -> DiTConfig:
             " is for the autoregressive judge (method:ar); a diffusion denoiser must see the whole sequence",
         )
     return dataclasses.replace(cfg.model, vocab_size=K, causal=causal)
+
+
+def with_symbols(cfg: Config, n_symbols: int) -> Config:
+    """``cfg`` with its method's process over ``n_symbols`` data symbols: a tokenizer's ids."""
+    process = getattr(cfg.method, "process", None)
+    if process is None:
+        raise checks.FieldError(checks.Field("method"), " has no process to take the tokenizer's vocabulary")
+    if process.n_symbols == n_symbols:
+        return cfg
+    return dataclasses.replace(
+        cfg, method=dataclasses.replace(cfg.method, process=dataclasses.replace(process, n_symbols=n_symbols))
+    )
 
 
 def validate(cfg: Config) -> None:

@@ -218,6 +218,25 @@ def elbo_vs_T(
     return curve
 
 
+def per_byte(report: dict, n_tokens: int, n_bytes: int) -> dict:
+    """A report in bits per token (``bpc``: per character for text8) with the same bound per UTF-8 byte
+    of the evaluated text beside it, and the per-token perplexity bound the OWT / LM1B tables use:
+
+        bpb = bits per token * tokens / bytes   (= total bits / total bytes, every chunk holding L tokens)
+        ppl = 2^(bits per token) = exp(nats per token)
+
+    Bits per byte is the axis on which models with different tokenizers compare; for text8 (one byte
+    per character) it equals bits per character."""
+    scale = n_tokens / n_bytes
+    return report | {
+        "bpb": report["bpc"] * scale,
+        "bpb_stderr": report["stderr"] * scale,
+        "ppl": 2.0 ** report["bpc"],
+        "tokens": n_tokens,
+        "bytes": n_bytes,
+    }
+
+
 # ---- sample metrics: pure functions of decoded text ---------------------------------------------
 
 

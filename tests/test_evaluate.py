@@ -287,3 +287,22 @@ def test_word_metrics_by_hand():
         "mean_word_length",
         "mean_word_length_data",
     }
+
+
+def test_bits_per_byte_is_total_bits_over_the_bytes_the_tokens_stand_for(toy):
+    """A toy tokenizer whose 3 ids are multi-byte strings, the toy's exact NLL per sequence: the bound
+    per byte is (bits per token) x tokens / bytes, which is every sequence's bits over all their bytes."""
+    from nanodd.data.tokenizers import TableTokenizer, text8
+
+    seqs, p, _ = toy
+    tok = TableTokenizer("toy", (b"ab", "\u00e9".encode(), b"xyz"), None, lambda text: [])
+    bits = -p.log() / math.log(2)  # exact NLL of each sequence, bits
+    report = ev.summarize(bits / 3, n_t=1).report()  # bits per token of each chunk, meaned
+    n_bytes = sum(len(tok.decode(row).encode()) for row in seqs)
+    assert n_bytes == tok.n_bytes(seqs) == 27 * 7  # each id appears 27 times over all 27 sequences
+    out = ev.per_byte(report, n_tokens=seqs.numel(), n_bytes=n_bytes)
+    assert math.isclose(out["bpb"], float(bits.sum()) / n_bytes, rel_tol=0, abs_tol=1e-9)
+    assert math.isclose(out["ppl"], math.exp(float(-p.log().sum()) / seqs.numel()), rel_tol=1e-12)
+    chars = torch.randint(0, 27, (4, 16), generator=torch.Generator().manual_seed(0))
+    per_char = ev.per_byte(report, n_tokens=chars.numel(), n_bytes=text8().n_bytes(chars))
+    assert per_char["bpb"] == report["bpc"], "text8: one byte per character, so bits per byte = bits per char"
