@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nanodd.processes import mixing
-from nanodd.processes.absorbing import Absorbing, masked_nll
+from nanodd.processes.absorbing import Absorbing
 from nanodd.processes.uniform import Uniform
 from nanodd.schedules import Cosine, discretize
 from toy import alpha_bars_from_betas, d3pm_absorbing_betas
@@ -177,7 +177,21 @@ def test_subs_output_never_predicts_the_mask_and_carries_clean_tokens():
     torch.testing.assert_close(log_p[masked][:, :M], expected[masked])
     carried = log_p[~masked]  # probability 1 on z_t itself
     assert (carried.exp() == torch.nn.functional.one_hot(zt[~masked], K)).all()
-    # so the NLL of x0 counts masked tokens only
+    # so the NLL of x0 counts masked tokens only; log_p_of_x0 is log_p gathered at x0, without the table
     x0 = torch.where(masked, torch.tensor(1), zt)
-    torch.testing.assert_close(masked_nll(log_p, x0), -(expected[..., 1] * masked).sum(-1))
-    assert math.isinf(float(masked_nll(log_p, torch.where(masked, 1, (zt + 1) % M)).max()))  # a changed clean token
+    nll = -ABSORBING.log_p_of_x0(logits, zt, x0).sum(-1)
+    torch.testing.assert_close(nll, -(expected[..., 1] * masked).sum(-1))
+    torch.testing.assert_close(nll, -log_p.gather(-1, x0[..., None]).squeeze(-1).sum(-1))
+    changed = torch.where(masked, 1, (zt + 1) % M)  # a changed clean token has probability 0
+    assert torch.isinf(ABSORBING.log_p_of_x0(logits, zt, changed)).sum() == (~masked).sum()
+
+
+def test_log_p_of_x0_has_the_gradient_of_the_gathered_table():
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 5, ABSORBING.K, generator=g, dtype=torch.float64, requires_grad=True)
+    zt = torch.tensor([[M, 0, M, M, 2], [1, M, M, 3, M]])
+    x0 = torch.where(zt == M, torch.randint(0, M, zt.shape, generator=g), zt)
+    table = ABSORBING.log_p_x0(logits, zt).gather(-1, x0[..., None]).squeeze(-1)
+    (want,) = torch.autograd.grad(table.sum(), logits)
+    (have,) = torch.autograd.grad(ABSORBING.log_p_of_x0(logits, zt, x0).sum(), logits)
+    torch.testing.assert_close(have, want, rtol=0, atol=1e-12)

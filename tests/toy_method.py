@@ -7,7 +7,7 @@ import torch
 
 from nanodd import draws
 from nanodd.methods.mdlm import MaskedBound
-from nanodd.processes.absorbing import Absorbing, masked_nll
+from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Aux, Diffusion, Slot, identity_time
 from nanodd.schedules import Linear
 
@@ -26,5 +26,5 @@ noise = lambda gen, x0, cfg, slot=Slot(): {"u": draws.uniforms(gen, x0.shape)}  
 
 def loss(apply, params, x0, noise, *, cfg):
     zt = cfg.process.corrupt(x0, torch.tensor(1 - cfg.rate), noise["u"])
-    ce = masked_nll(cfg.process.log_p_x0(apply(params, zt, torch.full(x0.shape[:1], cfg.rate)), zt), x0)
+    ce = -cfg.process.log_p_of_x0(apply(params, zt, torch.full(x0.shape[:1], cfg.rate)), zt, x0).sum(-1)
     return ce.mean() / x0.shape[1], Aux(bpt=ce.mean() / (x0.shape[1] * math.log(2)))

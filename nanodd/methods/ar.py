@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from nanodd.functional import Apply, Params
-from nanodd.processes.absorbing import Absorbing
+from nanodd.processes.absorbing import Absorbing, log_softmax_at
 from nanodd.protocols import Aux, Diffusion, Noise, Slot, identity_time
 from nanodd.schedules import Linear
 
@@ -50,8 +50,7 @@ def nll(apply: Apply, params: Params, x0: Tensor, cfg: ARConfig) -> Tensor:
     """-log p(x0) per sequence, nats [B] (fp32 or wider), for x0 [B, L]."""
     bos = torch.full_like(x0[:, :1], cfg.process.mask_id)
     logits = apply(params, torch.cat([bos, x0[:, :-1]], 1), torch.zeros(x0.shape[0], device=x0.device))
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))[..., : cfg.process.n_symbols]
-    return -torch.log_softmax(logits, -1).gather(-1, x0[..., None]).squeeze(-1).sum(-1)
+    return -log_softmax_at(logits, x0, cfg.process.n_symbols).sum(-1)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Forward process: absorbing (``nanodd.processes.absorbing``), each token masked i
 
 with alpha_t from a schedule (``nanodd.schedules``: linear, cosine, log-linear with its eps,
 polynomial).  Reverse model: the SUBS parameterisation (MDLM §3.2.3): the network's x0 logits with
-the mask logit at -inf on masked tokens, clean tokens carried over (``Absorbing.log_p_x0``).
+the mask logit at -inf on masked tokens, clean tokens carried over (``Absorbing.log_p_x0``; the loss reads it at x0 only, ``log_p_of_x0``).
 
 NELBO.  With the masked cross-entropy NLL(z_t) = sum_{i : z_t^i = mask} -log p(x0^i | z_t), every
 masked-diffusion bound is, in nats per sequence,
@@ -50,7 +50,7 @@ from nanodd import draws
 import nanodd.checks as checks
 from nanodd.functional import Apply, Params
 from nanodd.methods.estimate import bound_loss, corrupt_some
-from nanodd.processes.absorbing import Absorbing, masked_nll, reveal_prob
+from nanodd.processes.absorbing import Absorbing, reveal_prob
 from nanodd.protocols import Aux, Diffusion, Noise, Slot, TimeInput, identity_time
 from nanodd.schedules import Linear, LogLinear, Schedule, discretize
 
@@ -118,8 +118,8 @@ class MaskedBound:
             w = w * p_some
         else:
             zt = self.process.corrupt(x0, alpha_t[:, None].to(noise["u"].dtype), noise["u"])
-        log_p = self.process.log_p_x0(apply(params, zt, self.time_input(t_k).float()), zt)
-        nll = masked_nll(log_p, x0)
+        logits = apply(params, zt, self.time_input(t_k).float())
+        nll = -self.process.log_p_of_x0(logits, zt, x0).sum(-1)  # the masked CE: clean tokens add 0
         return w.to(nll.dtype) * nll
 
 

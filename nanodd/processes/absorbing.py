@@ -25,7 +25,9 @@ Output parameterisation ("SUBS", Sahoo et al. 2024 §3.2.3).  The network's logi
 (3a) never predicts the mask ("zero masking probabilities"), (3b) copies clean tokens ("carry-over
 unmasking"), both true of the exact denoiser.  The reverse step is (2) with x0 drawn from (3), and the
 KL between (2) and that step is ``r * (-log p(x0 | z_t))`` on masked tokens and 0 elsewhere (4), so
-every masked-diffusion bound is a weighted masked cross-entropy (``masked_nll``).
+every masked-diffusion bound is a weighted masked cross-entropy of log p(x0 | z_t) at the data only,
+which ``Absorbing.log_p_of_x0`` computes as logit_x0 - logsumexp(data logits) without the [B, L, K]
+table of (3): at GPT-2's 50,257 ids that table, not the network, dominates a training step's memory.
 """
 
 from __future__ import annotations
@@ -44,12 +46,12 @@ def reveal_prob(alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
     return (alpha_s - alpha_t) / (1 - alpha_t)
 
 
-def masked_nll(log_p: Tensor, x0: Tensor) -> Tensor:
-    """sum_{i : z_t^i = mask} -log p(x0^i | z_t) per sequence, [B] nats, from log p = ``log_p_x0(...)``.
-
-    Unmasked tokens add exactly 0: under (3b) they carry x0 with probability 1.
-    """
-    return -log_p.gather(-1, x0[..., None]).squeeze(-1).sum(-1)
+def log_softmax_at(logits: Tensor, index: Tensor, n: int) -> Tensor:
+    """log_softmax(logits[..., :n])[index] for logits [..., K] and index [...] < n, in fp32 or wider: one
+    gather and one logsumexp, so no [..., K] result is kept for the backward pass (its softmax is formed
+    there and freed)."""
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    return logits.gather(-1, index[..., None]).squeeze(-1) - torch.logsumexp(logits[..., :n], -1)
 
 
 @dataclass(frozen=True)
@@ -110,6 +112,12 @@ class Absorbing:
     def prior(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
         """pi = onehot(mask), [K]."""
         return (torch.arange(self.K, device=device) == self.mask_id).to(dtype)
+
+    def log_p_of_x0(self, logits: Tensor, zt: Tensor, x0: Tensor) -> Tensor:
+        """log p(x0 | z_t) at the data x0 [B, L] only, [B, L]: ``log_p_x0(logits, zt)`` gathered at x0,
+        computed as (3a) = logit_x0 - logsumexp of the data logits, (3b) = 0 where z_t carries x0."""
+        clean = torch.where(zt == x0, 0.0, -torch.inf)
+        return torch.where(zt == self.mask_id, log_softmax_at(logits, x0, self.n_symbols), clean)
 
     def log_p_x0(self, logits: Tensor, zt: Tensor) -> Tensor:
         """SUBS, eq. (3): logits [B, L, K] -> log p(x0 | z_t), [B, L, K] in fp32 (fp64 stays fp64)."""
