@@ -109,7 +109,7 @@ def test_prepare_text8_resumes_a_partial_zip(server, text8_bytes, tmp_path):
 
 
 def test_malformed_url_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match=r"could not download https://\[::1/x: .*--data.source builtin"):
+    with pytest.raises(DataError, match=r"could not download https://\[::1/x: .*data.source='builtin'"):
         download("https://[::1/x", tmp_path / "f", progress=False)
 
 
@@ -155,7 +155,7 @@ def test_http_404_names_url_and_offline_options(server, tmp_path):
     with pytest.raises(DataError) as e:
         download(url, tmp_path / "x.zip", progress=False)
     msg = str(e.value)
-    assert url in msg and "404" in msg and "--data.source builtin" in msg and "local" in msg
+    assert url in msg and "404" in msg and "data.source='builtin'" in msg and "local" in msg
     assert "\n" not in msg
 
 
@@ -168,7 +168,7 @@ def test_connection_refused_names_url_and_offline_options(tmp_path):
     with pytest.raises(DataError) as e:
         prepare("text8", tmp_path, seq_len=1, text8=spec, progress=False)
     msg = str(e.value)
-    assert url in msg and "refused" in msg and "--data.source builtin" in msg and "local" in msg
+    assert url in msg and "refused" in msg and "data.source='builtin'" in msg and "local" in msg
 
 
 @pytest.mark.parametrize(

@@ -45,7 +45,7 @@ def test_prepare_local_file_and_reuse(tmp_path):
 def test_missing_split_file_is_rebuilt(tmp_path):
     out = prepare("builtin", tmp_path, progress=False)
     (out / "val.bin").unlink()
-    with pytest.raises(DataError, match="--data.source builtin"):
+    with pytest.raises(DataError, match="data.source='builtin'"):
         load_split(out, "val")
     prepare("builtin", tmp_path, progress=False)
     assert len(load_split(out, "val")) > 0
@@ -55,7 +55,7 @@ def test_changed_file_is_detected_by_meta(tmp_path):
     src = write(tmp_path, "book.txt", PROSE)
     prepare(str(src), tmp_path, seq_len=64, progress=False)
     src.write_text(PROSE + " and an epilogue " * 20)
-    with pytest.raises(DataError, match="prepared from another source or format .*--data.force"):
+    with pytest.raises(DataError, match="prepared from another source, tokenizer or format .*data.force"):
         prepare(str(src), tmp_path, seq_len=64, progress=False)
     out = prepare(str(src), tmp_path, seq_len=64, force=True, progress=False)
     assert "epilogue" in decode(load_split(out, "test"))
@@ -96,7 +96,7 @@ def test_undecodable_bytes(tmp_path):
 def test_missing_file_and_unknown_split(tmp_path):
     with pytest.raises(DataError, match="no such file: .*nope.txt .*builtin, text8"):
         prepare(str(tmp_path / "nope.txt"), tmp_path, progress=False)
-    with pytest.raises(DataError, match=r"`python -m experiments.text8 prepare --data.source text8`"):
+    with pytest.raises(DataError, match="prepare it first: data.source='text8'"):
         load_split(tmp_path / "text8", "train")
     with pytest.raises(DataError, match="unknown split 'dev'"):
         load_split(tmp_path, "dev")

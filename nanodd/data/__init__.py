@@ -1,4 +1,4 @@
-"""nanodd's data layer: text8 and other corpora in the text8 alphabet, prepared once, batched by step.
+"""nanodd's data layer: corpora to token ids (text8, bytes, BPE, GPT-2), prepared once, batched by step.
 
 This package does I/O (network, files); the pure core never imports it.
 """
@@ -6,12 +6,13 @@ This package does I/O (network, files); the pure core never imports it.
 from nanodd.data.batches import canonical_chunks, eval_chunks, train_batch
 from nanodd.data.download import default_cache_dir, download
 from nanodd.data.errors import DataError
-from nanodd.data.prepare import load_split, prepare
+from nanodd.data.prepare import SplitInfo, load_split, load_tokenizer, prepare, split_info
 from nanodd.data.text import VOCAB, builtin_text, decode, encode, normalize_text8
 from nanodd.data.text8 import TEXT8, Text8Spec
 
 __all__ = [
     "DataError",
+    "SplitInfo",
     "TEXT8",
     "Text8Spec",
     "VOCAB",
@@ -23,7 +24,9 @@ __all__ = [
     "encode",
     "eval_chunks",
     "load_split",
+    "load_tokenizer",
     "normalize_text8",
     "prepare",
+    "split_info",
     "train_batch",
 ]

@@ -8,9 +8,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from nanodd.checks import Field, Message
 from nanodd.data.errors import DataError
 
-OFFLINE_HINT = "offline? use --data.source builtin, or --data.source /path/to/a/local/file"
+OFFLINE_HINT = Message(
+    "offline? use ", Field("data.source", "builtin"), ", or ", Field("data.source", "/path/to/a/local/file")
+)
 CHUNK = 1 << 20
 
 
@@ -105,8 +108,8 @@ def _open(url: str, part: Path, have: int, timeout: float):
         if e.code == 416 and have:
             part.unlink()
             return _open(url, part, 0, timeout)
-        raise DataError(f"could not download {url}: HTTP {e.code} {e.reason}; {OFFLINE_HINT}") from None
+        raise DataError(Message(f"could not download {url}: HTTP {e.code} {e.reason}; ", OFFLINE_HINT)) from None
     except urllib.error.URLError as e:
-        raise DataError(f"could not download {url}: {e.reason}; {OFFLINE_HINT}") from None
+        raise DataError(Message(f"could not download {url}: {e.reason}; ", OFFLINE_HINT)) from None
     except (http.client.HTTPException, OSError, ValueError) as e:  # malformed URL, socket trouble
-        raise DataError(f"could not download {url}: {e}; {OFFLINE_HINT}") from None
+        raise DataError(Message(f"could not download {url}: {e}; ", OFFLINE_HINT)) from None

@@ -1,14 +1,23 @@
-"""Turn a source (builtin, text8, a file, a URL) into memory-mappable uint8 splits plus meta.json.
+"""Turn a source into memory-mappable token splits plus meta.json, for any tokenizer.
 
-Layout: ``<data_dir>/<name>/{train,val,test}.bin`` and ``meta.json``, where ``<name>`` is
-``builtin``, ``text8``, ``file-<slug of the file name>`` or ``url-<slug of the URL's file name>``.
-Downloads go to ``<data_dir>/downloads/``. ``meta.json`` is written last, so a directory with a
-matching meta is complete and is reused; one from another source or format version is refused
-unless ``force`` rebuilds it.
+Layout: ``<data_dir>/<name>/{train,val,test}.bin`` and ``meta.json``, where ``<name>`` is the source's
+(``builtin``, ``text8``, ``file-<slug>``, ``url-<slug>``, ``dir-<slug>``, ``glob-<slug>``, ``hf-<slug>``)
+followed, for every tokenizer but text8, by the tokenizer's (``builtin.bytes``, ``file-book.bpe4096``,
+``dir-corpus.gpt2``), so one corpus prepared with two tokenizers keeps both.  Those directories also hold
+``tokenizer/`` (``nanodd.data.tokenizers.save``).  Downloads go to ``<data_dir>/downloads/``.
+``meta.json`` is written last, so a directory with a matching meta is complete and is reused; one from
+another source, tokenizer or format version is refused unless ``force`` rebuilds it.
+
+The text8 tokenizer keeps nanoDD's data: uint8 ids of the normalised text, split by characters.  The
+others read the source's documents raw (``nanodd.data.corpus``: files, directories, globs, URLs, ``hf:``
+datasets), join them with the end-of-document id, split them by UTF-8 bytes at safe points, and write
+``uint16`` ids (``uint32`` above 65,536 ids) in parallel and in bounded memory (``nanodd.data.shards``).
 """
 
+import dataclasses
 import hashlib
 import json
+import os
 import re
 import sys
 import urllib.parse
@@ -16,9 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from nanodd.checks import Field, Message
+import nanodd.data.corpus as corpora
+import nanodd.data.tokenizers as tokenizers
 from nanodd.data.download import default_cache_dir, download
 from nanodd.data.errors import DataError
 from nanodd.data.files import atomic_write
+from nanodd.data.shards import CHUNK_BYTES, decode_chunk, dtype_for, write_shards
 from nanodd.data.text import VOCAB, builtin_text, decode_utf8, encode, normalize_text8
 from nanodd.data.text8 import TEXT8, Text8Spec, fetch_text8
 
@@ -26,6 +39,9 @@ FORMAT = 1
 SPLITS = ("train", "val", "test")
 NAMED = ("builtin", "text8")  # sources that are not paths; a local file called text8 is "./text8"
 PROPORTIONAL = "contiguous, in order: first 90%, next 5%, last 5% (floored; test takes the rest)"
+DTYPES = ("uint8", "uint16", "uint32")
+BPE_TRAIN_BYTES = 100_000_000
+"""BPE learns its merges from at most this many bytes from the start of the training split."""
 
 
 def prepare(
@@ -36,18 +52,40 @@ def prepare(
     force: bool = False,
     progress: bool = True,
     text8: Text8Spec = TEXT8,
+    tokenizer: str = "text8",
+    vocab_size: int = 4096,
+    tokenizer_file: str | None = None,
+    workers: int | None = None,
+    bpe_train_bytes: int = BPE_TRAIN_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> Path:
     """Prepare ``source`` under ``data_dir`` (default: ``default_cache_dir()``); return its directory.
 
-    ``source`` is ``"builtin"`` (CPython's documentation, offline), ``"text8"`` (the official zip,
-    split 90M/5M/5M as nanoDD does), a local text file, or an http(s) URL of one. Files and URLs
-    must be UTF-8; they are normalised by ``normalize_text8`` and split 90/5/5 contiguously.
+    With the ``text8`` tokenizer, ``source`` is ``"builtin"`` (CPython's documentation, offline, normalised),
+    ``"text8"`` (the official zip, split 90M/5M/5M as nanoDD does), a local text file, or an http(s) URL of
+    one; files and URLs must be UTF-8, are normalised by ``normalize_text8`` and split 90/5/5 contiguously.
+    With ``bytes``, ``bpe`` (``vocab_size`` ids, learned from the first ``bpe_train_bytes`` of the training
+    split) or ``gpt2`` (from ``tokenizer_file``, else ``$NANODD_GPT2_RANKS``, else tiktoken's download),
+    ``source`` may also be a directory, a glob or ``hf:NAME[/CONFIG]`` (``nanodd.data.corpus``), and is
+    tokenised raw by ``workers`` processes (default: one per core) in chunks of ``chunk_bytes``.
     Every split must hold at least ``seq_len + 1`` tokens. ``force`` rebuilds even a matching
-    preparation (a downloaded zip is still reused); ``text8`` lets tests stand in a small zip.
+    preparation (a downloaded file is still reused); ``text8`` lets tests stand in a small zip.
     """
     root = Path(data_dir).expanduser() if data_dir is not None else default_cache_dir()
-    out = root / dataset_name(source)
-    identity = _identity(source, text8)
+    if tokenizer != "text8" and tokenizer not in tokenizers.NAMES:
+        raise DataError(Message(Field("data.tokenizer"), f" must be one of {', '.join(tokenizers.NAMES)}"))
+    if tokenizer == "text8" and corpora.kind(source) in ("dir", "glob", "hf"):
+        raise DataError(
+            Message(
+                f"{source} names many documents (a directory, glob or hf: dataset), which the text8 tokenizer "
+                "does not read (it takes builtin, text8, one text file or a URL); choose ",
+                Field("data.tokenizer", "bytes"),
+                ", bpe or gpt2",
+            )
+        )
+    out = root / dataset_name(source, tokenizer, vocab_size)
+    request = _request(tokenizer, vocab_size, bpe_train_bytes)
+    identity = _identity(source, text8) if tokenizer == "text8" else {**_source_identity(source, text8), **request}
     old = _read_meta(out)
     matches = old is not None and old.get("format") == FORMAT and old.get("identity") == identity
     if matches and _complete(out, old) and not force:
@@ -55,51 +93,191 @@ def prepare(
         return out
     if old is not None and not matches and not force:
         raise DataError(
-            f"{out} was prepared from another source or format ({old.get('source')!r}, format "
-            f"{old.get('format')}); rebuild it for {source!r} with --data.force (force=True)"
+            Message(
+                f"{out} was prepared from another source, tokenizer or format ({old.get('source')!r}, format "
+                f"{old.get('format')}); rebuild it for {source!r} with ",
+                Field("data.force", True),
+            )
         )
-    ids, rule, sizes = _load(source, root, text8, progress)
+    if tokenizer == "text8":
+        meta = _prepare_text8(source, root, out, identity, seq_len, text8, progress)
+    else:
+        corpus = _open(source, root, text8, progress)
+        options = dict(vocab_size=vocab_size, tokenizer_file=tokenizer_file, bpe_train_bytes=bpe_train_bytes)
+        meta = _prepare_tokens(corpus, tokenizer, out, identity, seq_len, workers, chunk_bytes, progress, **options)
+    meta = {"format": FORMAT, "name": out.name, "source": _describe(source), "identity": identity, **meta}
+    _write_meta(out, meta)
+    if progress:
+        print(f"prepared {out}: " + ", ".join(f"{k} {v:,}" for k, v in meta["sizes"].items()), file=sys.stderr)
+    return out
+
+
+def _prepare_text8(source: str, root: Path, out: Path, identity, seq_len: int, spec: Text8Spec, progress) -> dict:
+    """text8 ids of the normalised corpus in ``out``'s uint8 splits; the meta that describes them."""
+    ids, rule, sizes = _load(source, root, spec, progress)
     _check_sizes(sizes, seq_len, source)
+    _write(out, ids, sizes)
     meta = {
-        "format": FORMAT,
-        "name": out.name,
-        "source": _describe(source),
-        "identity": identity,
         "vocab": VOCAB,
         "n_chars": len(ids),
         "sizes": sizes,
         "split": rule,
         "sha256": hashlib.sha256(ids).hexdigest(),
     }
-    _write(out, ids, meta)
-    if progress:
-        print(f"prepared {out}: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()), file=sys.stderr)
-    return out
+    return {**meta, "tokenizer": tokenizers.text8().identity(), "dtype": "uint8"}
+
+
+def _prepare_tokens(corpus, name, out, identity, seq_len, workers, chunk_bytes, progress, **options) -> dict:
+    """``corpus`` tokenised by the tokenizer ``name`` (trained here for bpe, saved in ``out/tokenizer``)."""
+    if corpus.n_bytes == 0:
+        raise DataError(f"{corpus.description} holds no text")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "meta.json").unlink(missing_ok=True)
+        texts = lambda: _bpe_texts(corpus, options["bpe_train_bytes"], chunk_bytes)
+        tok = tokenizers.build(
+            name, texts=texts, vocab_size=options["vocab_size"], ranks_file=options["tokenizer_file"]
+        )
+        tokenizers.save(tok, out / "tokenizer")
+        workers = workers or os.cpu_count() or 1
+        counts = write_shards(
+            corpus, tok, out / "tokenizer", out, workers=workers, chunk_bytes=chunk_bytes, progress=progress
+        )
+    except OSError as e:
+        raise DataError(f"could not write the prepared data to {out}: {e.strerror or e}") from None
+    _check_sizes(counts.tokens, seq_len, corpus.description)
+    return {
+        "tokenizer": tok.identity(),
+        "dtype": dtype_for(tok.vocab_size).name,
+        "eod_id": tok.eod_id,
+        "sizes": counts.tokens,
+        "bytes": counts.bytes,
+        "documents": counts.documents,
+        "split": corpus.rule,
+        "sha256": counts.sha256,
+        "digest": "sha256 of the documents' UTF-8 bytes in order, each followed by the byte 0xff",
+    }
+
+
+def _bpe_texts(corpus, cap: int, chunk_bytes: int):
+    """The training split's text up to the first safe point at or after ``cap`` bytes, in pieces."""
+    done = 0
+    for split, piece in corpora.split_pieces(corpus, chunk_bytes):
+        if split > 0 or done >= cap:
+            return
+        if done + len(piece.data) > cap:
+            piece = dataclasses.replace(piece, data=piece.data[: corpora.first_safe(piece.data, cap - done) or None])
+        done += len(piece.data)
+        yield decode_chunk(piece)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitInfo:
+    """A prepared split: ``tokens`` ids holding ``bytes`` UTF-8 bytes of text and ``documents`` document ends."""
+
+    tokens: int
+    bytes: int
+    documents: int
+
+
+def split_info(data_dir: Path) -> dict[str, SplitInfo]:
+    """Tokens, bytes and documents of each split of a complete prepared directory (bits per byte need bytes)."""
+    meta = _complete_meta(Path(data_dir), "train")
+    sizes, n_bytes, docs = meta["sizes"], meta.get("bytes", meta["sizes"]), meta.get("documents", {})
+    return {k: SplitInfo(sizes[k], n_bytes[k], docs.get(k, 0)) for k in SPLITS}
+
+
+def load_tokenizer(data_dir: Path):
+    """The tokenizer a complete prepared directory was made with: text8 for text8's, else its ``tokenizer/``."""
+    data_dir = Path(data_dir)
+    meta = _complete_meta(data_dir, "train")
+    if meta.get("tokenizer", {}).get("name", "text8") == "text8":
+        return tokenizers.text8()
+    tok = tokenizers.load(data_dir / "tokenizer")
+    if tok.identity() != meta["tokenizer"]:
+        raise DataError(f"{data_dir}/tokenizer is not the tokenizer its meta.json records (edited or replaced)")
+    return tok
 
 
 def load_split(data_dir: Path, split: str) -> np.memmap:
-    """Read-only uint8 memmap of ``split`` ("train", "val" or "test") in a prepared directory."""
+    """Read-only memmap of ``split`` ("train", "val" or "test") in a prepared directory, of the dtype its
+    meta records (uint8 for text8, uint16 or uint32 for the others)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    data_dir = Path(data_dir)
+    meta = _complete_meta(Path(data_dir), split)
+    return np.memmap(Path(data_dir) / f"{split}.bin", dtype=_dtype(meta), mode="r")
+
+
+def _complete_meta(data_dir: Path, split: str) -> dict:
+    """The meta of a directory whose splits are all complete (and ``split`` not empty), else a DataError."""
     meta = _read_meta(data_dir) or {}
     if not _complete(data_dir, meta) or not meta["sizes"][split]:
         source = meta.get("source") or (data_dir.name if data_dir.name in NAMED else "<file or URL>")
         raise DataError(
-            f"no complete prepared {split} split in {data_dir}; prepare it with "
-            f"`python -m experiments.text8 prepare --data.source {source}`"
+            Message(
+                f"no complete prepared {split} split in {data_dir}; prepare it first: ", Field("data.source", source)
+            )
         )
-    return np.memmap(data_dir / f"{split}.bin", dtype=np.uint8, mode="r")
+    return meta
 
 
-def dataset_name(source: str) -> str:
-    """Directory name for ``source``: builtin, text8, url-<slug> or file-<slug>."""
-    if source in NAMED:
-        return source
-    if _is_url(source):
+def dataset_name(source: str, tokenizer: str = "text8", vocab_size: int = 4096) -> str:
+    """Directory name for ``source``: builtin, text8, url-<slug>, file-<slug>, dir-<slug>, glob-<slug> or
+    hf-<slug>, then (for every tokenizer but text8) ``.bytes``, ``.gpt2`` or ``.bpe<vocab_size>``."""
+    kind = corpora.kind(source)
+    if kind in NAMED:
+        name = source
+    elif kind == "url":
         url = urllib.parse.urlparse(source)
-        return "url-" + _slug(Path(urllib.parse.unquote(url.path)).stem or url.netloc)
-    return "file-" + _slug(Path(source).stem)
+        name = "url-" + _slug(Path(urllib.parse.unquote(url.path)).stem or url.netloc)
+    elif kind in ("dir", "glob", "hf"):
+        name = f"{kind}-" + _slug(
+            source[3:] if kind == "hf" else source.rstrip("/").rsplit("/", 1)[-1] if kind == "dir" else source
+        )
+    else:
+        name = "file-" + _slug(Path(source).stem)
+    if tokenizer == "text8":
+        return name
+    return f"{name}.{tokenizer}{vocab_size if tokenizer == 'bpe' else ''}"
+
+
+def _request(tokenizer: str, vocab_size: int, bpe_train_bytes: int) -> dict:
+    """The tokenizer a preparation asks for, as its identity records it."""
+    if tokenizer == "bpe":
+        return {"tokenizer": tokenizer, "vocab_size": vocab_size, "bpe_train_bytes": bpe_train_bytes}
+    return {"tokenizer": tokenizer}
+
+
+def _source_identity(source: str, spec: Text8Spec) -> dict:
+    """What must match of the source's documents (read raw) for a preparation to be reused."""
+    kind = corpora.kind(source)
+    if kind == "builtin":
+        ident = {"kind": "builtin-raw", "sha256": corpora.digest(t for _, t in corpora.builtin_documents())}
+    elif kind in ("text8", "url"):
+        ident = _identity(source, spec)
+    elif kind == "hf":
+        ident = corpora.hf_identity(source)
+    elif kind in ("dir", "glob"):
+        ident = {"kind": kind, **corpora.listing_identity(corpora.files_of(source))}
+    else:
+        ident = {"kind": "file", **corpora.listing_identity([_existing(source)])}
+    return json.loads(json.dumps(ident))
+
+
+def _open(source: str, root: Path, spec: Text8Spec, progress: bool) -> corpora.Corpus:
+    """The documents of ``source``, raw (downloading a URL or text8 first)."""
+    kind = corpora.kind(source)
+    if kind == "builtin":
+        return corpora.text_corpus(corpora.builtin_documents(), "builtin")
+    if kind == "text8":
+        text = np.frombuffer(VOCAB.encode(), dtype=np.uint8)[fetch_text8(spec, root, progress=progress)]
+        return corpora.text_corpus([("text8", text.tobytes())], "text8")
+    if kind == "url":
+        return corpora.file_corpus([_download(source, root, progress)], source)
+    if kind == "hf":
+        return corpora.hf_corpus(source)
+    files = corpora.files_of(source) if kind in ("dir", "glob") else [_existing(source)]
+    return corpora.file_corpus(files, _describe(source))
 
 
 def _identity(source: str, spec: Text8Spec) -> dict:
@@ -131,7 +309,7 @@ def _load(source: str, root: Path, spec: Text8Spec, progress: bool) -> tuple[np.
     if source == "builtin":
         text = builtin_text()
     else:
-        raw = _fetch_url(source, root, progress) if _is_url(source) else _read_file(source)
+        raw = _download(source, root, progress).read_bytes() if _is_url(source) else _read_file(source)
         text = normalize_text8(decode_utf8(raw, source))
     if not text:
         raise DataError(f"{source} has no usable characters: nothing is left after text8 normalisation")
@@ -149,27 +327,38 @@ def _check_sizes(sizes: dict, seq_len: int, source: str) -> None:
         )
 
 
-def _write(out: Path, ids: np.ndarray, meta: dict) -> None:
-    """Each split, then meta.json, each written to a temporary name and renamed into place."""
+def _write(out: Path, ids: np.ndarray, sizes: dict) -> None:
+    """Each split of ``ids``, written to a temporary name and renamed into place (meta.json removed first)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "meta.json").unlink(missing_ok=True)
         start = 0
         for split in SPLITS:
-            end = start + meta["sizes"][split]
-            atomic_write(out / f"{split}.bin", ids[start:end])
-            start = end
+            atomic_write(out / f"{split}.bin", ids[start : start + sizes[split]])
+            start += sizes[split]
+    except OSError as e:
+        raise DataError(f"could not write the prepared data to {out}: {e.strerror or e}") from None
+
+
+def _write_meta(out: Path, meta: dict) -> None:
+    """meta.json, last: it marks the splits complete."""
+    try:
         atomic_write(out / "meta.json", (json.dumps(meta, indent=2) + "\n").encode())
     except OSError as e:
         raise DataError(f"could not write the prepared data to {out}: {e.strerror or e}") from None
 
 
+def _dtype(meta: dict) -> np.dtype:
+    return np.dtype(meta.get("dtype", "uint8"))
+
+
 def _complete(out: Path, meta: dict) -> bool:
-    """Whether every split file exists with the size ``meta`` records."""
+    """Whether every split file exists with the size ``meta`` records (tokens times the bytes of one id)."""
     sizes = meta.get("sizes")
-    if not isinstance(sizes, dict) or set(sizes) != set(SPLITS):
+    if not isinstance(sizes, dict) or set(sizes) != set(SPLITS) or meta.get("dtype", "uint8") not in DTYPES:
         return False
-    return all((out / f"{k}.bin").is_file() and (out / f"{k}.bin").stat().st_size == sizes[k] for k in SPLITS)
+    n = _dtype(meta).itemsize
+    return all((out / f"{k}.bin").is_file() and (out / f"{k}.bin").stat().st_size == n * sizes[k] for k in SPLITS)
 
 
 def _read_meta(out: Path) -> dict | None:
@@ -183,28 +372,45 @@ def _read_meta(out: Path) -> dict | None:
     return meta if isinstance(meta, dict) else {"source": "an unreadable meta.json", "format": None}
 
 
-def _read_file(source: str) -> bytes:
-    """The bytes of a local file, or a DataError saying what ``--data.source`` accepts."""
+def _existing(source: str) -> Path:
+    """A local file's path, or a DataError saying what ``data.source`` accepts."""
     path = Path(source).expanduser()
     if not path.is_file():
-        raise DataError(f"no such file: {path} (--data.source takes builtin, text8, a text file or a URL)")
+        raise DataError(
+            Message(
+                f"no such file: {path} (",
+                Field("data.source"),
+                " takes builtin, text8, a text file or a URL; with a tokenizer other than text8 also a "
+                "directory, a glob or hf:NAME)",
+            )
+        )
+    return path
+
+
+def _read_file(source: str) -> bytes:
+    """The bytes of a local file."""
+    path = _existing(source)
     try:
         return path.read_bytes()
     except OSError as e:
         raise DataError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def _fetch_url(url: str, root: Path, progress: bool) -> bytes:
-    """The bytes at ``url``, kept in ``downloads/`` under a name unique to the URL."""
+def _download(url: str, root: Path, progress: bool) -> Path:
+    """The file at ``url``, kept in ``downloads/`` under a name unique to the URL."""
     key = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return download(url, root / "downloads" / f"{dataset_name(url)}-{key}", progress=progress).read_bytes()
+    return download(url, root / "downloads" / f"{dataset_name(url)}-{key}", progress=progress)
 
 
 def _describe(source: str) -> str:
-    """The source as recorded in meta.json: a local file by its absolute path."""
-    if source in NAMED or _is_url(source):
+    """The source as recorded in meta.json: a local file, directory or glob by its absolute path."""
+    if source in NAMED or _is_url(source) or source.startswith("hf:"):
         return source
-    return str(Path(source).expanduser().resolve())
+    return (
+        str(Path(source).expanduser().absolute())
+        if corpora.kind(source) == "glob"
+        else str(Path(source).expanduser().resolve())
+    )
 
 
 def _is_url(source: str) -> bool:

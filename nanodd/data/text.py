@@ -85,6 +85,6 @@ def builtin_text() -> str:
     except ImportError:
         raise DataError(
             "this Python lacks the standard module pydoc_data that holds the built-in corpus; "
-            "use --data.source text8 or a local text file"
+            "use data.source text8 or a local text file"
         ) from None
     return normalize_text8("\n\n".join(topics[k] for k in sorted(topics)))
