@@ -15,6 +15,7 @@ datasets), join them with the end-of-document id, split them by UTF-8 bytes at s
 """
 
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -230,10 +231,14 @@ def dataset_name(source: str, tokenizer: str = "text8", vocab_size: int = 4096) 
     elif kind == "url":
         url = urllib.parse.urlparse(source)
         name = "url-" + _slug(Path(urllib.parse.unquote(url.path)).stem or url.netloc)
-    elif kind in ("dir", "glob", "hf"):
-        name = f"{kind}-" + _slug(
-            source[3:] if kind == "hf" else source.rstrip("/").rsplit("/", 1)[-1] if kind == "dir" else source
-        )
+    elif kind == "hf":
+        name = "hf-" + _slug(source[3:])
+    elif kind == "dir":
+        name = "dir-" + _slug(Path(source).expanduser().resolve().name)
+    elif kind == "glob":  # the directory above the first wildcard, and what follows: corpus/*.txt -> corpus-txt
+        parts = Path(source).parts
+        first = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+        name = "glob-" + _slug("-".join(parts[max(first - 1, 0) :]))
     else:
         name = "file-" + _slug(Path(source).stem)
     if tokenizer == "text8":
