@@ -22,7 +22,7 @@ from pathlib import Path
 
 import tyro
 
-from experiments.text8 import DEMOS
+from experiments.presets import DEMOS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +61,7 @@ def run(preset: str, opt: Options) -> dict:
         "bpc": report["bpc"],
         "stderr": report["stderr"],
         "n_chunks": report["n_chunks"],
-        "bound": which_bound(DEMOS[preset][1]),
+        "bound": which_bound(DEMOS[preset].cfg),
         "wall_s": wall,
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records if "tokens_per_s" in r),
     }

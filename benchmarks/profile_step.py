@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 import nanodd.checks as checks
 from benchmarks.train_throughput import Args as ThroughputArgs, trainer_for
 from experiments.cli import run
-from experiments.text8 import DEMO
+from experiments.presets import DEMO
 from nanodd.shell import dist
 from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer

@@ -40,7 +40,7 @@ from benchmarks.demos import which_bound
 from benchmarks.sampling import data_bpc
 from experiments import timesteps
 from experiments.cli import run
-from experiments.text8 import DEMOS, PRESETS
+from experiments.presets import DEMOS, PRESETS
 from nanodd import checks, evaluate as ev
 from nanodd.config import Config
 from nanodd.data import DataError, decode, load_split
@@ -175,7 +175,7 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     print(f"racing {', '.join(opt.methods)} for {opt.budget:.0f} s each on {opt.corpus}", file=sys.stderr)
     if opt.judge is None:
         print("training the judge (ar-demo) ...", file=sys.stderr, flush=True)
-        race(PRESETS["ar-demo"][1], opt, root / "judge")
+        race(PRESETS["ar-demo"].cfg, opt, root / "judge")
     judge = load_judge(opt.judge or root / "judge")
     train_text = decode(load_split(prepared_dir(opt.corpus, None), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
@@ -185,8 +185,8 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         rows.append(
             {
                 "name": name,
-                "bound": which_bound(DEMOS[name][1]),
-                **race(DEMOS[name][1], opt, root / name),
+                "bound": which_bound(DEMOS[name].cfg),
+                **race(DEMOS[name].cfg, opt, root / name),
                 **score(root / name, judge, vocab, opt),
             }
         )

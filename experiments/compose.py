@@ -34,7 +34,7 @@ from typing import Annotated
 import tyro
 
 from experiments.cli import run
-from experiments.text8 import DEMOS
+from experiments.presets import DEMOS, Preset, choice, variant
 from nanodd import checks
 from nanodd.config import Config, MethodConfig
 from nanodd.methods import method_of
@@ -75,15 +75,10 @@ def compose(parts: dict[str, Part]) -> tuple[Loss, NoiseFn]:
 
 
 COMPOSE_PRESETS = {
-    name: (
-        f"{text} Written to runs/compose-{name}.",
-        dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=f"runs/compose-{name}")),
-    )
-    for name, (text, cfg) in DEMOS.items()
+    name: Preset(f"{about} Written to runs/compose-{name}.", variant(cfg, f"runs/compose-{name}"))
+    for name, (about, cfg) in DEMOS.items()
 }
-BasePreset = tyro.extras.subcommand_type_from_defaults(
-    {k: v for k, (_, v) in COMPOSE_PRESETS.items()}, {k: d for k, (d, _) in COMPOSE_PRESETS.items()}
-)
+BasePreset = choice(COMPOSE_PRESETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,7 +106,7 @@ def check(cfg: Config, extra, lam: float) -> None:
 
 
 def main(
-    cfg: Annotated[BasePreset, tyro.conf.arg(name="")] = COMPOSE_PRESETS["mdlm-demo"][1],
+    cfg: Annotated[BasePreset, tyro.conf.arg(name="")] = COMPOSE_PRESETS["mdlm-demo"].cfg,
     extra: MethodConfig = D3PMConfig(T=1000, hybrid_coeff=0.05),
     compose_: Annotated[Options, tyro.conf.arg(name="compose")] = Options(),
 ) -> None:

@@ -50,7 +50,7 @@ from typing import Annotated, Any, Literal, Union
 import tyro
 
 from experiments.cli import run
-from experiments.text8 import Preset
+from experiments.presets import PRESETS, choice
 from nanodd import checks, config as config_lib
 from nanodd.config import Config
 from nanodd.data.prepare import atomic_write
@@ -58,6 +58,8 @@ from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
 from nanodd.shell.log import duration
 from nanodd.shell.trainer import train
 
+PresetChoice = choice(PRESETS)
+"""The preset a sweep starts from: one of ``experiments.text8 train``'s."""
 OWNED = ("train.out_dir", "train.resume")
 """Fields the sweep sets itself."""
 RESULTS = ("val_bpc", "val_se", "n_chunks", "steps", "tokens_per_s", "wall_s", "finished")
@@ -252,7 +254,7 @@ def wall_time(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 60 else duration(seconds)
 
 
-def main(cfg: Annotated[Preset, tyro.conf.arg(name="")], sweep: Sweep) -> None:
+def main(cfg: Annotated[PresetChoice, tyro.conf.arg(name="")], sweep: Sweep) -> None:
     """Train PRESET once per row of the sweep (each field overridable as in experiments.text8 train)
     and write results.csv and results.md."""
     root = Path(sweep.dir or f"{cfg.train.out_dir}-sweep")

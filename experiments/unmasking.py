@@ -1,21 +1,24 @@
-"""The unmasking animation: the live view's frames (``text8.LiveView``) as an animated GIF.
+"""The unmasking of a sample, as it happens and as an animation: ``LiveView`` redraws it on the terminal,
+``Frames`` and ``render`` turn the same states into an animated GIF.
 
     python -m experiments.text8 sample runs/demo --sample.gif unmasking.gif
 
-``Frames`` is a sampler's ``on_step(s, z)`` hook, so it sees every sampler's intermediate states (SEDD's
-analytic steps and first hitting's one-token steps too).  It keeps the first sequence's text per step
-and draws, at the end, every k-th of them and the last: the text wrapped at a fixed number of
-characters per line, as the terminal view wraps it; masked positions ('_' in the text) as grey blocks,
-revealed characters in ink, and those revealed (or, for a uniform process, changed) since the previous
-frame in blue; the finished sample all in ink.  A process without a mask (uniform noise) shows what its
-state decodes to.  The font is Pillow's built-in bitmap font (6 x 11 pixels, every character the same
-width), drawn at 2x.  Pillow is optional: ``pip install -e '.[plot]'``.
+Both are a sampler's ``on_step(s, z)`` hook (``tee`` runs both), so they see every sampler's intermediate
+states (SEDD's analytic steps and first hitting's one-token steps too).  ``Frames`` keeps the first
+sequence's text per step and ``render`` draws, at the end, every k-th of them and the last: the text
+wrapped at a fixed number of characters per line, as the terminal view wraps it; masked positions ('_' in
+the text) as grey blocks, revealed characters in ink, and those revealed (or, for a uniform process,
+changed) since the previous frame in blue; the finished sample all in ink.  A process without a mask
+(uniform noise) shows what its state decodes to.  The font is Pillow's built-in bitmap font (6 x 11
+pixels, every character the same width), drawn at 2x.  Pillow is optional: ``pip install -e '.[plot]'``.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import shutil
+import sys
 
 from nanodd.data import decode
 
@@ -55,7 +58,7 @@ def pick(texts: list[str], every: int) -> list[str]:
 
 
 def wrap(text: str, columns: int = COLUMNS) -> list[str]:
-    """Lines of ``columns`` characters, as the live view cuts the text to the terminal's width."""
+    """Lines of ``columns`` characters: a frame's, and the live view's at the terminal's width."""
     return [text[i : i + columns] for i in range(0, len(text), columns)] or [""]
 
 
@@ -99,6 +102,33 @@ def render(texts: list[str], *, every: int | None = None, ms: int = 80, columns:
         buffer, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0, optimize=True
     )
     return buffer.getvalue()
+
+
+class LiveView:
+    """``on_step(s, z)``: redraws the first sequence in place as tokens are revealed ('_' = still masked).
+    Off a terminal it prints a few snapshots instead, so logs still show the unmasking."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.tty = enabled, sys.stderr.isatty()
+        self.lines, self.shown = 0, set()
+
+    def __call__(self, s: float, z) -> None:
+        if not self.enabled:
+            return
+        text = decode(z[0].cpu())
+        masked = text.count(MASK) / len(text)
+        if self.tty:
+            rows = wrap(text, shutil.get_terminal_size().columns)
+            sys.stderr.write((f"\x1b[{self.lines}F" if self.lines else "") + "\x1b[J" + "\n".join(rows) + "\n")
+            sys.stderr.flush()
+            self.lines = len(rows)
+        elif (quarter := int(4 * (1 - masked))) not in self.shown and quarter < 4:
+            self.shown.add(quarter)
+            print(f"[{100 * masked:3.0f}% masked] {text}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
 
 
 class Frames:

@@ -1,6 +1,6 @@
 """Experiment configuration: frozen dataclasses, one per concern, composed into ``Config``.
 
-Every field's docstring is its help text on the command line.  Presets (``experiments/text8.py``)
+Every field's docstring is its help text on the command line.  Presets (``experiments/presets.py``)
 are ordinary ``Config`` instances, and the command line can override any field of one (``train.lr``
 of ``d3pm-text8``); checks name fields as Python spells them (``nanodd.checks``).  The method is a
 union built from the method registry (``nanodd.methods.METHODS``): each member holds only the fields

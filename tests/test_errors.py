@@ -23,7 +23,7 @@ import pytest
 import torch
 import tyro._strings
 
-from experiments import text8
+from experiments import commands, text8
 from nanodd.config import Config, DataConfig, to_dict
 from nanodd.data import DataError, load_split, prepare
 from nanodd.shell.checkpoint import Checkpoints, CheckpointError
@@ -170,7 +170,7 @@ def test_every_option_of_every_subcommand_and_preset_takes_a_legal_value_or_refu
     checkpoint.write_bytes(b"never read: only checked")
     paths = {"empty": "", "missing": str(tmp_path / "missing"), "dir": str(tmp_path / "dir")}
     failures, walked, n_cases = [], set(), 0
-    for command, fn in text8.COMMANDS.items():
+    for command, fn in text8.subcommands().items():
         presets, positionals, options = command_options(fn)
         base = {p.flag: str(checkpoint) if p.flag == "CHECKPOINT" else str(tmp_path / "converted") for p in positionals}
         seen = set()
@@ -300,7 +300,7 @@ def test_sample_batch_size_zero_is_one_line_from_the_cli_and_the_library(tmp_pat
         "error: --sample.batch-size must be >= 1, got 0\n",
     )
     with pytest.raises(ValueError, match=r"^batch_size must be >= 1, got 0$"):  # the library names the field
-        text8.SampleOptions(batch_size=0)
+        commands.sample_options()(batch_size=0)
 
 
 def test_prepare_refuses_a_sequence_length_of_zero():

@@ -198,7 +198,7 @@ def test_bad_input_is_one_error_line_and_exit_2_before_anything_runs(corpus, tmp
 
 def test_a_directory_holding_another_sweep_is_refused(corpus, tmp_path, capsys):
     root = tmp_path / "sweep"
-    sweep.claim(root, sweep.tyro.cli(sweep.Preset, args=["demo"]), ["train.lr"])
+    sweep.claim(root, sweep.tyro.cli(sweep.PresetChoice, args=["demo"]), ["train.lr"])
     with pytest.raises(SystemExit):
         sweep.cli(args(corpus, tmp_path, *LR))
     assert "holds a sweep of another preset, overrides or fields" in capsys.readouterr().err

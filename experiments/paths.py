@@ -1,0 +1,49 @@
+"""The paths a subcommand checks before it loads anything: each check names the option the path came from
+and says in one line what is wrong (its ``ValueError`` becomes the CLI's ``error:`` line)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nanodd.checks as checks
+from nanodd.data.prepare import dataset_name
+
+
+def check_corpus(option: str, source: str | None, *, must_exist: bool) -> None:
+    """A corpus that names a local file (builtin, text8 and URLs are checked when fetched) names no directory,
+    and (with ``must_exist``; evaluate only needs the name of a prepared corpus) a file that exists."""
+    if source is None or not dataset_name(source).startswith("file-"):
+        return
+    path = Path(source).expanduser()
+    if path.is_dir() or must_exist and not path.is_file():
+        raise ValueError(
+            f"{option} {source}: {'is a directory' if path.is_dir() else 'no such file'} "
+            "(it takes builtin, text8, a text file or an http(s) URL)"
+        )
+
+
+def check_directory(option: str, path: str | None, *, must_exist: bool, hint: str = "") -> None:
+    """``path`` (None: the default) is a directory, or (unless ``must_exist``) nothing yet; ``hint`` follows
+    'not found' (how to make it)."""
+    if path is None:
+        return
+    exists = Path(path).exists()
+    if exists and not Path(path).is_dir() or must_exist and not exists:
+        raise ValueError(f"{option} {path}: {'not a directory' if exists else 'not found' + hint}")
+
+
+def check_checkpoint(option: str, path: str | None) -> None:
+    """``path`` (None: none given) names a checkpoint that exists; what is in it is checked when it loads."""
+    checks.named(option, path)
+    if path is not None and not Path(path).exists():
+        raise ValueError(
+            f"{option} {path}: not found (expected a run directory, its checkpoints/ directory, "
+            "a step directory, or a nanoDD ckpt.pt)"
+        )
+
+
+def check_writable(option: str, path: str | None) -> None:
+    """``path`` can become a file: not a directory, in a directory that exists."""
+    if path is not None and (Path(path).is_dir() or not Path(path).absolute().parent.is_dir()):
+        what = "is a directory" if Path(path).is_dir() else "its directory does not exist"
+        raise ValueError(f"{option} {path}: {what}")
