@@ -14,7 +14,8 @@ under a prefix (``MDLMConfig``'s schedule at ``method.schedule`` in ``experiment
 the same class at ``extra.schedule`` in ``experiments.compose``) has its fields spelled as tyro
 spells that prefix's arguments (``--method.schedule.eps``, ``--extra.schedule.eps``; a positional
 as its name in capitals); a message from outside tyro's construction (the trainer, the sweep) names
-paths from the root of what was parsed (``train.lr``: ``--train.lr``).
+paths from the root of what was parsed (``train.lr``: ``--train.lr``), and so does a line the work says
+(``nanodd.shell.log.spelled_as``: the trainer's "... plus --train.resume" when a run stops).
 """
 
 from __future__ import annotations
@@ -138,9 +139,10 @@ def reject(event: tyro._errors.ParseErrorEvent) -> None:
 @contextmanager
 def one_line_errors(interrupted: str = "interrupted"):
     """Within the block: every user mistake prints one ``error:`` line and exits 2, every warning prints one
-    ``warning:`` line, Ctrl-C prints ``interrupted`` and exits 130."""
+    ``warning:`` line, Ctrl-C prints ``interrupted`` and exits 130, and the fields a line of the work names
+    are flags."""
     try:
-        with warnings.catch_warnings(), tyro._errors.on_parse_error(reject):
+        with warnings.catch_warnings(), tyro._errors.on_parse_error(reject), log.spelled_as(spelling([], None)):
             warnings.showwarning = log.show_warning
             yield
     except USER_ERRORS as e:

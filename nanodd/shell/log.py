@@ -5,7 +5,26 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Callable, Iterator
+
+from nanodd.checks import Field, Message
+
+SPELLING: ContextVar[Callable[[Field], str]] = ContextVar("spelling", default=str)
+"""How ``Log.say`` writes the fields a ``checks.Message`` names: as Python does (``train.resume=True``), or
+as a CLI's flags inside its ``spelled_as`` (``--train.resume``, ``experiments/cli.py``)."""
+
+
+@contextmanager
+def spelled_as(spell: Callable[[Field], str]) -> Iterator[None]:
+    """Within the block, ``Log.say`` writes each field of a message as ``spell(field)``."""
+    token = SPELLING.set(spell)
+    try:
+        yield
+    finally:
+        SPELLING.reset(token)
 
 
 def duration(seconds: float) -> str:
@@ -36,8 +55,9 @@ class Log:
                 os.close(fd)
 
     def say(self, line: str) -> None:
+        """Print ``line``; a ``checks.Message`` with its fields spelled as ``SPELLING`` says."""
         if self.is_main:
-            print(line, file=sys.stderr, flush=True)
+            print(line.render(SPELLING.get()) if isinstance(line, Message) else line, file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:

@@ -337,8 +337,10 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
         ckpts.wait()
         if trainer.stop_requested:
             log.say(
-                f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same command "
-                "plus --train.resume"
+                checks.Message(
+                    f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same settings plus ",
+                    checks.Field("train.resume", True),
+                )
             )
         return last | {"stopped": trainer.stop_requested}
     finally:
