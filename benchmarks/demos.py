@@ -2,12 +2,15 @@
 
     python -m benchmarks.demos                                  # from the repository root; ~25 min on 2 cores
     python -m benchmarks.demos --presets demo udlm-demo --n-t 8
+    python -m benchmarks.demos --presets demo bytes-demo bpe-demo --samples   # characters, bytes, BPE
 
-Each preset is run as ``python -m experiments.text8 demo PRESET`` (the same model, corpus, steps and
-seed for all), then ``evaluate RUN --eval.n-t N`` gives the checkpoint's own bound (EMA weights) on
-the same canonical validation chunks.  Prints a Markdown table: bound +- standard error, which bound,
-median training tokens/s and the wall time of the demo (sampling included).  Run nothing else at the
-same time: the tokens/s are only comparable side by side.
+Each preset is run as ``python -m experiments.text8 demo PRESET`` (``experiments.corpus`` for its
+presets: bytes-demo, bpe-demo; the same model, corpus, steps and seed for all), then ``evaluate RUN
+--eval.n-t N`` gives the checkpoint's own bound (EMA weights) on the same canonical validation chunks.
+Prints a Markdown table: bound +- standard error per token and per byte (the axis on which
+tokenizers compare), which bound, median training tokens/s and the wall time of the demo (sampling
+included); with ``--samples``, one sample of each.  Run nothing else at the same time: the tokens/s are
+only comparable side by side.
 """
 
 from __future__ import annotations
@@ -22,21 +25,27 @@ from pathlib import Path
 
 import tyro
 
-from experiments.presets import DEMOS
+from experiments.presets import CORPUS_DEMOS, DEMOS
+
+ALL = {**DEMOS, **CORPUS_DEMOS}
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     presets: tuple[str, ...] = tuple(DEMOS)
-    """Demo presets to run, in this order."""
+    """Demo presets to run, in this order (text8's demos, bytes-demo, bpe-demo)."""
     n_t: int = 8
     """Stratified times per validation chunk for the bound."""
     out_dir: str = "runs/demos"
     """Where the runs go (one directory per preset)."""
+    samples: bool = False
+    """Print one sample of each run after the table."""
 
 
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "experiments.text8", *args], capture_output=True, text=True)
+def cli(preset: str, *args: str) -> subprocess.CompletedProcess:
+    """``args`` run by the entry point whose demo ``preset`` is."""
+    entry = "experiments.corpus" if preset in CORPUS_DEMOS else "experiments.text8"
+    return subprocess.run([sys.executable, "-m", entry, *args], capture_output=True, text=True)
 
 
 def which_bound(cfg) -> str:
@@ -47,12 +56,12 @@ def which_bound(cfg) -> str:
 def run(preset: str, opt: Options) -> dict:
     out = Path(opt.out_dir) / preset
     start = time.perf_counter()
-    done = cli("demo", preset, "--train.out-dir", str(out), "--sample.no-live")
+    done = cli(preset, "demo", preset, "--train.out-dir", str(out), "--sample.no-live", "--sample.batch-size", "1")
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"error: demo {preset} failed:\n{done.stderr[-2000:]}")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    evaluated = cli("evaluate", str(out), "--eval.n-t", str(opt.n_t))
+    evaluated = cli(preset, "evaluate", str(out), "--eval.n-t", str(opt.n_t))
     if evaluated.returncode:
         raise SystemExit(f"error: evaluate {preset} failed:\n{evaluated.stderr[-2000:]}")
     report = json.loads(evaluated.stdout)["results"]
@@ -60,28 +69,41 @@ def run(preset: str, opt: Options) -> dict:
         "preset": preset,
         "bpc": report["bpc"],
         "stderr": report["stderr"],
+        "bpb": report["bpb"],
+        "bpb_stderr": report["bpb_stderr"],
         "n_chunks": report["n_chunks"],
-        "bound": which_bound(DEMOS[preset].cfg),
+        "bound": which_bound(ALL[preset].cfg),
+        "sample": done.stdout.strip(),
         "wall_s": wall,
         "tokens_per_s": statistics.median(r["tokens_per_s"] for r in records if "tokens_per_s" in r),
     }
 
 
 def main(opt: Options) -> None:
-    unknown = [p for p in opt.presets if p not in DEMOS]
+    unknown = [p for p in opt.presets if p not in ALL]
     if unknown:
-        raise SystemExit(f"error: unknown demo preset(s) {', '.join(unknown)}; choose from {', '.join(DEMOS)}")
-    print("| run | val bound, bits/char | which bound | tokens/s (median) | wall time, sampling included |")
-    print("|---|---|---|---|---|")
+        raise SystemExit(f"error: unknown demo preset(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+    print(
+        "| run | tokenizer | val bound, bits/token | bits/byte | which bound | tokens/s (median) "
+        "| wall time, sampling included |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    samples = {}
     for preset in opt.presets:
         print(f"running {preset} ...", file=sys.stderr, flush=True)
         r = run(preset, opt)
         minutes, seconds = divmod(round(r["wall_s"]), 60)
+        data = ALL[preset].cfg.data
+        tokenizer = data.tokenizer + (f" {data.vocab_size}" if data.tokenizer == "bpe" else "")
         print(
-            f"| `{preset}` | {r['bpc']:.3f} ± {r['stderr']:.3f} | {r['bound']} | {r['tokens_per_s'] / 1e3:.1f}k "
-            f"| {minutes} min {seconds:02d} s |",
+            f"| `{preset}` | {tokenizer} | {r['bpc']:.3f} ± {r['stderr']:.3f} | {r['bpb']:.3f} ± {r['bpb_stderr']:.3f} "
+            f"| {r['bound']} | {r['tokens_per_s'] / 1e3:.1f}k | {minutes} min {seconds:02d} s |",
             flush=True,
         )
+        samples[preset] = r["sample"]
+    if opt.samples:
+        for preset, text in samples.items():
+            print(f"\n{preset}:\n\n```\n{text}\n```")
 
 
 if __name__ == "__main__":

@@ -42,10 +42,10 @@ from experiments import timesteps
 from experiments.cli import run
 from experiments.presets import DEMOS, PRESETS
 from nanodd import checks, evaluate as ev
-from nanodd.config import Config
-from nanodd.data import DataError, decode, load_split
+from nanodd.config import Config, DataConfig
+from nanodd.data import DataError, load_split
 from nanodd.samplers import default_sampler
-from nanodd.shell.workflows import evaluate_checkpoint, generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
+from nanodd.shell.workflows import evaluate_checkpoint, generate, judge_bpb, load_checkpoint, load_judge, prepared_dir
 from nanodd.shell.trainer import train
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
@@ -90,7 +90,7 @@ class Options:
 
 def default_corpus() -> str:
     try:
-        load_split(prepared_dir("text8", None), "train")
+        load_split(prepared_dir(DataConfig(source="text8")), "train")
         return "text8"
     except DataError:
         return str(SHAKESPEARE) if SHAKESPEARE.is_file() else "builtin"
@@ -155,7 +155,7 @@ def score(run: Path, judge, vocab: set[str], opt: Options) -> dict:
     bound = evaluate_checkpoint(ckpt, n_t=4, max_chunks=opt.eval_chunks)["results"]
     sampler, L = default_sampler(ckpt.diffusion), ckpt.cfg.data.seq_len
     out = generate(ckpt, sampler=sampler, batch_size=opt.samples, steps=L, seed=0, dtype="auto")
-    bpc = judge_bpc(judge, out.tokens)
+    bpc = judge_bpb(judge, out.tokens, ckpt.tokenizer)
     return {
         "bpc": bound["bpc"],
         "stderr": bound["stderr"],
@@ -177,7 +177,7 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         print("training the judge (ar-demo) ...", file=sys.stderr, flush=True)
         race(PRESETS["ar-demo"].cfg, opt, root / "judge")
     judge = load_judge(opt.judge or root / "judge")
-    train_text = decode(load_split(prepared_dir(opt.corpus, None), "train")[:10_000_000])
+    train_text = judge.tokenizer.decode(load_split(prepared_dir(DataConfig(source=opt.corpus)), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
     rows = []
     for name in opt.methods:

@@ -26,8 +26,8 @@ import tyro
 
 from nanodd import evaluate as ev
 from nanodd.samplers import ancestral, confidence, remdm
-from nanodd.data import decode, load_split
-from nanodd.shell.workflows import generate, judge_bpc, load_checkpoint, load_judge, prepared_dir
+from nanodd.data import load_split
+from nanodd.shell.workflows import generate, judge_bpb, load_checkpoint, load_judge, prepared_dir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,7 +91,7 @@ def measure(ckpt, judge, row: Row, opt: Options, vocab: set[str]) -> dict:
             raise SystemExit("error: the cached ancestral sampler drew other samples than the uncached one")
     batches = [generate(ckpt, batch_size=opt.batch, seed=100 + seed, **kw) for seed in range(opt.batches)]
     texts = [t for b in batches for t in b.texts]
-    bpc = torch.cat([judge_bpc(judge, b.tokens) for b in batches])
+    bpc = torch.cat([judge_bpb(judge, b.tokens, ckpt.tokenizer) for b in batches])
     return {
         "label": row.label,
         "nfe_1": statistics.median(g.nfe for g in single),
@@ -107,7 +107,7 @@ def measure(ckpt, judge, row: Row, opt: Options, vocab: set[str]) -> dict:
 
 def main(opt: Options) -> None:
     ckpt, judge = load_checkpoint(opt.checkpoint), load_judge(opt.judge)
-    train_text = decode(load_split(prepared_dir(ckpt.cfg.data.source, ckpt.cfg.data.data_dir), "train")[:10_000_000])
+    train_text = ckpt.tokenizer.decode(load_split(prepared_dir(ckpt.cfg.data), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
     print(
         f"| sampler | NFE (batch 1) | s / sample (batch 1) | speed-up | NFE (batch {opt.batch}) | samples/s "
@@ -155,10 +155,10 @@ def verdict(results: list[dict], bits: float = 0.05, points: float = 1.0) -> str
 
 def data_bpc(ckpt, judge) -> float:
     """The judge's bits/char on real text of the samples' length (what gen-BPC should approach)."""
-    val = load_split(prepared_dir(ckpt.cfg.data.source, ckpt.cfg.data.data_dir), "val")
+    val = load_split(prepared_dir(ckpt.cfg.data), "val")
     L = ckpt.cfg.data.seq_len
     chunks = torch.as_tensor(val[: (len(val) // L) * L].astype("int64")).view(-1, L)[:64]
-    return float(judge_bpc(judge, chunks).mean())
+    return float(judge_bpb(judge, chunks, ckpt.tokenizer).mean())
 
 
 def plot(results: list[dict], path: str) -> None:

@@ -29,23 +29,23 @@ import tyro
 
 import nanodd.checks as checks
 from experiments import cli, unmasking
-from experiments.paths import check_checkpoint, check_corpus, check_directory, check_writable
+from experiments.paths import check_checkpoint, check_corpus, check_directory, check_file, check_writable
 from experiments.presets import Preset, choice
 from nanodd.config import Config, DataConfig, check_source, validate
-from nanodd.data import prepare as prepare_data
-from nanodd.data.prepare import atomic_write
+from nanodd.data.prepare import atomic_write, prepare_data
 from nanodd.evaluate import char_entropy
 from nanodd.samplers import SAMPLERS, default_sampler
 from nanodd.shell import dist
 from nanodd.shell.trainer import train as run_training
 from nanodd.shell.workflows import (
     Estimator,
+    check_judge,
     check_pattern,
     condition_of,
     convert_nanodd,
     evaluate_checkpoint,
     generate as sample_text,
-    judge_bpc,
+    judge_bpb,
     load_checkpoint,
     load_judge,
     sample_metrics,
@@ -57,22 +57,17 @@ DEMO_SAMPLE = {"batch_size": 2, "top_p": 0.9}
 """What ``demo`` samples by default, where it differs from ``sample``."""
 
 
-def prepare(data: DataConfig = DataConfig()) -> Work:
-    """Download (text8 or a URL) or read (a local file, the built-in corpus) and split a corpus."""
-    check_corpus("--data.source", data.source, must_exist=True)
+def check_data(data: DataConfig) -> None:
+    """A corpus that exists, a data directory that can be one, a GPT-2 ranks file that exists."""
+    check_corpus("--data.source", data.source, data.tokenizer, must_exist=True)
     check_directory("--data.data-dir", data.data_dir, must_exist=False)
-    return lambda: print(
-        prepare_data(
-            data.source, Path(data.data_dir) if data.data_dir else None, seq_len=data.seq_len, force=data.force
-        )
-    )
+    check_file("--data.tokenizer-file", data.tokenizer_file)
 
 
 def check_training(cfg: Config) -> None:
     """What training needs before it starts: sections that agree, a corpus, directories where they go."""
     validate(cfg)
-    check_corpus("--data.source", cfg.data.source, must_exist=True)
-    check_directory("--data.data-dir", cfg.data.data_dir, must_exist=False)
+    check_data(cfg.data)
     check_directory("--train.out-dir", cfg.train.out_dir, must_exist=False)
 
 
@@ -88,10 +83,12 @@ class CommonSampleOptions:
     """Sampling steps (default: the model's T, or 1000 in continuous time; confidence: the length;
     first-hitting takes none).  Fewer steps reveal several tokens per step."""
     prefix: str = ""
-    """Fixed opening characters (a-z and space); the sampler writes the rest."""
+    """Fixed opening text, encoded by the checkpoint's tokenizer (text8: a-z and space only); the sampler
+    writes the rest."""
     infill: str = ""
-    """A pattern of fixed characters with '_' where the sampler writes, e.g. "the q___k brown f__";
-    positions past its end are written too."""
+    """Fixed text with '_' where the sampler writes, one token per '_' (text8: one character, e.g.
+    "the q___k brown f__"; BPE: "The king ___ to the castle" lets it write 3 tokens there); the text
+    between gaps is encoded as written, and positions past the pattern's end are written too."""
     seed: int = 0
     """Seed of the sampler's generator."""
     temperature: float = 1.0
@@ -114,8 +111,9 @@ class CommonSampleOptions:
     gif_ms: int = 80
     """How long each GIF frame shows, in milliseconds (the finished sample stays 2 s)."""
     judge: str | None = None
-    """An autoregressive judge checkpoint (train ar-demo or ar-text8): print its bits per character on
-    the samples (gen-BPC: lower is more plausible) with the samples' unigram entropy."""
+    """An autoregressive judge checkpoint trained on the same tokenizer (train ar-demo, ar-text8, ...):
+    print its bits per byte on the samples (gen-BPC for text8, where a byte is a character; lower is more
+    plausible) with the samples' unigram entropy."""
     metrics: bool = False
     """Print sample metrics against the training data (word-in-vocabulary fraction, character
     entropies, word length), using the first 10M characters of its prepared training split."""
@@ -240,7 +238,7 @@ def evaluate_work(checkpoint: str, eval: EvalOptions) -> None:
         seed=eval.seed,
         data_source=eval.data_source,
         data_dir=eval.data_dir,
-        on_batch=Progress(),
+        on_batch=Progress("bits/char" if ckpt.tokenizer.name == "text8" else "bits/token"),
     )
     text = json.dumps(report | {"ema": eval.ema}, indent=2)
     print(text)
@@ -251,8 +249,8 @@ def evaluate_work(checkpoint: str, eval: EvalOptions) -> None:
 class Progress:
     """A running estimate on one refreshed stderr line, at most ~4 updates a second."""
 
-    def __init__(self):
-        self.last = 0.0
+    def __init__(self, unit: str):
+        self.last, self.unit = 0.0, unit
 
     def __call__(self, info: dict) -> None:
         done = info["done"] == info["total"]
@@ -262,7 +260,7 @@ class Progress:
         label = f"T={info['T'] or 'inf'} " if "T" in info else ""
         sys.stderr.write(
             f"\r{label}{info['done']:,}/{info['total']:,} | {info['bpc']:.4f} +- {info['stderr']:.4f} "
-            f"bits/char over {info['n_chunks']:,} chunks" + ("\n" if done else "")
+            f"{self.unit} over {info['n_chunks']:,} chunks" + ("\n" if done else "")
         )
         sys.stderr.flush()
 
@@ -284,10 +282,11 @@ def demo_work(cfg: Config, sample: CommonSampleOptions) -> None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
         print(f"demo: starting fresh (removed the previous run in {out})", file=sys.stderr)
     last = run_training(cfg)
-    print(
-        f"validation bound: {last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)",
-        file=sys.stderr,
-    )
+    if cfg.data.tokenizer == "text8":
+        bound = f"{last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)"
+    else:
+        bound = f"{last['val_bpc']:.3f} bits/token, {last['val_bpb']:.3f} bits/byte"
+    print(f"validation bound: {bound}", file=sys.stderr)
     generate(str(out), sample)
 
 
@@ -300,10 +299,12 @@ def generate(checkpoint: str, opt: CommonSampleOptions) -> None:
             f"{checkpoint} is an autoregressive judge: it scores samples (--sample.judge), it does not write them"
         )
     judge = load_judge(opt.judge, device) if opt.judge else None
+    if judge is not None:
+        check_judge(judge, ckpt.tokenizer)  # before the sampling it would score
     sampler = opt.sampler or default_sampler(ckpt.diffusion)
-    condition = condition_of(ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
-    view = unmasking.LiveView(enabled=opt.live)
-    frames = unmasking.Frames() if opt.gif else None
+    condition = condition_of(ckpt.tokenizer, ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
+    view = unmasking.LiveView(opt.live, ckpt.tokenizer)
+    frames = unmasking.Frames(ckpt.tokenizer) if opt.gif else None
     out = sample_text(
         ckpt,
         sampler=sampler,
@@ -329,12 +330,12 @@ def generate(checkpoint: str, opt: CommonSampleOptions) -> None:
     else:
         print("\n\n".join(out.texts))
     if judge is not None:
-        bpc = judge_bpc(judge, out.tokens)
+        bpb, unit = judge_bpb(judge, out.tokens, ckpt.tokenizer), gen_unit(ckpt.tokenizer)
         print(
             json.dumps(
                 {
-                    "gen_bpc": round(float(bpc.mean()), 4),
-                    "gen_bpc_per_sample": [round(float(b), 4) for b in bpc],
+                    f"gen_{unit}": round(float(bpb.mean()), 4),
+                    f"gen_{unit}_per_sample": [round(float(b), 4) for b in bpb],
                     "unigram_entropy": round(char_entropy(out.texts), 4),
                 }
             ),
@@ -344,10 +345,25 @@ def generate(checkpoint: str, opt: CommonSampleOptions) -> None:
         print(json.dumps({k: round(v, 4) for k, v in sample_metrics(ckpt, out.texts).items()}), file=sys.stderr)
 
 
-def subcommands(presets: dict[str, Preset], demos: dict[str, Preset], *, prog: str) -> dict[str, Callable[..., Work]]:
+def gen_unit(tokenizer) -> str:
+    """What the judge's score is called: bits per character for text8 (gen-BPC), per byte otherwise."""
+    return "bpc" if tokenizer.name == "text8" else "bpb"
+
+
+def subcommands(
+    presets: dict[str, Preset], demos: dict[str, Preset], *, prog: str, data: DataConfig = DataConfig()
+) -> dict[str, Callable[..., Work]]:
     """The subcommands of the CLI run as ``prog``: ``train`` takes one of ``presets``, ``demo`` one of ``demos``
-    (the first by default); ``sample`` and ``demo`` the options of the samplers registered now."""
+    (the first by default), ``prepare`` the fields of ``data``; ``sample`` and ``demo`` the options of the
+    samplers registered now."""
     Choice, DemoChoice = choice(presets), choice(demos)
+
+    def prepare(data: DataConfig = data) -> Work:
+        """Download (text8 or a URL) or read (a local file, a directory or glob of them, the built-in corpus,
+        an hf: dataset), tokenize and split a corpus."""
+        check_data(data)
+        return lambda: print(prepare_data(data))
+
     SampleOptions, DemoSampleOptions = sample_options(), sample_options(**DEMO_SAMPLE)
     first = next(iter(demos.values())).cfg
 
@@ -364,9 +380,10 @@ def subcommands(presets: dict[str, Preset], demos: dict[str, Preset], *, prog: s
         return functools.partial(generate, checkpoint, sample)
 
     def evaluate(checkpoint: tyro.conf.Positional[str], eval: EvalOptions = EvalOptions()) -> Work:
-        """Bits per character on the val or test split: canonical chunks, standard errors, a JSON report."""
+        """The bound on the val or test split, per token (text8: per character), per byte and as perplexity:
+        canonical chunks, standard errors, a JSON report."""
         check_checkpoint("CHECKPOINT", checkpoint)
-        check_corpus("--eval.data-source", eval.data_source, must_exist=False)
+        check_corpus("--eval.data-source", eval.data_source, None, must_exist=False)
         check_directory(
             "--eval.data-dir", eval.data_dir, must_exist=True, hint=f" (prepare the data first: {prog} prepare)"
         )

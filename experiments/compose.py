@@ -36,7 +36,9 @@ import tyro
 from experiments.cli import run
 from experiments.presets import DEMOS, Preset, choice, variant
 from nanodd import checks
-from nanodd.config import Config, MethodConfig
+from nanodd.config import Config, MethodConfig, with_symbols
+from nanodd.data import load_tokenizer
+from nanodd.data.prepare import prepare_data
 from nanodd.methods import method_of
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.protocols import Noise
@@ -112,12 +114,14 @@ def main(
 ) -> None:
     """Train the base preset's objective plus lambda times the extra method's (default: D3PM's hybrid
     loss), then evaluate each part's bound on validation."""
+    V = load_tokenizer(prepare_data(cfg.data)).vocab_size  # both parts' processes take the data's ids
+    cfg, extra = with_symbols(cfg, V), with_symbols(dataclasses.replace(cfg, method=extra), V).method
     check(cfg, extra, compose_.lam)
     loss, noise = compose({"base": method_part(cfg.method), "extra": method_part(extra, compose_.lam)})
     last = train(cfg, loss=loss, noise=noise)
     print(
         f"training bounds over the last log interval: base {last['base_bpt']:.3f}, "
-        f"extra {last['extra_bpt']:.3f} bits/char (single-sample estimates)",
+        f"extra {last['extra_bpt']:.3f} bits/token (single-sample estimates)",
         file=sys.stderr,
     )
     ckpt = load_checkpoint(cfg.train.out_dir)

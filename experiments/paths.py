@@ -6,20 +6,32 @@ from __future__ import annotations
 from pathlib import Path
 
 import nanodd.checks as checks
-from nanodd.data.prepare import dataset_name
+import nanodd.data.corpus as corpora
 
 
-def check_corpus(option: str, source: str | None, *, must_exist: bool) -> None:
-    """A corpus that names a local file (builtin, text8 and URLs are checked when fetched) names no directory,
-    and (with ``must_exist``; evaluate only needs the name of a prepared corpus) a file that exists."""
-    if source is None or not dataset_name(source).startswith("file-"):
+def check_corpus(option: str, source: str | None, tokenizer: str | None, *, must_exist: bool) -> None:
+    """A corpus that names local files (builtin, text8, URLs and hf: datasets are checked when fetched):
+    one file for the text8 tokenizer, a file, directory or glob for the others (None: any); with ``must_exist``
+    (evaluate only needs the name of a prepared corpus) a file or directory that exists."""
+    if source is None or corpora.kind(source) not in ("file", "dir", "glob"):
         return
-    path = Path(source).expanduser()
-    if path.is_dir() or must_exist and not path.is_file():
+    what = corpora.kind(source)
+    if what != "file" and tokenizer == "text8":
         raise ValueError(
-            f"{option} {source}: {'is a directory' if path.is_dir() else 'no such file'} "
-            "(it takes builtin, text8, a text file or an http(s) URL)"
+            f"{option} {source}: names many files ({'a directory' if what == 'dir' else 'a glob'}), which the "
+            "text8 tokenizer does not read; use --data.tokenizer bytes, bpe or gpt2"
         )
+    if must_exist and what == "file" and not Path(source).expanduser().is_file():
+        raise ValueError(
+            f"{option} {source}: no such file (it takes builtin, text8, a text file"
+            f"{'' if tokenizer == 'text8' else ', a directory or glob of them, hf:NAME'} or an http(s) URL)"
+        )
+
+
+def check_file(option: str, path: str | None) -> None:
+    """``path`` (None: none given) names a file that exists."""
+    if path is not None and not Path(path).expanduser().is_file():
+        raise ValueError(f"{option} {path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
 
 
 def check_directory(option: str, path: str | None, *, must_exist: bool, hint: str = "") -> None:

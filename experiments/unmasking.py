@@ -5,7 +5,7 @@
 
 Both are a sampler's ``on_step(s, z)`` hook (``tee`` runs both), so they see every sampler's intermediate
 states (SEDD's analytic steps and first hitting's one-token steps too).  ``Frames`` keeps the first
-sequence's text per step and ``render`` draws, at the end, every k-th of them and the last: the text
+sequence's text per step (decoded by the checkpoint's tokenizer: a masked token is one '_') and ``render`` draws, at the end, every k-th of them and the last: the text
 wrapped at a fixed number of characters per line, as the terminal view wraps it; masked positions ('_' in
 the text) as grey blocks, revealed characters in ink, and those revealed (or, for a uniform process,
 changed) since the previous frame in blue; the finished sample all in ink.  A process without a mask
@@ -20,10 +20,8 @@ import math
 import shutil
 import sys
 
-from nanodd.data import decode
+from nanodd.data.tokenizers import MASKED as MASK, TableTokenizer
 
-MASK = "_"
-"""How ``decode`` writes a masked position."""
 COLUMNS = 48
 """Characters per line."""
 FRAMES = 48
@@ -62,11 +60,18 @@ def wrap(text: str, columns: int = COLUMNS) -> list[str]:
     return [text[i : i + columns] for i in range(0, len(text), columns)] or [""]
 
 
+def drawable(text: str) -> str:
+    """``text`` in the bitmap font's Latin-1: line breaks and other control characters as spaces, any other
+    character outside Latin-1 as '?', one cell each."""
+    return "".join(" " if not c.isprintable() else c if ord(c) < 256 else "?" for c in text)
+
+
 def draw(text: str, previous: str | None, columns: int = COLUMNS):
     """One frame (a palette ``PIL.Image``): ``text`` wrapped; characters differing from ``previous`` in
-    blue, masked positions as grey blocks."""
+    blue (after its end: all of them), masked positions as grey blocks."""
     from PIL import Image, ImageDraw, ImageFont
 
+    text, previous = drawable(text), None if previous is None else drawable(previous)
     font, lines = ImageFont.load_default_imagefont(), wrap(text, columns)
     width, height = 2 * PAD + columns * CELL_W, 2 * PAD + len(lines) * CELL_H
     image = Image.new("P", (width, height), 0)
@@ -77,7 +82,8 @@ def draw(text: str, previous: str | None, columns: int = COLUMNS):
         if c == MASK:
             pen.rectangle((x, y + 2, x + CELL_W - 3, y + CELL_H - 3), fill=1)
         elif c != " ":
-            pen.text((x, y + 1), c, font=font, fill=3 if previous is not None and previous[i] != c else 2)
+            new = previous is not None and (i >= len(previous) or previous[i] != c)
+            pen.text((x, y + 1), c, font=font, fill=3 if new else 2)
     return image.resize((width * SCALE, height * SCALE), Image.Resampling.NEAREST)
 
 
@@ -108,17 +114,17 @@ class LiveView:
     """``on_step(s, z)``: redraws the first sequence in place as tokens are revealed ('_' = still masked).
     Off a terminal it prints a few snapshots instead, so logs still show the unmasking."""
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.tty = enabled, sys.stderr.isatty()
+    def __init__(self, enabled: bool, tokenizer: TableTokenizer):
+        self.enabled, self.tty, self.tokenizer = enabled, sys.stderr.isatty(), tokenizer
         self.lines, self.shown = 0, set()
 
     def __call__(self, s: float, z) -> None:
         if not self.enabled:
             return
-        text = decode(z[0].cpu())
-        masked = text.count(MASK) / len(text)
+        text = self.tokenizer.decode(z[0].cpu())
+        masked = float((z[0] >= self.tokenizer.vocab_size).double().mean())
         if self.tty:
-            rows = wrap(text, shutil.get_terminal_size().columns)
+            rows = [row for line in text.split("\n") for row in wrap(line, shutil.get_terminal_size().columns)]
             sys.stderr.write((f"\x1b[{self.lines}F" if self.lines else "") + "\x1b[J" + "\n".join(rows) + "\n")
             sys.stderr.flush()
             self.lines = len(rows)
@@ -134,11 +140,12 @@ class LiveView:
 class Frames:
     """``on_step(s, z)``: keeps the text of the first sequence at every step, for ``render``."""
 
-    def __init__(self):
+    def __init__(self, tokenizer: TableTokenizer):
         self.texts: list[str] = []
+        self.tokenizer = tokenizer
 
     def __call__(self, s: float, z) -> None:
-        self.texts.append(decode(z[0].cpu()))
+        self.texts.append(self.tokenizer.decode(z[0].cpu()))
 
 
 def tee(*hooks):

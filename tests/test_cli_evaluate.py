@@ -61,7 +61,7 @@ def test_elbo_vs_T_reports_every_T(monkeypatch, capsys, setup):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--eval.split", "test", "--eval.data-dir", str(Path(__file__).parent)], "prepare it with"),
+        (["--eval.split", "test", "--eval.data-dir", str(Path(__file__).parent)], "prepare it first"),
         (["--eval.data-dir", "/nonexistent"], "--eval.data-dir /nonexistent: not found (prepare the data first"),
         (["--eval.seq-len", "256"], "differs from the checkpoint's sequence length 32"),
         (["--eval.max-chunks", "0"], "--eval.max-chunks must be >= 1, got 0"),

@@ -101,7 +101,11 @@ def test_the_example_trains_20_steps_and_reports_each_parts_bound(corpus, tmp_pa
     assert [r["step"] for r in steps] == list(range(1, 21))
     for r in steps:
         assert r["bpt"] == r["base_bpt"] and 0 < r["extra_bpt"] < 10 and {"extra_vb", "extra_ce"} <= set(r)
-    assert records[-1] == {"step": 20, "val_bpc": pytest.approx(records[-1]["val_bpc"])}
+    assert records[-1] == {
+        "step": 20,
+        "val_bpc": pytest.approx(records[-1]["val_bpc"]),
+        "val_bpb": records[-1]["val_bpc"],
+    }
     err = capsys.readouterr().err
     for name in ("base (MDLMConfig)", "extra (D3PMConfig)"):
         line = next(line for line in err.splitlines() if line.startswith(name))

@@ -62,13 +62,13 @@ LEGAL = {
     "--sample.top-k": "0",
     "--sample.temperature": "1e12",
     "--sample.remdm.eta": "0",
-    "--sample.prefix": "empty",
-    "--sample.infill": "empty",
+    "--sample.prefix": "empty missing dir",  # any text: what the tokenizer encodes is checked once it loads
+    "--sample.infill": "empty missing dir",
     "--sample.out": "missing",
     "--sample.gif": "missing",
     "--sample.judge": "dir",
     "--eval.seed": "0",
-    "--eval.data-source": "missing",
+    "--eval.data-source": "missing dir",  # a prepared corpus's name; a directory is one for bytes, bpe, gpt2
     "--eval.data-dir": "dir",
     "--eval.out": "missing",
     "CHECKPOINT": "dir",

@@ -181,6 +181,21 @@ class SplitInfo:
     documents: int
 
 
+def prepare_data(data, *, progress: bool = True) -> Path:
+    """``prepare`` as a ``nanodd.config.DataConfig`` says (what training and the CLI's prepare do)."""
+    return prepare(
+        data.source,
+        Path(data.data_dir) if data.data_dir else None,
+        seq_len=data.seq_len,
+        force=data.force,
+        progress=progress,
+        tokenizer=data.tokenizer,
+        vocab_size=data.vocab_size,
+        tokenizer_file=data.tokenizer_file,
+        workers=data.workers,
+    )
+
+
 def split_info(data_dir: Path) -> dict[str, SplitInfo]:
     """Tokens, bytes and documents of each split of a complete prepared directory (bits per byte need bytes)."""
     meta = _complete_meta(Path(data_dir), "train")

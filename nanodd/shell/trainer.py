@@ -17,6 +17,7 @@ resumed run is bitwise identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -35,7 +36,16 @@ from torch.profiler import record_function
 from nanodd import checks, config as config_lib
 from nanodd.config import Config, TrainConfig
 from nanodd import evaluate as ev
-from nanodd.data import VOCAB, DataError, canonical_chunks, eval_chunks, load_split, prepare, train_batch
+from nanodd.data import (
+    DataError,
+    canonical_chunks,
+    eval_chunks,
+    load_split,
+    load_tokenizer,
+    tokenizers,
+    train_batch,
+)
+from nanodd.data.prepare import prepare_data
 from nanodd.functional import Apply, Params, make_apply, params_of
 from nanodd.methods import method_of
 from nanodd.model import DiT
@@ -110,12 +120,16 @@ class Trainer:
     def __init__(
         self, cfg: Config, runtime: dist.Runtime, log: Log, loss: Loss | None = None, noise: NoiseFn | None = None
     ):
+        """``cfg``'s method is given the data's tokenizer: its process's data symbols are the tokenizer's ids."""
+        self.train_data, self.val_data, self.tokenizer = load_data(cfg, runtime)
+        cfg = fit_to_tokenizer(cfg, self.tokenizer)
         self.cfg, self.runtime, self.log = cfg, runtime, log
         tc, method = cfg.train, method_of(cfg.method)
         self.loss = loss or partial(method.loss, cfg=cfg.method)
         self.noise = noise or (lambda gen, x0, slot: method.noise(gen, x0, cfg.method, slot))
         self.bound = method.bound(cfg.method)  # what validation reports, whatever the loss
-        self.train_data, self.val_data = load_data(cfg, runtime, method.diffusion(cfg.method).process.n_symbols)
+        val = canonical_chunks(self.val_data, cfg.data.seq_len, tc.eval_batches * tc.batch_size)
+        self.bytes_per_token = self.tokenizer.n_bytes(val) / val.numel()  # of what validation reads
         torch.manual_seed(tc.seed)  # identical initial weights on every rank
         model = DiT(config_lib.network_config(cfg)).to(runtime.device)
         self.state = State(
@@ -223,10 +237,13 @@ class Trainer:
                 last = self.report(recent, (time.time() - t0) / len(recent))  # speed over this interval
             if st.step % tc.eval_interval == 0 or done or stop:
                 last["val_bpc"] = self.validate()
+                last["val_bpb"] = last["val_bpc"] / self.bytes_per_token
                 st.best_val_bpc = min(st.best_val_bpc, last["val_bpc"])
-                self.log.metrics({"step": st.step, "val_bpc": last["val_bpc"]})
+                self.log.metrics({"step": st.step, "val_bpc": last["val_bpc"], "val_bpb": last["val_bpb"]})
+                per_byte = "" if self.tokenizer.name == "text8" else f", {last['val_bpb']:.3f} bits/byte"
                 self.log.say(
-                    f"step {st.step}: validation bound {last['val_bpc']:.3f} bits/char (best {st.best_val_bpc:.3f})"
+                    f"step {st.step}: validation bound {last['val_bpc']:.3f} {self.unit()}{per_byte} "
+                    f"(best {st.best_val_bpc:.3f})"
                 )
                 if ckpts is not None:
                     ckpts.save(st.step, st.arrays(), self.meta(), val_bpc=last["val_bpc"])
@@ -264,48 +281,61 @@ class Trainer:
         self.log.metrics(record | {"losses": losses.tolist()})
         self.log.say(
             f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | bound {mean['bpt']:.3f} "
-            f"bits/char | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:.1f}k tok/s | "
+            f"{self.unit()} | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:.1f}k tok/s | "
             f"ETA {duration((tc.max_iters - st.step) * seconds_per_step)}"
         )
         return record
 
+    def unit(self) -> str:
+        """What a bound per token is called here: bits/char for text8's characters."""
+        return "bits/char" if self.tokenizer.name == "text8" else "bits/token"
+
     def meta(self) -> dict:
         return {
             "config": config_lib.to_dict(self.cfg),
+            "tokenizer": self.tokenizer.identity(),
             "best_val_bpc": self.state.best_val_bpc,
             "world_size": self.runtime.world_size,
         }
 
 
-def load_data(cfg: Config, runtime: dist.Runtime, n_symbols: int) -> tuple[np.ndarray, np.ndarray]:
-    """Prepare the corpus once per node (local rank 0; the others wait), then memory-map train and val.
-    ``n_symbols`` is what the method's process expects the data to hold."""
-    data_dir = Path(cfg.data.data_dir) if cfg.data.data_dir else None
-    first = runtime.local_rank == 0
+def fit_to_tokenizer(cfg: Config, tokenizer: tokenizers.TableTokenizer) -> Config:
+    """``cfg`` with its process over the tokenizer's ids; a process set to another number than its class's
+    default (text8's 27) is refused rather than overridden."""
+    process, V = getattr(cfg.method, "process", None), tokenizer.vocab_size
+    default = process is not None and type(process).__dataclass_fields__["n_symbols"].default
+    if process is not None and process.n_symbols not in (default, V):
+        raise checks.FieldError(
+            f"the data has {V} symbols (the {tokenizer.name} tokenizer's ids) but the method's process expects "
+            f"{process.n_symbols} (",
+            checks.Field("method.process.n_symbols"),
+            "; leave it unset and the tokenizer sets it)",
+        )
+    return config_lib.with_symbols(cfg, V)
+
+
+def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarray, tokenizers.TableTokenizer]:
+    """Prepare the corpus once per node (local rank 0; the others wait), then memory-map train and val and
+    load the tokenizer they were made with."""
+    d, first = cfg.data, runtime.local_rank == 0
     if first:
-        root = prepare(cfg.data.source, data_dir, seq_len=cfg.data.seq_len, force=cfg.data.force)
+        root = prepare_data(d)
     if runtime.distributed:
         torch.distributed.barrier()
     if not first:
-        root = prepare(cfg.data.source, data_dir, seq_len=cfg.data.seq_len, progress=False)
-    if n_symbols != len(VOCAB):
-        raise checks.FieldError(
-            f"the data has {len(VOCAB)} symbols (the text8 alphabet) but the method's process expects {n_symbols} (",
-            checks.Field("method.process.n_symbols"),
-            ")",
-        )
+        root = prepare_data(dataclasses.replace(d, force=False), progress=False)  # read what rank 0 wrote
     train_data, val_data = load_split(root, "train"), load_split(root, "val")
-    n_val, _ = eval_chunks(val_data, cfg.data.seq_len)
-    if len(train_data) <= cfg.data.seq_len or n_val < runtime.world_size:
+    n_val, _ = eval_chunks(val_data, d.seq_len)
+    if len(train_data) <= d.seq_len or n_val < runtime.world_size:
         raise DataError(
             checks.Message(
                 checks.Field("data.seq_len"),
-                f" {cfg.data.seq_len} is longer than the data allows "
-                f"(train {len(train_data):,}, val {len(val_data):,} characters, "
+                f" {d.seq_len} is longer than the data allows "
+                f"(train {len(train_data):,}, val {len(val_data):,} tokens, "
                 f"{runtime.world_size} rank(s) each needing a val chunk)",
             )
         )
-    return train_data, val_data
+    return train_data, val_data, load_tokenizer(root)
 
 
 def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -> dict:
@@ -332,6 +362,8 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
             Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints, is_main=runtime.is_main
         )
         resume(trainer, ckpts, log)
+        if runtime.is_main:  # the run carries its tokenizer: sampling needs no path back to the corpus
+            tokenizers.save(trainer.tokenizer, Path(cfg.train.out_dir) / "tokenizer")
         with stop_on_signals(trainer):
             last = trainer.run(ckpts)
         ckpts.wait()
@@ -360,6 +392,12 @@ def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
         )
     arrays, meta = ckpts.restore_latest_good()  # steps exist: this restores one or raises
     saved = config_lib.from_dict(meta["config"])
+    if (recorded := meta.get("tokenizer", tokenizers.text8().identity())) != trainer.tokenizer.identity():
+        raise CheckpointError(
+            f"checkpoint step {meta['step']} in {ckpts.directory} was trained on ids of the {recorded['name']} "
+            f"tokenizer {recorded['sha256'][:12]}, but the data now reads {trainer.tokenizer.name} "
+            f"{trainer.tokenizer.identity()['sha256'][:12]} (another corpus or tokenizer setting)"
+        )
     for part in ("model", "method"):
         if getattr(saved, part) != getattr(trainer.cfg, part):
             raise CheckpointError(

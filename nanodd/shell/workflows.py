@@ -5,7 +5,7 @@
     out = generate(run, batch_size=4, steps=256)   # out.texts, out.tokens, out.nfe, out.seconds
     report = evaluate_checkpoint(run, split="val", estimator="stratified", n_t=4)
 
-``experiments/text8.py`` only parses arguments, calls these and prints what they return.
+``experiments/commands.py`` only parses arguments, calls these and prints what they return.
 """
 
 from __future__ import annotations
@@ -22,9 +22,18 @@ import torch
 
 import nanodd.checks as checks
 from nanodd import draws, evaluate as ev
-from nanodd.config import Config, from_dict, network_config, to_dict
-from nanodd.data import VOCAB, canonical_chunks, decode, default_cache_dir, encode, eval_chunks, load_split
+from nanodd.config import Config, DataConfig, from_dict, network_config, to_dict
+from nanodd.data import (
+    DataError,
+    canonical_chunks,
+    default_cache_dir,
+    eval_chunks,
+    load_split,
+    load_tokenizer,
+    tokenizers,
+)
 from nanodd.data.prepare import dataset_name
+from nanodd.data.text import VOCAB
 from nanodd.functional import Apply, Params, make_apply, params_of
 from nanodd.methods import method_of
 from nanodd.model import DiT
@@ -38,12 +47,13 @@ Estimator = Literal["stratified", "exact", "continuous", "elbo-vs-t"]
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A trained network ready to use: the model (eval mode), its params, its config."""
+    """A trained network ready to use: the model (eval mode), its params, its config, its tokenizer."""
 
     model: DiT
     params: Params
     cfg: Config
     path: Path
+    tokenizer: tokenizers.TableTokenizer
 
     @property
     def apply(self) -> Apply:
@@ -68,7 +78,7 @@ def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device 
     path = Path(path)
     if path.is_file():
         model, params, cfg, _ = upstream.load(path, ema=ema, device=device)
-        return LoadedModel(model, params, cfg, path)
+        return LoadedModel(model, params, cfg, path, tokenizers.text8())
     step = None
     directory = path
     if path.name.isdigit() and path.parent.is_dir():
@@ -90,7 +100,22 @@ def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device 
     model.load_state_dict(arrays["params"])  # the saved config built this DiT, so the shapes agree
     if ema:
         model.load_state_dict(arrays["ema"], strict=False)  # EMA covers the parameters, not the buffers
-    return LoadedModel(model, params_of(model), cfg, path)
+    return LoadedModel(model, params_of(model), cfg, path, run_tokenizer(directory.parent, meta))
+
+
+def run_tokenizer(run_dir: Path, meta: dict) -> tokenizers.TableTokenizer:
+    """The tokenizer a run was trained with: text8 (runs before tokenizers were recorded too), else the copy
+    in the run's ``tokenizer/`` directory, which must be the one its checkpoint records."""
+    recorded = meta.get("tokenizer") or tokenizers.text8().identity()
+    if recorded["name"] == "text8":
+        return tokenizers.text8()
+    try:
+        tok = tokenizers.load(run_dir / "tokenizer")
+    except DataError as e:
+        raise CheckpointError(f"the run's tokenizer is missing or unreadable: {e}") from None
+    if tok.identity() != recorded:
+        raise CheckpointError(f"{run_dir / 'tokenizer'} is not the tokenizer its checkpoints were trained with")
+    return tok
 
 
 @dataclass(frozen=True)
@@ -104,7 +129,7 @@ class Generated:
 
 
 def check_pattern(prefix: str = "", infill: str = "") -> None:
-    """A prefix or an infill pattern (not both) of text8 characters, '_' marking where the infill writes."""
+    """A prefix or an infill pattern, not both (what the tokenizer can encode is checked by ``condition_of``)."""
     if prefix and infill:
         raise checks.FieldError(
             "give ",
@@ -113,29 +138,32 @@ def check_pattern(prefix: str = "", infill: str = "") -> None:
             checks.Field("infill"),
             ", not both (an infill pattern can start with the prefix)",
         )
-    allowed = set(VOCAB) | ({"_"} if infill else set())
-    if bad := sorted(set(prefix or infill) - allowed):
+
+
+def condition_of(
+    tokenizer: tokenizers.TableTokenizer, seq_len: int, prefix: str = "", infill: str = ""
+) -> torch.Tensor | None:
+    """The sampler's ``condition`` [L] (-1: generate) from a prefix, or an infill pattern in which each '_'
+    marks one token to generate (text8: one character) and the text between gaps is encoded as it is
+    written (positions past the pattern's end are generated too); None for neither."""
+    check_pattern(prefix, infill)
+    pattern = prefix or infill
+    if tokenizer.name == "text8" and (bad := sorted(set(pattern) - set(VOCAB) - ({"_"} if infill else set()))):
         raise checks.FieldError(
             checks.Field("prefix" if prefix else "infill"),
             f" may hold only a-z and space{' (and _ to generate)' if infill else ''}, got {bad[:5]}",
         )
-
-
-def condition_of(seq_len: int, prefix: str = "", infill: str = "") -> torch.Tensor | None:
-    """The sampler's ``condition`` [L] (-1: generate) from a prefix, or an infill pattern in which '_'
-    marks a character to generate (positions past its end are generated too); None for neither."""
-    check_pattern(prefix, infill)
-    pattern = prefix or infill
-    if len(pattern) > seq_len:
-        raise ValueError(
-            f"the {'prefix' if prefix else 'infill pattern'} has {len(pattern)} characters; the model writes {seq_len}"
-        )
     if not pattern:
         return None
-    condition = torch.full((seq_len,), -1, dtype=torch.long)
-    fixed = [i for i, c in enumerate(pattern) if c != "_"]
-    condition[fixed] = torch.as_tensor(encode("".join(pattern[i] for i in fixed)), dtype=torch.long)
-    return condition
+    pieces = pattern.split("_") if infill else [pattern]
+    ids: list[int] = []
+    for i, text in enumerate(pieces):
+        ids += [-1] * (i > 0) + tokenizer.encode(text).tolist()
+    if len(ids) > seq_len:
+        raise ValueError(
+            f"the {'prefix' if prefix else 'infill pattern'} is {len(ids)} tokens long; the model writes {seq_len}"
+        )
+    return torch.cat([torch.as_tensor(ids, dtype=torch.long), torch.full((seq_len - len(ids),), -1)])
 
 
 def generate(
@@ -178,7 +206,7 @@ def generate(
             condition=None if condition is None else condition.to(ckpt.device),
             options=options,
         )
-    return Generated([decode(row) for row in x.cpu()], x, nfe, time.perf_counter() - start)
+    return Generated([ckpt.tokenizer.decode(row) for row in x.cpu()], x, nfe, time.perf_counter() - start)
 
 
 def load_judge(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -189,24 +217,38 @@ def load_judge(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
     return judge
 
 
+def check_judge(judge: LoadedModel, tokenizer: tokenizers.TableTokenizer) -> None:
+    """A judge scores samples only in the ids it was trained on."""
+    if judge.tokenizer.identity() != tokenizer.identity():
+        raise ValueError(
+            f"the judge {judge.path} reads the {judge.tokenizer.name} tokenizer, the samples another "
+            f"({tokenizer.name}): train the judge on the same prepared data"
+        )
+
+
 @torch.no_grad()
-def judge_bpc(judge: LoadedModel, tokens: torch.Tensor) -> torch.Tensor:
-    """gen-BPC: an autoregressive judge's (``load_judge``) exact bits per character on each sample,
-    [B] float64.  Lower is more plausible text to the judge; read it next to the samples' unigram
-    entropy, since a degenerate sampler (one repeated character) also scores low."""
+def judge_bpb(judge: LoadedModel, tokens: torch.Tensor, tokenizer: tokenizers.TableTokenizer) -> torch.Tensor:
+    """gen-BPB: an autoregressive judge's (``load_judge``) exact bits per UTF-8 byte of each sample [B, L],
+    float64 [B] (text8: bits per character, gen-BPC).  The judge must read the samples' tokenizer.  Lower
+    is more plausible text to the judge; read it next to the samples' unigram entropy, since a degenerate
+    sampler (one repeated character) also scores low."""
+    check_judge(judge, tokenizer)
     integrand = judge.method.bound(judge.cfg.method)
     nats = integrand(judge.apply, judge.params, tokens.to(judge.device), None, {})
-    return nats.cpu() / (tokens.shape[1] * math.log(2))
+    n_bytes = torch.tensor([max(tokenizer.n_bytes(row), 1) for row in tokens.cpu()], dtype=torch.float64)
+    return nats.cpu().double() / (n_bytes * math.log(2))
 
 
-def prepared_dir(source: str, data_dir: str | None) -> Path:
-    """Where ``prepare`` puts ``source`` (load_split names the prepare command if it is not there)."""
-    return Path(data_dir or default_cache_dir()) / dataset_name(source)
+def prepared_dir(data: DataConfig, source: str | None = None, data_dir: str | None = None) -> Path:
+    """Where ``prepare`` puts ``data``'s corpus (or ``source``) with its tokenizer (load_split says how to
+    prepare it if it is not there)."""
+    root = Path(data_dir or data.data_dir or default_cache_dir())
+    return root / dataset_name(source or data.source, data.tokenizer, data.vocab_size)
 
 
-def sample_metrics(ckpt: LoadedModel, texts: list[str], n_chars: int = 10_000_000) -> dict[str, float]:
-    """``nanodd.evaluate.sample_metrics`` against the first ``n_chars`` of the checkpoint's training split."""
-    train_text = decode(load_split(prepared_dir(ckpt.cfg.data.source, ckpt.cfg.data.data_dir), "train")[:n_chars])
+def sample_metrics(ckpt: LoadedModel, texts: list[str], n_tokens: int = 10_000_000) -> dict[str, float]:
+    """``nanodd.evaluate.sample_metrics`` against the first ``n_tokens`` of the checkpoint's training split."""
+    train_text = ckpt.tokenizer.decode(load_split(prepared_dir(ckpt.cfg.data), "train")[:n_tokens])
     return ev.sample_metrics(texts, train_text, set(ev.words(train_text)))
 
 
@@ -223,32 +265,39 @@ def evaluate_checkpoint(
     data_dir: str | None = None,
     on_batch: ev.OnBatch | None = None,
 ) -> dict:
-    """The checkpoint's own bound (``method.bound``) in bits per character on canonical chunks.
+    """The checkpoint's own bound (``method.bound``) on canonical chunks, in bits per token (``bpc``: per
+    character for text8) and per UTF-8 byte (``bpb``), with the per-token perplexity bound (``ppl``).
 
     estimator: ``stratified`` (n_t stratified times per chunk), ``exact`` (every step of a discrete
     bound), ``continuous`` (the same integrand with T = None: L_inf), ``elbo-vs-t`` (L_T on
-    ``evaluate.ELBO_TS`` with common random numbers).  Returns a JSON-ready report.
+    ``evaluate.ELBO_TS`` with common random numbers).  The data must be prepared with the checkpoint's
+    tokenizer.  Returns a JSON-ready report.
     """
     source = data_source or ckpt.cfg.data.source
-    data = load_split(prepared_dir(source, data_dir or ckpt.cfg.data.data_dir), split)
+    directory = prepared_dir(ckpt.cfg.data, source, data_dir)
+    data = load_split(directory, split)
+    if load_tokenizer(directory).identity() != ckpt.tokenizer.identity():
+        raise DataError(f"{directory} was prepared with another tokenizer than {ckpt.path}'s ({ckpt.tokenizer.name})")
     chunks = canonical_chunks(data, ckpt.cfg.data.seq_len, max_chunks)
+    per_byte = lambda report: ev.per_byte(report, chunks.numel(), ckpt.tokenizer.n_bytes(chunks))
     _, remainder = eval_chunks(data, ckpt.cfg.data.seq_len)
     integrand = ckpt.method.bound(ckpt.cfg.method)
     kw = dict(generator=torch.Generator(ckpt.device).manual_seed(seed), batch_size=batch_size, on_batch=on_batch)
     args = (ckpt.apply, ckpt.params, chunks.to(ckpt.device))
     if estimator == "elbo-vs-t":
         curve = ev.elbo_vs_T(integrand, *args, n_t=n_t, **kw)
-        results = {("inf" if T is None else str(T)): e.report() for T, e in curve.items()}
+        results = {("inf" if T is None else str(T)): per_byte(e.report()) for T, e in curve.items()}
     elif estimator == "exact":
-        results = ev.exact_in_t(integrand, *args, **kw).report()
+        results = per_byte(ev.exact_in_t(integrand, *args, **kw).report())
     else:
         if estimator == "continuous":
             integrand = dataclasses.replace(integrand, T=None)
-        results = ev.stratified(integrand, *args, n_t=n_t, **kw).report()
+        results = per_byte(ev.stratified(integrand, *args, n_t=n_t, **kw).report())
     return {
         "checkpoint": str(ckpt.path),
         "split": split,
         "source": source,
+        "tokenizer": ckpt.tokenizer.identity(),
         "estimator": estimator,
         "T": integrand.T,
         "seq_len": ckpt.cfg.data.seq_len,

@@ -1,8 +1,8 @@
 """Tokenisation throughput against worker processes, prepare time, peak memory, and GPT-2's known ids.
 
-    python -m benchmarks.tokenize                                        # 32 MB per row, prepare 100 MB
-    python -m benchmarks.tokenize --mb 8 --prepare-mb 20 --workers 1 2   # smaller
-    NANODD_GPT2_RANKS=../shared/data/gpt2.tiktoken python -m benchmarks.tokenize   # our machines
+    python -m benchmarks.tokenization                                        # 32 MB per row, prepare 100 MB
+    python -m benchmarks.tokenization --mb 8 --prepare-mb 20 --workers 1 2   # smaller
+    NANODD_GPT2_RANKS=../shared/data/gpt2.tiktoken python -m benchmarks.tokenization   # our machines
 
 The corpus is generated (CPython's documentation topics, raw, repeated over files of ``--file-mb``), so
 nothing is downloaded.  Each row tokenises it with ``nanodd.data.shards.write_shards`` (what ``prepare``
@@ -169,7 +169,7 @@ def prepare_rows(args: Args, work: Path) -> None:
 
 
 def cli(args: list[str] | None = None) -> None:
-    run(main, args, prog="python -m benchmarks.tokenize", description=__doc__.split("\n\n")[0])
+    run(main, args, prog="python -m benchmarks.tokenization", description=__doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":
