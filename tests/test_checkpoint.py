@@ -68,6 +68,38 @@ def test_flipped_bytes_are_caught_by_name_and_restore_falls_back(tmp_path):
     assert len(warnings) == 1 and warnings[0].endswith(f"using the older checkpoint {tmp_path / '1'} instead")
 
 
+def edit_meta(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, (old, text)
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("field", ['"seq_len": 64', '"T": 100', '"step": 2'])
+def test_a_one_byte_edit_of_the_metadata_is_corrupt_and_restore_falls_back(tmp_path, field):
+    ckpts = Checkpoints(tmp_path)
+    config = {"data": {"seq_len": 64}, "method": {"T": 100}}
+    for step in (1, 2):
+        ckpts.save(step, {"params": {"w": torch.full((3,), float(step))}}, {"config": config})
+    ckpts.wait()
+    edit_meta(tmp_path / "2" / "meta" / "metadata", field, field[:-1] + str(int(field[-1]) + 1))
+    with pytest.raises(CheckpointError, match=r"checkpoint .*/2: its metadata .* does not match its saved digest"):
+        ckpts.restore(2)
+    warnings = []
+    state, meta = ckpts.restore_latest_good(warn=warnings.append)
+    assert meta["step"] == 1 and torch.equal(state["params"]["w"], torch.ones(3)) and len(warnings) == 1
+
+
+def test_checkpoints_without_a_metadata_digest_still_load(tmp_path):
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, {"params": {"w": torch.ones(3)}}, {"config": {"data": {"seq_len": 64}}})
+    ckpts.wait()
+    path = tmp_path / "1" / "meta" / "metadata"
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in meta.items() if k != "meta_sha256"}))  # as written before digests
+    _, restored = ckpts.restore(1)
+    assert restored["config"] == {"data": {"seq_len": 64}} and "meta_sha256" not in restored
+
+
 def test_keeps_the_last_n_and_the_best(tmp_path):
     ckpts = Checkpoints(tmp_path, keep=2)
     for step, val in [(1, 3.0), (2, 1.0), (3, 2.0), (4, 2.5), (5, 2.6)]:

@@ -5,9 +5,12 @@ A checkpoint is a step directory ``<dir>/<step>/`` holding
 - ``state``: a pytree of numpy arrays (``params``, ``ema``, ``opt``), written by orbax's PyTree
   handler (async: training goes on while it is written; atomic: a temporary directory is renamed
   only when complete, so a kill leaves either the old or the new checkpoint, never half of one);
-- ``meta``: JSON with the format version, step, config, best validation, and the SHA-256 digest of
-  every array.  orbax restores bit-flipped array data without complaint, so every restore
-  recomputes the digests and refuses a mismatch, naming the checkpoint and the array.
+- ``meta``: JSON with the format version, step, config, best validation, the SHA-256 digest of
+  every array, and ``meta_sha256``: the digest of everything else in the meta (``meta_digest``).
+  orbax restores bit-flipped data without complaint, so every restore recomputes the digests and
+  refuses a mismatch, naming the checkpoint and the array (or its metadata): an edited ``seq_len``,
+  ``T`` or ``step`` makes the checkpoint corrupt like a flipped weight, and ``restore_latest_good``
+  falls back to the previous one.  Checkpoints written before metadata digests still load.
 
 torch <-> numpy is exact for every dtype used; bf16 travels as its uint16 bit pattern viewed as
 ``ml_dtypes.bfloat16``.  orbax (and the jax it pulls in, ~0.5 s to import) loads lazily, inside this
@@ -17,6 +20,7 @@ module's functions.  Only rank 0 writes; every rank restores.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +60,12 @@ def digest(a: np.ndarray) -> str:
     h = hashlib.sha256(f"{a.dtype.name}{a.shape}".encode())
     h.update(a.view(np.uint8).tobytes() if a.size else b"")
     return h.hexdigest()
+
+
+def meta_digest(meta: dict) -> str:
+    """SHA-256 of a checkpoint's metadata (JSON with sorted keys) without its own ``meta_sha256``."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
@@ -101,6 +111,8 @@ class Checkpoints:
             "step": step,
             "digests": {k: digest(a) for k, a in arrays.items()},
         }
+        meta = json.loads(json.dumps(meta))  # as it will be read back: tuples as lists
+        meta["meta_sha256"] = meta_digest(meta)
         tree = unflatten(arrays)
         metrics = {"val_bpc": val_bpc} if val_bpc is not None else None
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta))
@@ -136,6 +148,11 @@ class Checkpoints:
             raise CheckpointError(
                 f"checkpoint {where} has format version {meta.get('format_version')}, "
                 f"this nanodd reads {FORMAT_VERSION}"
+            )
+        if "meta_sha256" in meta and (meta_digest(meta) != meta["meta_sha256"] or meta.get("step") != step):
+            raise CheckpointError(
+                f"checkpoint {where}: its metadata (config, step) does not match its saved digest "
+                "(the file was modified or corrupted)"
             )
         expected = meta["digests"]
         if set(expected) != set(arrays):
