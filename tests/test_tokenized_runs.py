@@ -182,3 +182,23 @@ def test_timesteps_sweep_and_compose_run_on_a_bpe_model(monkeypatch, capsys, run
     assert "train.lr=0.001" in (tmp_path / "sweep" / "results.csv").read_text()
     compose.cli(["mdlm-demo", *common, "--train.out-dir", str(tmp_path / "composed")])
     assert load_checkpoint(tmp_path / "composed").tokenizer.name == "bpe"
+
+
+def test_the_bpe_demo_learns_and_its_samples_decode(monkeypatch, capsys, corpus, tmp_path):
+    """demo's path on experiments.corpus: its tokenizer is trained on the corpus, the bound falls, the
+    samples are text."""
+    out = tmp_path / "run"
+    args = [*TINY, "--train.max-iters", "40", "--train.log-interval", "5", "--train.eval-interval", "40"]
+    data = ["--data.source", str(corpus), "--data.data-dir", str(tmp_path / "data"), "--train.out-dir", str(out)]
+    code, stdout, err = run(
+        monkeypatch, capsys, corpus_cli.main, "demo", *args, *data, "--train.lr", "1e-2", "--sample.no-live"
+    )
+    assert code == 0, err
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    bounds = [r["bpt"] for r in records if "bpt" in r]
+    assert bounds[-1] < bounds[0] - 1, bounds  # bits per token, from log2(V) ~ 11 for an untrained network
+    assert "bits/byte" in err and "validation bound" in err
+    texts = stdout.strip().split("\n\n")
+    assert len(texts) >= 2 and all(t.strip() for t in texts)
+    tokenizer = load_checkpoint(out).tokenizer
+    assert tokenizer.name == "bpe" and 258 < tokenizer.vocab_size <= 2048  # fewer when the corpus runs out of pairs
