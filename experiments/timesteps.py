@@ -4,8 +4,8 @@ denoises there, and how noisy its gradient is (``nanodd.analysis``).
     python -m experiments.timesteps runs/demo runs/mdlm-demo --csv docs/timesteps.csv --plot docs/timesteps.png
 
 For each checkpoint, on the same validation chunks and the same noise at every t of the midpoint grid
-t_i = (i - 1/2) / n: the bound's integrand in bits per character (mean and standard error over the
-chunks; its mean over the grid is a quadrature of the bound), the accuracy on corrupted tokens, and
+t_i = (i - 1/2) / n: the bound's integrand in bits per token, per character for text8 (mean and standard error
+over the chunks; its mean over the grid is a quadrature of the bound), the accuracy on corrupted tokens, and
 the norm and variance of the per-sequence gradient.  Several checkpoints share the axes of the plot
 (the optional ``plot`` extra: matplotlib).  Autoregressive judges have no time axis and are refused.
 """
@@ -13,8 +13,8 @@ the norm and variance of the per-sequence gradient.  Several checkpoints share t
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,9 +25,11 @@ import torch
 import tyro
 
 from experiments.cli import run
+from experiments.paths import check_writable
 
 from nanodd import analysis, checks
 from nanodd.data import canonical_chunks, load_split
+from nanodd.data.files import atomic_write
 from nanodd.shell.workflows import LoadedModel, load_checkpoint, prepared_dir
 
 COLUMNS = ("checkpoint", "method", "t", "f_bits", "f_se_bits", "accuracy", "grad_norm", "grad_var")
@@ -64,7 +66,7 @@ class Options:
 
 def profile(ckpt: LoadedModel, opt: Options) -> dict[str, torch.Tensor]:
     """``analysis.per_timestep`` on the checkpoint's first ``batch`` validation chunks, chunk by chunk
-    of times with a progress line; f in bits per character."""
+    of times with a progress line; f in bits per token."""
     if ckpt.model.cfg.causal:
         raise ValueError(f"{ckpt.path} is an autoregressive judge: its bound has no time axis")
     data = load_split(prepared_dir(ckpt.cfg.data), "val")
@@ -103,7 +105,7 @@ def plot(curves: dict[tuple[str, str], dict[str, torch.Tensor]], path: str) -> N
         )
         axes[1].plot(t, c["accuracy"].numpy(), label=label)
         axes[2].plot(t, c["grad_var"].numpy(), label=label)
-    axes[0].set_ylabel("integrand f(t), bits/char")
+    axes[0].set_ylabel("integrand f(t), bits/token")
     axes[0].set_title("the bound = the mean of f over t", fontsize=9)
     axes[1].set_ylabel("accuracy on corrupted tokens")
     axes[2].set_ylabel("per-sequence gradient variance (trace)")
@@ -112,12 +114,16 @@ def plot(curves: dict[tuple[str, str], dict[str, torch.Tensor]], path: str) -> N
         ax.set_xlabel("t")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(Path(path), png.getvalue())
     print(f"wrote {path}", file=sys.stderr)
 
 
 def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
+    check_writable("--csv", opt.csv, new_parent=True)
+    check_writable("--plot", opt.plot, new_parent=True)
     curves = {}  # (checkpoint, method) -> statistics
     for path in opt.checkpoints:
         ckpt = load_checkpoint(path)
@@ -125,18 +131,17 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         curves[key] = c = profile(ckpt, opt)
         worst = int(c["grad_var"].argmax())
         print(
-            f"{path} ({key[1]}): mean over t {float(c['f_bits'].mean()):.3f} bits/char (the bound by quadrature); "
+            f"{path} ({key[1]}): mean over t {float(c['f_bits'].mean()):.3f} bits/token (the bound by quadrature); "
             f"gradient variance largest at t = {float(c['t'][worst]):.3f}"
         )
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    for (path, method), c in curves.items():
+        for i in range(len(c["t"])):
+            writer.writerow([path, method, *(f"{float(c[k][i]):.6g}" for k in COLUMNS[2:])])
     Path(opt.csv).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{opt.csv}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        for (path, method), c in curves.items():
-            for i in range(len(c["t"])):
-                writer.writerow([path, method, *(f"{float(c[k][i]):.6g}" for k in COLUMNS[2:])])
-    os.replace(tmp, opt.csv)  # complete or absent
+    atomic_write(Path(opt.csv), text.getvalue().encode())  # complete or absent
     print(f"wrote {opt.csv}", file=sys.stderr)
     if opt.plot:
         plot(curves, opt.plot)
