@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nanodd.checks as checks
 import nanodd.data.corpus as corpora
+from nanodd.data.files import not_replaceable
 
 
 def check_corpus(option: str, source: str | None, tokenizer: str | None, *, must_exist: bool) -> None:
@@ -54,8 +55,13 @@ def check_checkpoint(option: str, path: str | None) -> None:
         )
 
 
-def check_writable(option: str, path: str | None) -> None:
-    """``path`` can become a file: not a directory, in a directory that exists."""
-    if path is not None and (Path(path).is_dir() or not Path(path).absolute().parent.is_dir()):
-        what = "is a directory" if Path(path).is_dir() else "its directory does not exist"
-        raise ValueError(f"{option} {path}: {what}")
+def check_writable(option: str, path: str | None, *, new_parent: bool = False) -> None:
+    """``path`` can become a file: a regular file or nothing yet (never a link, FIFO, device or directory:
+    ``nanodd.data.files.not_replaceable``), in a directory that exists (or, with ``new_parent``, that the
+    command creates)."""
+    if path is None:
+        return
+    if why := not_replaceable(Path(path).expanduser()):
+        raise ValueError(f"{option} {path}: {why}")
+    if not new_parent and not Path(path).expanduser().absolute().parent.is_dir():
+        raise ValueError(f"{option} {path}: its directory does not exist")

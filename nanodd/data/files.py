@@ -1,11 +1,49 @@
-"""Writing files so that a reader never sees a partial one."""
+"""Writing files so that a reader never sees a partial one, and never over something that is not a file.
+
+The rule for every output (samples, GIFs, reports, sweep tables, prepared data): an output replaces a
+regular file or nothing.  A symbolic link (``/dev/stdout`` is one), a FIFO, a device, a socket or a
+directory at the path is refused, not replaced by a regular file and not written through: what the
+path names is the user's, and its target is not ours to change.  ``not_replaceable`` says why in a
+few words; the CLIs ask it before any work starts (``experiments.paths.check_writable``) and
+``atomic_write`` asks it again (for its temporary name too) just before it writes.
+"""
 
 import os
+import stat
 from pathlib import Path
+
+KINDS = {
+    stat.S_ISLNK: "a symbolic link",
+    stat.S_ISDIR: "a directory",
+    stat.S_ISFIFO: "a FIFO",
+    stat.S_ISCHR: "a character device",
+    stat.S_ISBLK: "a block device",
+    stat.S_ISSOCK: "a socket",
+}
+
+
+def not_replaceable(path: Path) -> str | None:
+    """Why an output may not replace ``path`` ('is a symbolic link, not a regular file; ...'), or None: it
+    is a regular file or nothing."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in KINDS.items() if test(mode)), "not a regular file")
+    return f"is {kind}, which an output does not replace (name a regular file or a new path)"
 
 
 def atomic_write(path: Path, data) -> None:
-    """Write bytes-like ``data`` to ``path`` via a temporary name, so ``path`` is never partial."""
+    """Write bytes-like ``data`` to ``path`` via a temporary name, so ``path`` is never partial; a
+    ``path`` (or temporary name) that is not a regular file or nothing is refused (``OSError``)."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
+    for p in (path, tmp):
+        if why := not_replaceable(p):
+            raise OSError(f"{p}: {why}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(memoryview(data).cast("B"))
     os.replace(tmp, path)
