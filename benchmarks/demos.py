@@ -40,6 +40,8 @@ class Options:
     """Where the runs go (one directory per preset)."""
     samples: bool = False
     """Print one sample of each run after the table."""
+    max_iters: int | None = None
+    """Train each demo for this many steps instead of its own (1,200)."""
 
 
 def cli(preset: str, *args: str) -> subprocess.CompletedProcess:
@@ -56,7 +58,10 @@ def which_bound(cfg) -> str:
 def run(preset: str, opt: Options) -> dict:
     out = Path(opt.out_dir) / preset
     start = time.perf_counter()
-    done = cli(preset, "demo", preset, "--train.out-dir", str(out), "--sample.no-live", "--sample.batch-size", "1")
+    steps = [] if opt.max_iters is None else ["--train.max-iters", str(opt.max_iters)]
+    done = cli(
+        preset, "demo", preset, *steps, "--train.out-dir", str(out), "--sample.no-live", "--sample.batch-size", "1"
+    )
     wall = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"error: demo {preset} failed:\n{done.stderr[-2000:]}")

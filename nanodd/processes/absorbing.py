@@ -46,12 +46,39 @@ def reveal_prob(alpha_t: Tensor, alpha_s: Tensor) -> Tensor:
     return (alpha_s - alpha_t) / (1 - alpha_t)
 
 
+class LogSoftmaxAt(torch.autograd.Function):
+    """log_softmax(logits[..., :n])[index] = logit_index - logsumexp(logits[..., :n]), whose backward forms
+    the gradient g (onehot(index) - softmax) (0 past n) in one buffer, in place: besides the logits
+    themselves, one [..., K] tensor is alive, not the several an autograd graph of logsumexp and gather
+    allocates.  Works under torch.func.grad, vmap and torch.compile."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits: Tensor, index: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        lse = torch.logsumexp(logits[..., :n], -1)
+        return logits.gather(-1, index[..., None]).squeeze(-1) - lse, lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        logits, index, ctx.n = inputs
+        ctx.save_for_backward(logits, index, output[1])
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx, g: Tensor, _: Tensor):
+        logits, index, lse = ctx.saved_tensors
+        grad = (logits - lse[..., None]).exp_()  # softmax over the first n, [..., K]
+        grad[..., ctx.n :] = 0
+        grad.mul_(-g[..., None]).scatter_add_(-1, index[..., None], g[..., None])
+        return grad, None, None
+
+
 def log_softmax_at(logits: Tensor, index: Tensor, n: int) -> Tensor:
-    """log_softmax(logits[..., :n])[index] for logits [..., K] and index [...] < n, in fp32 or wider: one
-    gather and one logsumexp, so no [..., K] result is kept for the backward pass (its softmax is formed
-    there and freed)."""
+    """log_softmax(logits[..., :n])[index] for logits [..., K] and index [...] < n, in fp32 or wider, without
+    a [..., K] table of log-probabilities (``LogSoftmaxAt``)."""
     logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    return logits.gather(-1, index[..., None]).squeeze(-1) - torch.logsumexp(logits[..., :n], -1)
+    return LogSoftmaxAt.apply(logits, index, n)[0]
 
 
 @dataclass(frozen=True)
