@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nanodd.processes import mixing
-from nanodd.processes.absorbing import Absorbing
+from nanodd.processes.absorbing import Absorbing, log_softmax_at
 from nanodd.processes.uniform import Uniform
 from nanodd.schedules import Cosine, discretize
 from toy import alpha_bars_from_betas, d3pm_absorbing_betas
@@ -195,3 +195,6 @@ def test_log_p_of_x0_has_the_gradient_of_the_gathered_table():
     (want,) = torch.autograd.grad(table.sum(), logits)
     (have,) = torch.autograd.grad(ABSORBING.log_p_of_x0(logits, zt, x0).sum(), logits)
     torch.testing.assert_close(have, want, rtol=0, atol=1e-12)
+    functional = torch.func.grad(lambda lg: ABSORBING.log_p_of_x0(lg, zt, x0).sum())(logits.detach())
+    torch.testing.assert_close(functional, want, rtol=0, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda lg: log_softmax_at(lg, x0, M), (logits,))  # its in-place backward
