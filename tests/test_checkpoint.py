@@ -121,6 +121,57 @@ def test_save_failure_names_the_last_good_checkpoint(tmp_path, monkeypatch):
         ckpts.save(2, {"params": {"w": torch.zeros(1)}}, {})
 
 
+def test_a_disk_that_fills_during_an_async_save_is_one_line_naming_that_step(tmp_path, monkeypatch, capfd):
+    from orbax.checkpoint._src.handlers.json_checkpoint_handler import JsonCheckpointHandler
+
+    ckpts = Checkpoints(tmp_path)
+    ckpts.save(1, {"params": {"w": torch.ones(3)}}, {})
+    ckpts.wait()
+
+    async def disk_full(self, x, directory):  # runs in orbax's background commit thread
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(JsonCheckpointHandler, "_save_fn", disk_full)
+    ckpts.save(2, {"params": {"w": torch.zeros(3)}}, {})  # returns at once; the failure comes with the next call
+    capfd.readouterr()
+    with pytest.raises(CheckpointError) as e:
+        ckpts.save(3, {"params": {"w": torch.zeros(3)}}, {})
+    message = str(e.value)
+    assert message.startswith("could not write checkpoint 2 under") and "\n" not in message
+    assert "No space left on device" in message and message.endswith("the last complete checkpoint is 1")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "ERROR" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]  # no temporary directory left behind
+    monkeypatch.undo()
+    assert torch.equal(Checkpoints(tmp_path, is_main=False).restore(1)[0]["params"]["w"], torch.ones(3))
+
+
+def test_a_file_where_the_checkpoints_directory_belongs_is_one_line(tmp_path):
+    (tmp_path / "checkpoints").write_text("not a directory")
+    for is_main in (True, False):
+        with pytest.raises(CheckpointError, match=r"checkpoints is not a directory; move it away or choose another"):
+            Checkpoints(tmp_path / "checkpoints", is_main=is_main)
+    assert (tmp_path / "checkpoints").read_text() == "not a directory"
+
+
+def test_a_truncated_only_checkpoint_is_one_line_without_event_loop_noise(tmp_path, capfd, monkeypatch):
+    unraisable = []  # what Python would print as a bare traceback after our error line
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: unraisable.append(f"{u.exc_type.__name__}: {u.exc_value}"))
+    ckpts = Checkpoints(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    ckpts.save(1, {"params": {f"w{i}": torch.randn(20_000, generator=g) for i in range(16)}}, {})
+    ckpts.wait()
+    big = biggest_file(tmp_path / "1" / "state")
+    big.write_bytes(big.read_bytes()[:100])  # orbax fails on one read while the others are in flight
+    capfd.readouterr()
+    for _ in range(10):  # the noise came in about half the runs
+        with pytest.raises(CheckpointError, match=r"checkpoint .*/1 cannot be read: .*no older good checkpoint exists"):
+            ckpts.restore_latest_good(warn=lambda _: None)
+    time.sleep(0.5)  # late callbacks of the reads would print by now
+    err = capfd.readouterr().err
+    assert not unraisable and "Traceback" not in err, (unraisable[:2], err)
+
+
 def test_missing_or_partial_checkpoint_directories_are_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nothing")

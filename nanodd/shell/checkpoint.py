@@ -19,9 +19,12 @@ module's functions.  Only rank 0 writes; every rank restores.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import hashlib
 import json
 import logging
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -86,8 +89,12 @@ class Checkpoints:
         import orbax.checkpoint as ocp
         from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-        logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info chatter, e.g. about read-only mode
+        # orbax logs every failure of its background threads with a traceback; failure_names says it in one line
+        logging.getLogger("absl").setLevel(logging.CRITICAL)
         self.directory, self.is_main = Path(directory).absolute(), is_main
+        self.pending: int | None = None  # the step whose asynchronous save may still be running
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CheckpointError(f"{self.directory} is not a directory; move it away or choose another train.out_dir")
         policy = pp.AnyPreservationPolicy(
             [pp.LatestN(keep), pp.BestN(get_metric_fn=lambda m: m["val_bpc"], reverse=True, n=1)]
         )
@@ -116,21 +123,26 @@ class Checkpoints:
         tree = unflatten(arrays)
         metrics = {"val_bpc": val_bpc} if val_bpc is not None else None
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta))
+        self.wait()  # an earlier asynchronous save's failure is named by its own step
+        self.pending = step
         with self.failure_names(step):
             self.manager.save(step, args=args, metrics=metrics, force=True)
 
     @contextmanager
-    def failure_names(self, step: int | str):
-        """Turn any error of a (possibly earlier, asynchronous) save into one CheckpointError line."""
+    def failure_names(self, step: int | None):
+        """Turn any error of a save into one CheckpointError line naming ``step``, whose temporary directory
+        is removed (the complete checkpoints stay as they are)."""
         try:
             yield
         except Exception as e:
+            self.pending = None
+            for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+                shutil.rmtree(tmp, ignore_errors=True)
             good = [s for s in self.manager.all_steps() if s != step]
             raise CheckpointError(
-                f"could not write checkpoint {step} under {self.directory} ({type(e).__name__}: "
-                f"{e}); training stopped, the last complete checkpoint is "
-                f"{max(good) if good else 'none'}"
-            ) from e
+                f"could not write checkpoint {step} under {self.directory} ({_reason(e)}); training stopped, "
+                f"the last complete checkpoint is {max(good) if good else 'none'}"
+            ) from None
 
     def restore(self, step: int) -> tuple[dict, dict]:
         """(state as nested dicts of tensors, meta) of one checkpoint, digests verified."""
@@ -138,9 +150,10 @@ class Checkpoints:
 
         where = self.directory / str(step)
         try:
-            r = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(), meta=ocp.args.JsonRestore())
-            )
+            with _draining_event_loops():
+                r = self.manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(), meta=ocp.args.JsonRestore())
+                )
         except Exception as e:  # orbax raises many types for a damaged directory
             raise CheckpointError(f"checkpoint {where} cannot be read: {type(e).__name__}: {e}") from e
         meta, arrays = r.meta, flatten(r.state)
@@ -185,11 +198,53 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Block until pending saves are committed (raises if a save failed, e.g. disk full)."""
-        with self.failure_names("pending"):
+        with self.failure_names(self.pending):
             self.manager.wait_until_finished()
+        self.pending = None
 
     def close(self) -> None:
         self.manager.close()
+
+
+class _DrainingLoop(asyncio.SelectorEventLoop):
+    """An event loop that lets its unfinished tasks end before it closes (for at most ``DRAIN_S`` seconds).
+
+    orbax restores every array concurrently in a fresh loop and closes it as soon as one read fails; the
+    other reads then finish in tensorstore's threads and call back into the closed loop, and each
+    prints a 'RuntimeError: Event loop is closed' traceback after our one error line."""
+
+    DRAIN_S = 10.0
+
+    def close(self) -> None:
+        pending = [] if self.is_running() or self.is_closed() else [t for t in asyncio.all_tasks(self) if not t.done()]
+        if pending:
+            _, late = self.run_until_complete(asyncio.wait(pending, timeout=self.DRAIN_S))
+            for task in late:
+                task.cancel()
+        super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+    _loop_factory = _DrainingLoop
+
+
+@contextmanager
+def _draining_event_loops():
+    """Within the block, new event loops are ``_DrainingLoop``s."""
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
+
+
+def _reason(e: Exception) -> str:
+    """An error of orbax, tensorstore or the OS in a few words: a full disk says so, whatever raised it."""
+    text = f"{type(e).__name__}: {e}"
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left on device" in text:
+        return "No space left on device"
+    return text.splitlines()[0] if text.strip() else type(e).__name__
 
 
 def unflatten(flat: dict) -> dict:
