@@ -31,8 +31,9 @@ import math
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Iterator
 
 import tyro
 
@@ -40,15 +41,21 @@ from benchmarks.demos import which_bound
 from benchmarks.sampling import data_bpc
 from experiments import timesteps
 from experiments.cli import run
+from experiments.paths import check_checkpoint, check_corpus, check_directory, check_writable
 from experiments.presets import DEMOS, PRESETS
 from nanodd import checks, evaluate as ev
 from nanodd.config import Config, DataConfig
 from nanodd.data import DataError, load_split
+from nanodd.data.prepare import prepare_data
 from nanodd.samplers import default_sampler
 from nanodd.shell.workflows import evaluate_checkpoint, generate, judge_bpb, load_checkpoint, load_judge, prepared_dir
+from nanodd.shell import lock
+from nanodd.shell.lock import run_lock
 from nanodd.shell.trainer import train
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+MARK = ".race"
+"""In every run directory a race makes: the next race may replace it; a directory without it is never touched."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +75,7 @@ class Options:
     samples: int = 16
     """Samples per method for gen-BPC, words and entropy."""
     out_dir: str = "runs/race"
-    """One run directory per racer (replaced on every race)."""
+    """One run directory per racer (replaced on every race; a directory there that no race made is refused)."""
     plot: str | None = None
     """Write the racers' per-timestep integrand and gradient variance to this PNG (needs matplotlib)."""
 
@@ -104,31 +111,59 @@ def on_corpus(cfg: Config, corpus: str, out_dir: Path, **train) -> Config:
     )
 
 
+def probe_dir(out: Path) -> Path:
+    return out.with_name(out.name + "-probe")
+
+
+def check_ours(path: Path) -> None:
+    """``path`` is new, empty or made by a race (it holds ``MARK``): a race may replace it, and nothing else."""
+    if lock.entries(path) and not (path / MARK).is_file():
+        raise ValueError(
+            f"--out-dir: {path} exists and was not made by a race; the race replaces only its own runs "
+            "(move it away, or choose another --out-dir)"
+        )
+
+
+@contextmanager
+def fresh(path: Path) -> Iterator[None]:
+    """Within the block, ``path`` is locked, emptied (it was the race's: ``check_ours``) and marked as the race's."""
+    with run_lock(path):
+        check_ours(path)  # again, under the lock
+        lock.clear(path)
+        (path / MARK).touch()
+        yield
+
+
 def seconds_per_step(cfg: Config, opt: Options) -> float:
     """The probe: run ``probe_steps`` steps of ``cfg`` and time the second half (after warm-up)."""
-    out = Path(cfg.train.out_dir).with_name(Path(cfg.train.out_dir).name + "-probe")
-    shutil.rmtree(out, ignore_errors=True)
-    train(
-        dataclasses.replace(
-            cfg,
-            train=dataclasses.replace(
-                cfg.train,
-                out_dir=str(out),
-                max_iters=opt.probe_steps,
-                log_interval=opt.probe_steps // 2,
-                eval_batches=1,
-            ),
+    out = probe_dir(Path(cfg.train.out_dir))
+    with fresh(out):
+        train(
+            dataclasses.replace(
+                cfg,
+                train=dataclasses.replace(
+                    cfg.train,
+                    out_dir=str(out),
+                    max_iters=opt.probe_steps,
+                    log_interval=opt.probe_steps // 2,
+                    eval_batches=1,
+                ),
+            )
         )
-    )
-    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "tokens_per_s" in line][-1]
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        last = [json.loads(line) for line in lines if "tokens_per_s" in line][-1]
     shutil.rmtree(out)
     return cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len / last["tokens_per_s"]
 
 
 def race(cfg: Config, opt: Options, out: Path) -> dict:
     """Train ``cfg`` for the budget (probe, then max_iters to fit); returns steps, tokens/s and wall time."""
-    shutil.rmtree(out, ignore_errors=True)
-    cfg = on_corpus(cfg, opt.corpus, out)
+    with fresh(out):
+        return race_in(on_corpus(cfg, opt.corpus, out), opt)
+
+
+def race_in(cfg: Config, opt: Options) -> dict:
+    """``race`` in its fresh run directory."""
     sps = seconds_per_step(cfg, opt)
     steps = max(1, int(opt.budget / sps))
     warmup = round(cfg.train.warmup_iters * steps / cfg.train.max_iters)
@@ -169,14 +204,37 @@ def score(run: Path, judge, vocab: set[str], opt: Options) -> dict:
     }
 
 
+def check_inputs(opt: Options, root: Path) -> None:
+    """Everything the race reads and writes, before it deletes or trains anything: the corpus (prepared
+    now, so a missing file or failed download stops it here), the judge, the plot's files, and every run
+    directory it will replace (``check_ours``)."""
+    check_corpus("--corpus", opt.corpus, None, must_exist=True)
+    check_checkpoint("--judge", opt.judge)
+    check_directory("--out-dir", opt.out_dir, must_exist=False)
+    for path in (opt.plot, opt.plot and str(Path(opt.plot).with_suffix(".csv"))):
+        check_writable("--plot", path, new_parent=True)
+    for name in (*([] if opt.judge else ["judge"]), *opt.methods):
+        check_ours(root / name)
+        check_ours(probe_dir(root / name))
+    prepare_data(DataConfig(source=opt.corpus))
+
+
 def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     opt = dataclasses.replace(opt, corpus=opt.corpus or default_corpus())
     root = Path(opt.out_dir)
+    check_inputs(opt, root)
+    judge = load_judge(opt.judge) if opt.judge else None  # an input: loaded before anything is replaced
+    with run_lock(root):  # one race per directory at a time
+        race_all(opt, root, judge)
+
+
+def race_all(opt: Options, root: Path, judge) -> None:
+    """Train the judge (unless given), race every method, print the table (and the plot)."""
     print(f"racing {', '.join(opt.methods)} for {opt.budget:.0f} s each on {opt.corpus}", file=sys.stderr)
-    if opt.judge is None:
+    if judge is None:
         print("training the judge (ar-demo) ...", file=sys.stderr, flush=True)
         race(PRESETS["ar-demo"].cfg, opt, root / "judge")
-    judge = load_judge(opt.judge or root / "judge")
+        judge = load_judge(root / "judge")
     train_text = judge.tokenizer.decode(load_split(prepared_dir(DataConfig(source=opt.corpus)), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
     rows = []

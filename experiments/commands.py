@@ -31,15 +31,18 @@ import nanodd.checks as checks
 from experiments import cli, unmasking
 from experiments.paths import check_checkpoint, check_corpus, check_directory, check_file, check_writable
 from experiments.presets import Preset, choice
+from nanodd import config as config_lib
 from nanodd.config import Config, DataConfig, check_source, validate
 from nanodd.data.prepare import atomic_write, prepare_data
 from nanodd.evaluate import char_entropy
 from nanodd.samplers import SAMPLERS, default_sampler
 from nanodd.shell import dist
+from nanodd.shell.lock import run_lock
 from nanodd.shell.trainer import train as run_training
 from nanodd.shell.workflows import (
     Estimator,
     check_judge,
+    check_empty_run_dir,
     check_pattern,
     condition_of,
     convert_nanodd,
@@ -81,7 +84,8 @@ class CommonSampleOptions:
     """The sampler's name in ``nanodd.samplers.SAMPLERS`` (default: ancestral, or analytic for a ratio network)."""
     steps: int | None = None
     """Sampling steps (default: the model's T, or 1000 in continuous time; confidence: the length;
-    first-hitting takes none).  Fewer steps reveal several tokens per step."""
+    first-hitting takes none), at most T, or 1,000,000 in continuous time.  Fewer steps reveal several
+    tokens per step."""
     prefix: str = ""
     """Fixed opening text, encoded by the checkpoint's tokenizer (text8: a-z and space only); the sampler
     writes the rest."""
@@ -272,16 +276,61 @@ def convert(checkpoint: tyro.conf.Positional[str], out_dir: tyro.conf.Positional
         raise ValueError(f"CHECKPOINT {checkpoint}: is a directory; convert reads a nanoDD ckpt.pt file")
     checks.named("OUT_DIR", out_dir)
     check_directory("OUT_DIR", out_dir, must_exist=False)
+    check_empty_run_dir(out_dir, "OUT_DIR")
     return lambda: print(f"wrote {convert_nanodd(checkpoint, out_dir)}", file=sys.stderr)
 
 
-def demo_work(cfg: Config, sample: CommonSampleOptions) -> None:
+@dataclasses.dataclass(frozen=True)
+class DemoOptions:
+    replace: str | None = None
+    """Replace the run in this directory (it must be --train.out-dir) whatever made it: its checkpoints and
+    metrics are deleted before the demo trains.  Without it, demo replaces only a demo run of the same
+    preset (method, model, data) and refuses any other (--train.resume continues one instead)."""
+
+    def __post_init__(self):
+        checks.named("replace", self.replace)
+
+
+DEMO_MARK = "demo.json"
+"""In a demo run's ``checkpoints/``: what it trains (``demo_identity``), so only a demo of the same preset
+replaces it; it goes when the checkpoints go."""
+
+
+def demo_identity(cfg: Config) -> dict:
+    """What makes a demo run the same preset: its config without the train section (JSON-normalised)."""
+    return json.loads(json.dumps({k: v for k, v in config_lib.to_dict(cfg).items() if k != "train"}))
+
+
+def replaces_run(cfg: Config, demo: DemoOptions) -> bool:
+    """Whether ``demo`` removes the previous run in ``--train.out-dir`` before training: no when there is
+    none or ``--train.resume`` continues it; yes for a demo run of the same preset or when ``--demo.replace``
+    names the directory; any other run is refused in one line, before anything is touched."""
     out = Path(cfg.train.out_dir)
-    if (out / "checkpoints").exists() and not cfg.train.resume:
-        shutil.rmtree(out / "checkpoints")  # the demo always starts fresh unless told to resume
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-        print(f"demo: starting fresh (removed the previous run in {out})", file=sys.stderr)
-    last = run_training(cfg)
+    if demo.replace is not None and Path(demo.replace).absolute().resolve() != out.absolute().resolve():
+        raise ValueError(f"--demo.replace {demo.replace}: is not --train.out-dir ({out}), the run demo would replace")
+    if cfg.train.resume or not (out / "checkpoints").exists():
+        return False
+    mark = out / "checkpoints" / DEMO_MARK
+    if demo.replace is not None or mark.is_file() and json.loads(mark.read_text()) == demo_identity(cfg):
+        return True
+    made_by = "a demo of another preset or settings" if mark.is_file() else "not marked as a demo run"
+    raise ValueError(
+        f"--train.out-dir {out}: holds a run this demo did not start ({made_by}); pass --train.resume to "
+        f"continue it, --demo.replace {out} to replace it, or choose another --train.out-dir"
+    )
+
+
+def demo_work(cfg: Config, sample: CommonSampleOptions, demo: DemoOptions) -> None:
+    out = Path(cfg.train.out_dir)
+    with run_lock(out):  # held from the check to the end of training (run_training takes it again)
+        if replaces_run(cfg, demo):  # checked again under the lock
+            print(f"demo: replacing the previous run in {out} (its checkpoints and metrics)", file=sys.stderr)
+            shutil.rmtree(out / "checkpoints")
+            (out / "metrics.jsonl").unlink(missing_ok=True)
+        if not (out / "checkpoints").exists():  # a fresh run: mark it as this demo's
+            (out / "checkpoints").mkdir()
+            atomic_write(out / "checkpoints" / DEMO_MARK, (json.dumps(demo_identity(cfg)) + "\n").encode())
+        last = run_training(cfg)
     if cfg.data.tokenizer == "text8":
         bound = f"{last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)"
     else:
@@ -390,10 +439,16 @@ def subcommands(
         check_writable("--eval.out", eval.out)
         return functools.partial(evaluate_work, checkpoint, eval)
 
-    def demo(cfg: Annotated[DemoChoice, tyro.conf.arg(name="")] = first, *, sample: DemoSampleOptions) -> Work:
+    def demo(
+        cfg: Annotated[DemoChoice, tyro.conf.arg(name="")] = first,
+        *,
+        sample: DemoSampleOptions,
+        demo: DemoOptions = DemoOptions(),
+    ) -> Work:
         check_training(cfg)
         sample.check_paths()
-        return functools.partial(demo_work, cfg, sample)
+        replaces_run(cfg, demo)  # refuses a run it may not replace, before anything runs
+        return functools.partial(demo_work, cfg, sample, demo)
 
     kind, rest = type(first.method).__name__.removesuffix("Config"), ", ".join(list(demos)[1:])
     demo.__doc__ = (  # its help: the demos, named

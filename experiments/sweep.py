@@ -37,7 +37,6 @@ import io
 import itertools
 import json
 import re
-import shutil
 import sys
 import time
 import types
@@ -55,6 +54,8 @@ from nanodd import checks, config as config_lib
 from nanodd.config import Config
 from nanodd.data.prepare import atomic_write
 from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
+from nanodd.shell import lock
+from nanodd.shell.lock import run_lock
 from nanodd.shell.log import duration
 from nanodd.shell.trainer import train
 
@@ -196,10 +197,11 @@ def claim(root: Path, cfg: Config, paths: list[str]) -> None:
 def run_row(row: Row, eval_chunks: int) -> dict:
     """Train the row from scratch, then evaluate its bound; the row's results (not yet recorded)."""
     out = Path(row.cfg.train.out_dir)
-    shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt
-    start = time.perf_counter()
-    last = train(row.cfg)
-    wall = time.perf_counter() - start
+    with run_lock(out):  # the row's directory, made by this sweep: no other writer while it is cleared
+        lock.clear(out)  # an unfinished earlier attempt
+        start = time.perf_counter()
+        last = train(row.cfg)
+        wall = time.perf_counter() - start
     if last["stopped"]:  # SIGINT / SIGTERM, even on the row's last step
         raise KeyboardInterrupt
     bound = evaluate_checkpoint(load_checkpoint(out), max_chunks=eval_chunks)["results"]
@@ -260,6 +262,14 @@ def main(cfg: Annotated[PresetChoice, tyro.conf.arg(name="")], sweep: Sweep) -> 
     root = Path(sweep.dir or f"{cfg.train.out_dir}-sweep")
     rows = rows_of(cfg, sweep, root)
     paths = list(rows[0].values)
+    with run_lock(root):  # one sweep per directory at a time
+        sweep_rows(root, cfg, paths, rows, sweep.eval_chunks)
+    print((root / "results.md").read_text())
+    print(f"wrote {root / 'results.csv'} and {root / 'results.md'}", file=sys.stderr)
+
+
+def sweep_rows(root: Path, cfg: Config, paths: list[str], rows: list[Row], eval_chunks: int) -> None:
+    """Claim ``root``, then train and record every row not finished yet."""
     claim(root, cfg, paths)
     done = read_results(root)
     for i, row in enumerate(rows, 1):
@@ -269,11 +279,9 @@ def main(cfg: Annotated[PresetChoice, tyro.conf.arg(name="")], sweep: Sweep) -> 
         print(
             f"sweep: row {i}/{len(rows)} {row.name}: training in {row.cfg.train.out_dir}", file=sys.stderr, flush=True
         )
-        done[row.name] = {"row": row.name, **row.values, **run_row(row, sweep.eval_chunks)}
+        done[row.name] = {"row": row.name, **row.values, **run_row(row, eval_chunks)}
         write_results(root, paths, done, len(rows))
     write_results(root, paths, done, len(rows))
-    print((root / "results.md").read_text())
-    print(f"wrote {root / 'results.csv'} and {root / 'results.md'}", file=sys.stderr)
 
 
 def cli(args: list[str] | None = None) -> None:

@@ -21,11 +21,11 @@ import dataclasses
 import math
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ from nanodd.model import DiT
 from nanodd.protocols import Aux, Noise, Slot
 from nanodd.shell import dist
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
+from nanodd.shell.lock import RunLocked, run_lock
 from nanodd.shell.log import Log, duration
 
 
@@ -351,32 +352,53 @@ def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -
     with checks.within("train"):
         runtime = dist.setup(cfg.train.device)
     try:
-        log = Log(Path(cfg.train.out_dir), runtime.is_main)
-    except OSError as e:
-        raise checks.FieldError(
-            checks.Field("train.out_dir"), f" {cfg.train.out_dir}: cannot create it ({e.strerror or e})"
-        ) from None
-    try:
-        trainer = Trainer(cfg, runtime, log, loss, noise)
-        ckpts = Checkpoints(
-            Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints, is_main=runtime.is_main
-        )
-        resume(trainer, ckpts, log)
-        if runtime.is_main:  # the run carries its tokenizer: sampling needs no path back to the corpus
-            tokenizers.save(trainer.tokenizer, Path(cfg.train.out_dir) / "tokenizer")
-        with stop_on_signals(trainer):
-            last = trainer.run(ckpts)
-        ckpts.wait()
-        if trainer.stop_requested:
-            log.say(
-                checks.Message(
-                    f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same settings plus ",
-                    checks.Field("train.resume", True),
-                )
-            )
-        return last | {"stopped": trainer.stop_requested}
+        with locked_out_dir(Path(cfg.train.out_dir), runtime):
+            return train_locked(cfg, runtime, loss, noise)
     finally:
         dist.teardown()
+
+
+@contextmanager
+def locked_out_dir(out: Path, runtime: dist.Runtime) -> Iterator[None]:
+    """Hold ``out``'s run lock (``nanodd.shell.lock``) within the block: rank 0 takes it and every rank
+    learns whether it was refused, so a refusal stops all of them at once."""
+    with ExitStack() as held:
+        refusal = None
+        if runtime.is_main:
+            try:
+                held.enter_context(run_lock(out))
+            except RunLocked as e:
+                refusal = e
+            except OSError as e:
+                refusal = checks.FieldError(
+                    checks.Field("train.out_dir"), f" {out}: cannot create it ({e.strerror or e})"
+                )
+        if dist.any_rank(refusal is not None, runtime):
+            raise refusal or RunLocked(f"{out}: rank 0 could not lock it")
+        yield
+
+
+def train_locked(cfg: Config, runtime: dist.Runtime, loss: Loss | None, noise: NoiseFn | None) -> dict:
+    """``train`` once its run directory is locked."""
+    log = Log(Path(cfg.train.out_dir), runtime.is_main)
+    trainer = Trainer(cfg, runtime, log, loss, noise)
+    ckpts = Checkpoints(
+        Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints, is_main=runtime.is_main
+    )
+    resume(trainer, ckpts, log)
+    if runtime.is_main:  # the run carries its tokenizer: sampling needs no path back to the corpus
+        tokenizers.save(trainer.tokenizer, Path(cfg.train.out_dir) / "tokenizer")
+    with stop_on_signals(trainer):
+        last = trainer.run(ckpts)
+    ckpts.wait()
+    if trainer.stop_requested:
+        log.say(
+            checks.Message(
+                f"stopped at step {trainer.state.step}; checkpoint saved. Resume with the same settings plus ",
+                checks.Field("train.resume", True),
+            )
+        )
+    return last | {"stopped": trainer.stop_requested}
 
 
 def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:

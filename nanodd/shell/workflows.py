@@ -39,7 +39,8 @@ from nanodd.methods import method_of
 from nanodd.model import DiT
 from nanodd.protocols import Diffusion, OnStep
 from nanodd.samplers import SAMPLERS
-from nanodd.shell import dist, upstream
+from nanodd.shell import dist, lock, upstream
+from nanodd.shell.lock import run_lock
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 
 Estimator = Literal["stratified", "exact", "continuous", "elbo-vs-t"]
@@ -309,16 +310,31 @@ def evaluate_checkpoint(
 
 
 def convert_nanodd(path: str | Path, out_dir: str | Path) -> Path:
-    """Write a nanoDD ckpt.pt as one of our checkpoints (raw and EMA weights); returns its step directory."""
+    """Write a nanoDD ckpt.pt as one of our checkpoints (raw and EMA weights) into a new (or empty) run
+    directory, holding its run lock; returns its step directory.  A directory that holds anything is
+    refused: a run resumed from converted weights would continue with a reset optimizer."""
     model, _, cfg, ckpt = upstream.load(Path(path), ema=False)
     ema = upstream.dit_state(ckpt, ema=True, cfg=network_config(cfg))
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, out_dir=str(out_dir)))
-    ckpts = Checkpoints(Path(out_dir) / "checkpoints")
-    step = int(ckpt.get("iter_num", 0))
-    ckpts.save(
-        step,
-        {"params": dict(model.state_dict()), "ema": {k: ema[k] for k, _ in model.named_parameters()}},
-        {"config": to_dict(cfg), "source": str(Path(path).absolute())},
-    )
-    ckpts.wait()
+    check_empty_run_dir(out_dir)
+    with run_lock(Path(out_dir)):
+        check_empty_run_dir(out_dir)  # again, now that no other writer can fill it
+        ckpts = Checkpoints(Path(out_dir) / "checkpoints")
+        step = int(ckpt.get("iter_num", 0))
+        ckpts.save(
+            step,
+            {"params": dict(model.state_dict()), "ema": {k: ema[k] for k, _ in model.named_parameters()}},
+            {"config": to_dict(cfg), "source": str(Path(path).absolute())},
+        )
+        ckpts.wait()
     return ckpts.directory / str(step)
+
+
+def check_empty_run_dir(out_dir: str | Path, option: str = "out_dir") -> None:
+    """``out_dir`` holds nothing yet (its lock file aside); a ``ValueError`` naming ``option`` and what the
+    directory holds otherwise."""
+    if held := lock.entries(Path(out_dir)):
+        names = ", ".join(p.name + "/" * p.is_dir() for p in held[:4]) + (", ..." if len(held) > 4 else "")
+        raise ValueError(
+            f"{option} {out_dir}: already holds {names}; convert writes only into a new or empty run directory"
+        )
