@@ -69,10 +69,20 @@ def identity(logits: Tensor) -> Tensor:
 
 
 def temperature(tau: float) -> Transform:
-    """logits / tau: tau < 1 sharpens, tau > 1 flattens."""
-    if tau <= 0:
+    """logits / tau: tau < 1 sharpens, tau > 1 flattens, in float64 and shifted by the largest logit first,
+    (logits - max) / tau, which changes no probability: the most likely tokens stay at 0 and the rest go to
+    -inf as tau -> 0 (greedy at tau = 1e-320, not an all -inf row that a float32 logits / tau underflows to),
+    and every finite logit goes to 0 as tau -> inf (uniform; -inf stays -inf, never -inf / inf = nan)."""
+    if not tau > 0:
         raise ValueError(f"temperature must be > 0, got {tau}")
-    return lambda logits: logits / tau
+    if tau == 1:
+        return identity
+
+    def transform(logits: Tensor) -> Tensor:
+        shifted = logits.double() - logits.double().amax(-1, keepdim=True)
+        return torch.where((shifted == 0) | torch.isinf(shifted), shifted, shifted / tau)
+
+    return transform
 
 
 def top_p(p: float) -> Transform:
@@ -80,10 +90,12 @@ def top_p(p: float) -> Transform:
     al. 2020); the rest get logit -inf.  The most likely token is always kept."""
     if not 0 < p <= 1:
         raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if p == 1:
+        return identity  # every token (a float cumsum can pass 1 before the tail and would drop it)
 
     def transform(logits: Tensor) -> Tensor:
         sorted_logits, order = logits.sort(dim=-1, descending=True)
-        probs = sorted_logits.float().softmax(-1)
+        probs = sorted_logits.double().softmax(-1)
         mass_before = probs.cumsum(-1) - probs  # probability of strictly more likely tokens
         drop_sorted = mass_before >= p
         drop = drop_sorted.scatter(-1, order, drop_sorted)
@@ -104,6 +116,10 @@ def top_k(k: int) -> Transform:
         return logits.masked_fill(logits < kth, float("-inf"))
 
     return transform
+
+
+TRANSFORMS: dict[str, Callable[..., Transform]] = {"temperature": temperature, "top_p": top_p, "top_k": top_k}
+"""The logit transforms, by the name of the sampling option that sets each (``generate``'s keyword)."""
 
 
 def compose(*transforms: Transform) -> Transform:

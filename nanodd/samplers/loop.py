@@ -17,6 +17,14 @@ z_1 and put back after every step, so they never change.  On the absorbing proce
 tokens, which every step carries over, so the model's p(x0 | z_t) conditions on them from the first
 call: with the exact denoiser the samples are exactly p(x | fixed) (tested by enumeration).
 
+On a process without a mask (uniform noise: UDLM, SEDD-uniform, D3PM-uniform) putting the fixed tokens
+back is not exact: every step treats them as noisy tokens at level alpha_t, so p(x0 | z_t) conditions
+on less than the fixed tokens say (the toy with its middle token fixed: TV 0.17 to p(x | fixed) at 100
+steps with the exact network, where unconditioned samples are at 0.015).
+Making it exact needs a network that reads clean tokens as clean, which an x0 or ratio network of a
+uniform process is not trained to do, so ``check_condition`` warns (``UNIFORM_CONDITIONING``) and
+samples as asked (docs/samplers.md).
+
 **Loop.**  z_1 is drawn from the prior; each step t -> s draws its uniforms ``u`` [B, L] and Gumbels
 [B, L, K] from the explicit generator and hands them to the sampler's step, a pure function.  The
 step gets the network as ``apply`` wrapped in a counter, so the NFE returned is the number of real
@@ -25,6 +33,7 @@ network evaluations, whatever a step decides to skip.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,6 +47,11 @@ from nanodd.protocols import Diffusion, OnStep, Process, Samples
 DEFAULT_STEPS = 1000
 """Steps on a continuous-time model when none are given (a discrete model defaults to its T)."""
 
+MAX_STEPS = 1_000_000
+"""The most steps a continuous-time grid takes (a discrete model: its T).  The grid is held as floats
+(8 bytes a step, and a Python float each) and every step draws its noise, so a count far beyond any
+sequence length (``10**9``: an 8 GB grid, years of steps) is refused in one line instead of tried."""
+
 Step = Callable[..., Tensor]
 """step(apply, params, diffusion, z_t [B, L], t [B], s [B], noise, *, transform, options, condition) -> z_s:
 one reverse step, a pure function of its noise (``u`` [B, L], ``gumbel`` [B, L, K]) that calls
@@ -50,8 +64,11 @@ class NoOptions:
 
 
 def time_grid(diffusion: Diffusion, steps: int) -> list[float]:
-    """1 = t_0 > ... > t_steps = 0, evenly spaced, snapped to multiples of 1/T on a discrete model."""
+    """1 = t_0 > ... > t_steps = 0, evenly spaced, snapped to multiples of 1/T on a discrete model; at most
+    T steps there, and ``MAX_STEPS`` in continuous time."""
     if diffusion.T is None:
+        if not 1 <= steps <= MAX_STEPS:
+            raise ValueError(f"steps must be in [1, {MAX_STEPS:_}] for a continuous-time model, got {steps}")
         return torch.linspace(1, 0, steps + 1, dtype=torch.float64).tolist()
     if not 1 <= steps <= diffusion.T:
         raise ValueError(f"steps must be in [1, T={diffusion.T}] for this model, got {steps}")
@@ -96,10 +113,19 @@ def conditioned(condition: Tensor | None, z: Tensor) -> Tensor:
     return z if condition is None else torch.where(condition >= 0, condition, z)
 
 
+UNIFORM_CONDITIONING = (
+    "a prefix or infill on a uniform-noise model is approximate (the fixed tokens are put back after each "
+    "step, which is exact only for absorbing noise; see docs/samplers.md)"
+)
+
+
 def check_condition(condition: Tensor | None, process: Process, shape: tuple[int, int]) -> Tensor | None:
-    """``condition`` broadcast to [B, L] on its device, after checking its shape and ids."""
+    """``condition`` broadcast to [B, L] on its device, after checking its shape and ids; a warning
+    (``UNIFORM_CONDITIONING``) on a process without a mask, where conditioning is approximate."""
     if condition is None:
         return None
+    if not hasattr(process, "mask_id"):
+        warnings.warn(UNIFORM_CONDITIONING, stacklevel=3)
     if condition.shape[-1] != shape[1] or condition.dim() > 2:
         raise ValueError(f"the condition must be [L] or [B, L] with L = {shape[1]}, got shape {tuple(condition.shape)}")
     if ((condition < -1) | (condition >= process.n_symbols)).any():

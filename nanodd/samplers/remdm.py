@@ -50,8 +50,9 @@ class Options:
 
 
 def remask_prob(alpha_t: Tensor, alpha_s: Tensor, options: Options) -> Tensor:
-    """sigma_t of the cap or rescale strategy."""
-    sigma_max = ((1 - alpha_s) / alpha_t).clamp(max=1)
+    """sigma_t of the cap or rescale strategy.  At alpha_t = 0 (t = 1 on D3PM's and the linear schedules)
+    nothing is clean, so sigma_max is 1 (0 on the last step, alpha_s = 1): the floor keeps 0/0 out."""
+    sigma_max = ((1 - alpha_s) / alpha_t.clamp(min=torch.finfo(alpha_t.dtype).tiny)).clamp(max=1)
     return sigma_max.clamp(max=options.eta) if options.strategy == "cap" else options.eta * sigma_max
 
 
