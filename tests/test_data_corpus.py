@@ -18,6 +18,7 @@ import pytest
 import nanodd.data.tokenizers as tokenizers
 from nanodd.data import DataError, load_split, load_tokenizer, prepare, split_info
 from nanodd.data.corpus import SAFE, builtin_documents, file_corpus
+from nanodd.data.prepare import dataset_name
 from nanodd.data.shards import dtype_for, write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,7 +143,7 @@ def test_directory_reads_visible_files_in_relative_path_order_with_eod_after_eac
     (tmp_path / "corpus" / ".git").mkdir()
     (tmp_path / "corpus" / ".git" / "x.txt").write_text("never read either")
     out = prepare(str(tmp_path / "corpus"), tmp_path / "d", seq_len=8, progress=False, tokenizer="bytes")
-    assert out.name == "dir-corpus.bytes"
+    assert out.name == dataset_name(str(tmp_path / "corpus"), "bytes") and out.name.startswith("dir-corpus-")
     ids, tok = all_ids(out), load_tokenizer(out)
     docs = np.split(ids, np.flatnonzero(ids == tok.eod_id) + 1)[:-1]
     assert [tok.decode(d[:-1]) for d in docs] == texts and all(d[-1] == tok.eod_id for d in docs)
@@ -153,7 +154,11 @@ def test_glob_and_builtin_sources(tmp_path):
     texts = write_docs(tmp_path / "corpus", 6)
     out = prepare(str(tmp_path / "corpus" / "*.txt"), tmp_path / "d", seq_len=8, progress=False, tokenizer="bytes")
     top = [t for i, t in zip(sorted(range(6), key=_rel), texts) if i % 3 != 2]  # not the subdirectory's
-    assert out.name == "glob-corpus-txt.bytes" and np.array_equal(all_ids(out), whole(load_tokenizer(out), top))
+    assert (
+        out.name.startswith("glob-corpus-txt-")
+        and out.name.endswith(".bytes")
+        and np.array_equal(all_ids(out), whole(load_tokenizer(out), top))
+    )
     out = prepare("builtin", tmp_path / "d", progress=False, tokenizer="bytes")
     docs = builtin_documents()
     info = split_info(out)
@@ -202,7 +207,11 @@ def test_matching_directory_is_reused_and_another_tokenizer_gets_its_own(tmp_pat
     assert prepare(src, data, seq_len=8, progress=False, tokenizer="bytes") == out
     assert (out / "train.bin").stat().st_mtime_ns == stamp
     bpe = prepare(src, data, seq_len=8, progress=False, tokenizer="bpe", vocab_size=300)
-    assert bpe.name == "dir-corpus.bpe300" and load_split(bpe, "train").dtype == np.uint16
+    assert (
+        bpe.name.startswith("dir-corpus-")
+        and bpe.name.endswith(".bpe300")
+        and load_split(bpe, "train").dtype == np.uint16
+    )
     doc = tmp_path / "corpus" / "doc000.txt"
     doc.write_text(doc.read_text() + " and more")
     with pytest.raises(DataError, match="prepared from another source, tokenizer or format .*data.force"):
@@ -272,7 +281,11 @@ def generate(directory: Path, n_files: int, file_bytes: int, seed: int = 0) -> i
 
 def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
     generate(tmp_path / "corpus", 10, 3_000_000)  # 30 MB
-    src, data, out = str(tmp_path / "corpus"), tmp_path / "data", tmp_path / "data" / "dir-corpus.bytes"
+    src, data, out = (
+        str(tmp_path / "corpus"),
+        tmp_path / "data",
+        tmp_path / "data" / dataset_name(str(tmp_path / "corpus"), "bytes"),
+    )
     kw = "tokenizer='bytes', workers=2, chunk_bytes=1 << 18, progress=False"
     proc = subprocess.Popen([sys.executable, "-c", PREPARE.format(kw=kw), src, str(data)], cwd=ROOT)
     while proc.poll() is None and not (

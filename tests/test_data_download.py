@@ -19,7 +19,7 @@ class Server:
     """Serves ``files`` by path; optional Range support and a cut-off after ``cut`` body bytes."""
 
     def __init__(self):
-        self.files, self.requests, self.range_ok, self.cut = {}, [], True, None
+        self.files, self.requests, self.range_ok, self.cut, self.content_type = {}, [], True, None, None
         state = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -36,6 +36,8 @@ class Server:
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.send_header("Content-Length", str(len(body) - start))
+                if state.content_type:
+                    self.send_header("Content-Type", state.content_type)
                 self.end_headers()
                 self.wfile.write(body[start:][: state.cut])
                 self.close_connection = True
@@ -209,4 +211,4 @@ def test_prepare_from_a_url(server, tmp_path):
     server.files["/books/My%20Book.txt"] = ("Call me Ishmael. " * 200).encode()
     out = prepare(server.base + "/books/My%20Book.txt", tmp_path, seq_len=32, progress=False)
     meta = json.loads((out / "meta.json").read_text())
-    assert out.name == "url-my-book" and meta["n_chars"] == len("call me ishmael " * 200) - 1
+    assert out.name.startswith("url-my-book-") and meta["n_chars"] == len("call me ishmael " * 200) - 1

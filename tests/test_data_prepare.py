@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nanodd.data import DataError, builtin_text, decode, default_cache_dir, load_split, prepare
+from nanodd.data.prepare import dataset_name
 
 PROSE = "It was the best of times, it was the worst of times; 1859. " * 50
 
@@ -32,7 +33,7 @@ def test_prepare_builtin_splits_90_5_5(tmp_path):
 def test_prepare_local_file_and_reuse(tmp_path):
     src = write(tmp_path, "A Tale.txt", "\ufeff" + PROSE)
     out = prepare(str(src), tmp_path / "data", seq_len=64, progress=False)
-    assert out == tmp_path / "data" / "file-a-tale"
+    assert out == tmp_path / "data" / dataset_name(str(src)) and out.name.startswith("file-a-tale-")
     meta = json.loads((out / "meta.json").read_text())
     assert meta["source"] == str(src.resolve()) and meta["n_chars"] == len(
         " ".join("it was the best of times it was the worst of times one eight five nine".split() * 50)
@@ -84,7 +85,7 @@ def test_file_smaller_than_one_sequence(tmp_path):
     message = r"smaller than one sequence: .* 359/19/21 tokens, .* seq_len\+1 = 257"
     with pytest.raises(DataError, match=message):
         prepare(str(src), tmp_path, seq_len=256, progress=False)
-    assert not (tmp_path / "file-short").exists()
+    assert not (tmp_path / dataset_name(str(src))).exists() and not list(tmp_path.glob("*.tmp"))
 
 
 def test_undecodable_bytes(tmp_path):

@@ -5,8 +5,12 @@ cases that once slipped through, each with its exact message; one-line warnings;
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
+import functools
+import importlib
+import inspect
 import io
 import os
 import pickle
@@ -451,7 +455,9 @@ def test_kill_9_during_prepare_leaves_the_old_data_or_nothing_trusted(tmp_path):
         stderr=subprocess.DEVNULL,
         env=os.environ | {"OMP_NUM_THREADS": "1"},
     )
-    out = data / "file-big"
+    from nanodd.data.prepare import dataset_name
+
+    out = data / dataset_name(str(corpus))  # file-big-<hash of its path>
     while proc.poll() is None and not any(p.suffix == ".tmp" for p in out.iterdir()):
         time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
@@ -494,3 +500,107 @@ def test_kill_9_during_sample_out_leaves_the_whole_file_or_none(tmp_path):
         assert [len(row) for row in out.read_text().splitlines()] == [256] * 64
     subprocess.run(args, cwd=ROOT, check=True, capture_output=True, env=env)
     assert [len(row) for row in out.read_text().splitlines()] == [256] * 64
+
+
+# ---- every other main: the same walk, each main's options checked where they are built ----------
+
+MAINS = sorted(
+    f"{p.parent.name}.{p.stem}"
+    for folder in ("experiments", "benchmarks")
+    for p in (ROOT / folder).glob("*.py")
+    if "__main__" in p.read_text()
+    and any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in ast.parse(p.read_text()).body)
+)
+"""Every module of experiments/ and benchmarks/ with a ``main`` that runs as a program."""
+
+THROUGH_COMMANDS = ("experiments.text8", "experiments.corpus")
+"""Mains built by ``experiments.commands`` (walked above, through text8's subcommands)."""
+
+BASE_ARGS = {
+    "experiments.sweep": ["demo", "--sweep.field", "train.lr", "--sweep.values", "1e-3"],
+    "experiments.timesteps": ["CKPT"],
+    "benchmarks.sampling": ["CKPT", "--judge", "CKPT"],
+}
+"""What a main needs on its command line before an option is walked (CKPT: any existing path)."""
+
+LEGAL_MAINS = {
+    "--compose.lam": "0 1e12",
+    "--budget": "1e12",
+    "--ddp-procs": "0",
+    "--mb": "1e12",
+    "--prepare-mb": "1e12",
+    "--bpe-train-mb": "1e12",
+    "--file-mb": "1e12",
+    "--chunk-mb": "1e12",
+    "--tolerance": "1e12",
+    "--seed": "0",
+}
+"""Walked values the options of the other mains accept (as in ``LEGAL``); every other one is refused."""
+
+
+def main_options(module) -> tuple[list[str], list[Option]]:
+    """The argv prefix that picks a main's first preset (where it has no default) and its own options."""
+    signature = inspect.signature(module.main)
+    prefix, options = [], []
+    for name, hint in typing.get_type_hints(module.main, include_extras=True).items():
+        if name == "return":
+            continue
+        members = union_members(hint)
+        if len(members) > 1:  # presets or a method union: walked by the tests above
+            if signature.parameters[name].default is inspect.Parameter.empty:
+                prefix.append(members[0][0])
+            continue
+        spelled = next((m.name for m in typing.get_args(hint)[1:] if isinstance(getattr(m, "name", None), str)), name)
+        for _, cls in members:
+            options += [o for o in walk(cls, "--" if spelled == "" else f"--{spelled}.") if o.kind is not str]
+    return prefix, options
+
+
+def test_every_main_in_experiments_and_benchmarks_prints_one_line_for_a_bad_option():
+    """Each main ends through ``experiments/cli.py``: an unknown option is one ``error:`` line and exit 2
+    (tyro's box and tracebacks before, for benchmarks.sampling, checkpoint_save and demos)."""
+    assert len(MAINS) >= 14
+    failures = []
+    for name in MAINS:
+        module = importlib.import_module(name)
+        entry = module.main if name in THROUGH_COMMANDS else getattr(module, "cli", None)
+        if entry is None:
+            failures.append(f"{name}: no cli(args) through experiments.cli.run")
+            continue
+        code, err = run_main(entry, ["--no-such-option"])
+        if not refused_in_one_line(code, err):
+            failures.append(f"{name}: exit {code}: {err.strip()[:300]!r}")
+        main_block = ast.unparse(ast.parse((ROOT / name.replace(".", "/")).with_suffix(".py").read_text()).body[-1])
+        if main_block not in ("if __name__ == '__main__':\n    cli()", "if __name__ == '__main__':\n    main()"):
+            failures.append(f"{name}: its __main__ block is not cli() / main(): {main_block!r}")
+    assert not failures, "\n".join(failures)
+    flags = {o.flag for m in MAINS if m not in THROUGH_COMMANDS for o in main_options(importlib.import_module(m))[1]}
+    assert set(LEGAL_MAINS) <= flags, set(LEGAL_MAINS) - flags  # the table names only real options
+
+
+@pytest.mark.parametrize("name", [m for m in MAINS if m not in THROUGH_COMMANDS])
+def test_every_number_and_choice_of_every_other_main_is_legal_or_refused_in_one_line(name, tmp_path, monkeypatch):
+    """The walk above, for compose, sweep, timesteps and every benchmark: each option of its options
+    dataclass, fed 0, -1, nan, inf, 1e12 (numbers) or no such choice, is accepted as ``LEGAL_MAINS`` says or
+    refused in one line naming it when the options are built (``main`` replaced, so nothing runs)."""
+    module = importlib.import_module(name)
+    ran = []
+    monkeypatch.setattr(module, "main", functools.wraps(module.main)(lambda *a, **k: ran.append(1)))
+    monkeypatch.chdir(tmp_path)
+    prefix, options = main_options(module)
+    base = [str(tmp_path) if a == "CKPT" else a for a in BASE_ARGS.get(name, [])]
+    code, err = run_main(module.cli, prefix + base)
+    assert code == 0 and ran, f"defaults: exit {code}: {err.strip()!r}"
+    failures, seen = [], set()
+    for option in options:
+        if option.flag in seen:
+            continue
+        seen.add(option.flag)
+        legal = LEGAL_MAINS.get(option.flag, "").split()
+        for value in WALKED[option.kind]:
+            code, err = run_main(module.cli, [*prefix, *base, *option.select, option.flag, value])
+            ok = code == 0 and "error:" not in err if value in legal else refused_in_one_line(code, err, option.flag)
+            if not ok or "Traceback" in err:
+                failures.append(f"{option.flag} {value}: exit {code} (legal: {value in legal}): {err.strip()!r}")
+    assert not failures, f"{name}:\n" + "\n".join(failures)
+    assert not list(tmp_path.iterdir())

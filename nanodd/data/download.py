@@ -48,35 +48,68 @@ class _Progress:
 
 
 def download(
-    url: str, dest: Path, *, expected_size: int | None = None, progress: bool = True, timeout: float = 30.0
+    url: str,
+    dest: Path,
+    *,
+    expected_size: int | None = None,
+    progress: bool = True,
+    timeout: float = 30.0,
+    text: bool = False,
+    force: bool = False,
 ) -> Path:
-    """Fetch ``url`` to ``dest`` and return ``dest``; an existing complete ``dest`` is reused.
+    """Fetch ``url`` to ``dest`` and return ``dest``; an existing complete ``dest`` is reused (``force``
+    fetches it again).
 
     Bytes stream into ``dest.part``. A leftover ``.part`` is resumed with an HTTP Range request
     (and restarted when the server ignores Range); an interrupted transfer keeps it for the next
     call. A file whose announced size differs from ``expected_size`` is refused before any byte
     is written, and only a transfer that delivered every announced byte is renamed to ``dest``,
     so ``dest`` is always complete. Progress (bytes, %, MB/s) goes to stderr, 4 times a second.
+    An empty file, or for a ``text`` source an HTML page (``Content-Type: text/html``, or a body that starts
+    like one: a login or error page served with status 200), is refused and removed, fresh or cached.
     """
     dest = Path(dest)
-    if dest.exists() and expected_size in (None, dest.stat().st_size):
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    if force:
+        dest.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
+    if dest.exists():
+        _refuse_unusable(dest, url, text)
+        if expected_size in (None, dest.stat().st_size):
+            return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
     have = part.stat().st_size if part.exists() else 0
     if expected_size is not None and have > expected_size:
         part.unlink()
         have = 0
     if expected_size is None or have < expected_size:
-        _fetch(url, part, have, expected_size, progress, timeout)
+        _fetch(url, part, have, expected_size, progress, timeout, text)
+    _refuse_unusable(part, url, text)
     os.replace(part, dest)
     return dest
 
 
-def _fetch(url: str, part: Path, have: int, expected: int | None, progress: bool, timeout: float) -> None:
+def _refuse_unusable(path: Path, url: str, text: bool) -> None:
+    """Remove ``path`` and refuse it in one line if it is empty, or (``text``) an HTML page."""
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    why = "is empty" if not head else "is an HTML page, not a text file" if text and _is_html(head) else None
+    if why:
+        path.unlink()
+        raise DataError(f"the download of {url} ({path}) {why}; removed it (check the URL, then run again)")
+
+
+def _is_html(head: bytes) -> bool:
+    return head.startswith((b"<!doctype html", b"<html"))
+
+
+def _fetch(url: str, part: Path, have: int, expected: int | None, progress: bool, timeout: float, text: bool) -> None:
     """Append the bytes after ``have`` to ``part``, or rewrite it when the server ignores Range."""
     try:
         with _open(url, part, have, timeout) as response:
+            if text and response.headers.get_content_type() == "text/html":
+                part.unlink(missing_ok=True)
+                raise DataError(f"{url} sent an HTML page (Content-Type text/html), not a text file; refusing it")
             have = have if response.status == 206 else 0
             length = response.headers.get("Content-Length", "")
             total = have + int(length) if length.isdigit() else expected

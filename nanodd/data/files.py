@@ -36,14 +36,18 @@ def not_replaceable(path: Path) -> str | None:
 
 
 def atomic_write(path: Path, data) -> None:
-    """Write bytes-like ``data`` to ``path`` via a temporary name, so ``path`` is never partial; a
-    ``path`` (or temporary name) that is not a regular file or nothing is refused (``OSError``)."""
+    """Write bytes-like ``data`` to ``path`` via a temporary name (removed if the write fails), so ``path`` is
+    never partial; a ``path`` (or temporary name) that is not a regular file or nothing is refused (``OSError``)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     for p in (path, tmp):
         if why := not_replaceable(p):
             raise OSError(f"{p}: {why}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(memoryview(data).cast("B"))
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(memoryview(data).cast("B"))
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, a kill by signal: no partial temporary file stays behind
+        tmp.unlink(missing_ok=True)
+        raise

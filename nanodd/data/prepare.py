@@ -1,19 +1,23 @@
 """Turn a source into memory-mappable token splits plus meta.json, for any tokenizer.
 
 Layout: ``<data_dir>/<name>/{train,val,test}.bin`` and ``meta.json``, where ``<name>`` is the source's
-(``builtin``, ``text8``, ``file-<slug>``, ``url-<slug>``, ``dir-<slug>``, ``glob-<slug>``, ``hf-<slug>``)
-followed, for every tokenizer but text8, by the tokenizer's (``builtin.bytes``, ``file-book.bpe4096``,
-``dir-corpus.gpt2``), so one corpus prepared with two tokenizers keeps both.  Those directories also hold
+(``builtin``, ``text8``, ``file-<slug>-<hash>``, ``url-<slug>-<hash>``, ``dir-<slug>-<hash>``,
+``glob-<slug>-<hash>``, ``hf-<slug>``; ``<hash>``: 8 hex digits of the SHA-256 of the absolute path or URL,
+so ``a/good.txt`` and ``b/good.txt`` never share a directory) followed, for every tokenizer but text8, by
+the tokenizer's (``builtin.bytes``, ``file-book-1a2b3c4d.bpe4096``, ``dir-corpus-5e6f7a8b.gpt2``), so one
+corpus prepared with two tokenizers keeps both.  Those directories also hold
 ``tokenizer/`` (``nanodd.data.tokenizers.save``).  Downloads go to ``<data_dir>/downloads/``.
 ``meta.json`` is written last, so a directory with a matching meta is complete and is reused; one from
 another source, tokenizer or format version is refused unless ``force`` rebuilds it.
 
-The text8 tokenizer keeps nanoDD's data: uint8 ids of the normalised text, split by characters.  The
+The text8 tokenizer keeps nanoDD's data: uint8 ids of the normalised text, split by characters; a file or
+URL is normalised in blocks of ``TEXT8_BLOCK`` bytes (``_normalized_ids``), so memory does not grow with it.  The
 others read the source's documents raw (``nanodd.data.corpus``: files, directories, globs, URLs, ``hf:``
 datasets), join them with the end-of-document id, split them by UTF-8 bytes at safe points, and write
 ``uint16`` ids (``uint32`` above 65,536 ids) in parallel and in bounded memory (``nanodd.data.shards``).
 """
 
+import codecs
 import dataclasses
 import glob
 import hashlib
@@ -31,9 +35,10 @@ import nanodd.data.corpus as corpora
 import nanodd.data.tokenizers as tokenizers
 from nanodd.data.download import default_cache_dir, download
 from nanodd.data.errors import DataError
+from nanodd.data.corpus import BOM
 from nanodd.data.files import atomic_write
 from nanodd.data.shards import CHUNK_BYTES, decode_chunk, dtype_for, write_shards
-from nanodd.data.text import VOCAB, builtin_text, decode_utf8, encode, normalize_text8
+from nanodd.data.text import VOCAB, builtin_text, encode, normalize_text8
 from nanodd.data.text8 import TEXT8, Text8Spec, fetch_text8
 
 FORMAT = 1
@@ -42,6 +47,9 @@ NAMED = ("builtin", "text8")  # sources that are not paths; a local file called 
 PROPORTIONAL = "contiguous, in order: first 90%, next 5%, last 5% (floored; test takes the rest)"
 DTYPES = ("uint8", "uint16", "uint32")
 BPE_TRAIN_BYTES = 100_000_000
+TEXT8_BLOCK = 1 << 20
+"""Bytes of a text file the text8 path decodes and normalises at a time."""
+_LETTER = re.compile(r"[A-Za-z]")
 """BPE learns its merges from at most this many bytes from the start of the training split."""
 
 
@@ -70,7 +78,8 @@ def prepare(
     ``source`` may also be a directory, a glob or ``hf:NAME[/CONFIG]`` (``nanodd.data.corpus``), and is
     tokenised raw by ``workers`` processes (default: one per core) in chunks of ``chunk_bytes``.
     Every split must hold at least ``seq_len + 1`` tokens. ``force`` rebuilds even a matching
-    preparation (a downloaded file is still reused); ``text8`` lets tests stand in a small zip.
+    preparation and downloads a URL again (text8's verified zip is reused); ``text8`` lets tests stand in a
+    small zip.
     """
     root = Path(data_dir).expanduser() if data_dir is not None else default_cache_dir()
     if tokenizer != "text8" and tokenizer not in tokenizers.NAMES:
@@ -101,9 +110,9 @@ def prepare(
             )
         )
     if tokenizer == "text8":
-        meta = _prepare_text8(source, root, out, identity, seq_len, text8, progress)
+        meta = _prepare_text8(source, root, out, seq_len, text8, progress, force)
     else:
-        corpus = _open(source, root, text8, progress)
+        corpus = _open(source, root, text8, progress, force)
         options = dict(vocab_size=vocab_size, tokenizer_file=tokenizer_file, bpe_train_bytes=bpe_train_bytes)
         meta = _prepare_tokens(corpus, tokenizer, out, identity, seq_len, workers, chunk_bytes, progress, **options)
     meta = {"format": FORMAT, "name": out.name, "source": _describe(source), "identity": identity, **meta}
@@ -113,19 +122,105 @@ def prepare(
     return out
 
 
-def _prepare_text8(source: str, root: Path, out: Path, identity, seq_len: int, spec: Text8Spec, progress) -> dict:
+def _prepare_text8(source: str, root: Path, out: Path, seq_len: int, spec: Text8Spec, progress, force) -> dict:
     """text8 ids of the normalised corpus in ``out``'s uint8 splits; the meta that describes them."""
-    ids, rule, sizes = _load(source, root, spec, progress)
-    _check_sizes(sizes, seq_len, source)
-    _write(out, ids, sizes)
-    meta = {
-        "vocab": VOCAB,
-        "n_chars": len(ids),
-        "sizes": sizes,
-        "split": rule,
-        "sha256": hashlib.sha256(ids).hexdigest(),
-    }
+    if source in NAMED:
+        ids, rule, sizes = _load(source, root, spec, progress)
+        _check_sizes(sizes, seq_len, source)
+        _write(out, ids, sizes)
+        n, sha256 = len(ids), hashlib.sha256(ids).hexdigest()
+    else:
+        path = _download(source, root, progress, force) if _is_url(source) else _existing(source)
+        n, sha256, sizes = _write_normalized(path, source, out, seq_len)
+        rule = PROPORTIONAL
+    meta = {"vocab": VOCAB, "n_chars": n, "sizes": sizes, "split": rule, "sha256": sha256}
     return {**meta, "tokenizer": tokenizers.text8().identity(), "dtype": "uint8"}
+
+
+def _write_normalized(path: Path, source: str, out: Path, seq_len: int) -> tuple[int, str, dict]:
+    """The text8 ids of a text file, normalised block by block into a temporary file beside ``out``, then
+    cut 90/5/5 into ``out``'s splits: (characters, their SHA-256, split sizes).  Memory: a few blocks."""
+    ids_tmp = out.with_name(out.name + ".ids.tmp")
+    try:
+        h, n = hashlib.sha256(), 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(ids_tmp, "wb") as f:
+            for ids in _normalized_ids(path, source):
+                f.write(ids.tobytes())
+                h.update(ids)
+                n += len(ids)
+        if not n:
+            raise DataError(f"{source} has no usable characters: nothing is left after text8 normalisation")
+        n_train, n_val = n * 90 // 100, n * 5 // 100
+        sizes = dict(zip(SPLITS, (n_train, n_val, n - n_train - n_val)))
+        _check_sizes(sizes, seq_len, source)
+        _copy_splits(ids_tmp, out, sizes)
+    except OSError as e:
+        raise DataError(f"could not write the prepared data to {out}: {e.strerror or e}") from None
+    finally:
+        ids_tmp.unlink(missing_ok=True)
+    return n, h.hexdigest(), sizes
+
+
+def _copy_splits(ids_tmp: Path, out: Path, sizes: dict) -> None:
+    """``ids_tmp`` cut into ``out``'s splits, a block at a time, each written as ``.tmp`` and renamed."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "meta.json").unlink(missing_ok=True)
+    with open(ids_tmp, "rb") as src:
+        for split in SPLITS:
+            tmp, left = out / f"{split}.bin.tmp", sizes[split]
+            try:
+                with open(tmp, "wb") as f:
+                    while left:
+                        f.write(block := src.read(min(left, TEXT8_BLOCK)))
+                        left -= len(block)
+                os.replace(tmp, out / f"{split}.bin")
+            finally:
+                tmp.unlink(missing_ok=True)
+
+
+def _normalized_ids(path: Path, source: str):
+    """``encode(normalize_text8(text))`` of a UTF-8 file, in pieces, reading ``TEXT8_BLOCK`` bytes at a time.
+
+    Normalising pieces and joining them with one space is normalising the whole, except where a piece ends
+    and the next begins with an ASCII letter: that is one word, so those two join without the space."""
+    decoder, offset, last_letter, started = codecs.getincrementaldecoder("utf-8")(), 0, False, False
+    for block, final in _blocks(path):
+        if offset == 0 and block.startswith(BOM):
+            block, offset = block[3:], 3
+        pending = decoder.getstate()[0]
+        try:
+            text = decoder.decode(block, final=final)
+        except UnicodeDecodeError as e:
+            raw = pending + block
+            raise DataError(
+                f"{source} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {offset - len(pending) + e.start}); "
+                "convert it first, e.g. `iconv -f latin1 -t utf-8`"
+            ) from None
+        offset += len(block)
+        if not text:
+            continue
+        normal = normalize_text8(text)
+        if normal:
+            glue = started and not (last_letter and _LETTER.match(text[0]))
+            yield encode((" " if glue else "") + normal)
+            started = True
+        last_letter = bool(_LETTER.match(text[-1]))
+
+
+def _blocks(path: Path):
+    """(bytes, whether it is the last block) of a file, ``TEXT8_BLOCK`` at a time."""
+    try:
+        with open(path, "rb") as f:
+            block = f.read(TEXT8_BLOCK)
+            while True:
+                following = f.read(TEXT8_BLOCK)
+                yield block, not following
+                if not following:
+                    return
+                block = following
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _prepare_tokens(corpus, name, out, identity, seq_len, workers, chunk_bytes, progress, **options) -> dict:
@@ -203,6 +298,13 @@ def split_info(data_dir: Path) -> dict[str, SplitInfo]:
     return {k: SplitInfo(sizes[k], n_bytes[k], docs.get(k, 0)) for k in SPLITS}
 
 
+def data_identity(data_dir: Path) -> dict:
+    """What a run records of the prepared data it trains on: the directory's name, its source and the SHA-256
+    its meta.json holds (of the text8 ids, or of the documents' bytes for the other tokenizers)."""
+    meta = _complete_meta(Path(data_dir), "train")
+    return {"name": Path(data_dir).name, "source": meta.get("source"), "sha256": meta.get("sha256")}
+
+
 def load_tokenizer(data_dir: Path):
     """The tokenizer a complete prepared directory was made with: text8 for text8's, else its ``tokenizer/``."""
     data_dir = Path(data_dir)
@@ -238,16 +340,18 @@ def _complete_meta(data_dir: Path, split: str) -> dict:
 
 
 def dataset_name(source: str, tokenizer: str = "text8", vocab_size: int = 4096) -> str:
-    """Directory name for ``source``: builtin, text8, url-<slug>, file-<slug>, dir-<slug>, glob-<slug> or
-    hf-<slug>, then (for every tokenizer but text8) ``.bytes``, ``.gpt2`` or ``.bpe<vocab_size>``."""
+    """Directory name for ``source``: builtin, text8, url-<slug>-<hash>, file-<slug>-<hash>, dir-<slug>-<hash>,
+    glob-<slug>-<hash> or hf-<slug> (``<hash>``: 8 hex digits of the SHA-256 of the URL or absolute path), then
+    (for every tokenizer but text8) ``.bytes``, ``.gpt2`` or ``.bpe<vocab_size>``."""
     kind = corpora.kind(source)
+    hashed = f"-{hashlib.sha256(_describe(source).encode()).hexdigest()[:8]}"  # the absolute path or URL
     if kind in NAMED:
-        name = source
+        name, hashed = source, ""
     elif kind == "url":
         url = urllib.parse.urlparse(source)
         name = "url-" + _slug(Path(urllib.parse.unquote(url.path)).stem or url.netloc)
     elif kind == "hf":
-        name = "hf-" + _slug(source[3:])
+        name, hashed = "hf-" + _slug(source[3:]), ""
     elif kind == "dir":
         name = "dir-" + _slug(Path(source).expanduser().resolve().name)
     elif kind == "glob":  # the directory above the first wildcard, and what follows: corpus/*.txt -> corpus-txt
@@ -256,6 +360,7 @@ def dataset_name(source: str, tokenizer: str = "text8", vocab_size: int = 4096) 
         name = "glob-" + _slug("-".join(parts[max(first - 1, 0) :]))
     else:
         name = "file-" + _slug(Path(source).stem)
+    name += hashed
     if tokenizer == "text8":
         return name
     return f"{name}.{tokenizer}{vocab_size if tokenizer == 'bpe' else ''}"
@@ -284,7 +389,7 @@ def _source_identity(source: str, spec: Text8Spec) -> dict:
     return json.loads(json.dumps(ident))
 
 
-def _open(source: str, root: Path, spec: Text8Spec, progress: bool) -> corpora.Corpus:
+def _open(source: str, root: Path, spec: Text8Spec, progress: bool, force: bool) -> corpora.Corpus:
     """The documents of ``source``, raw (downloading a URL or text8 first)."""
     kind = corpora.kind(source)
     if kind == "builtin":
@@ -293,7 +398,7 @@ def _open(source: str, root: Path, spec: Text8Spec, progress: bool) -> corpora.C
         text = np.frombuffer(VOCAB.encode(), dtype=np.uint8)[fetch_text8(spec, root, progress=progress)]
         return corpora.text_corpus([("text8", text.tobytes())], "text8")
     if kind == "url":
-        return corpora.file_corpus([_download(source, root, progress)], source)
+        return corpora.file_corpus([_download(source, root, progress, force)], source)
     if kind == "hf":
         return corpora.hf_corpus(source)
     files = corpora.files_of(source) if kind in ("dir", "glob") else [_existing(source)]
@@ -315,24 +420,18 @@ def _identity(source: str, spec: Text8Spec) -> dict:
     elif _is_url(source):
         ident = {"kind": "url", "url": source}
     else:
-        ident = {"kind": "file", "sha256": hashlib.sha256(_read_file(source)).hexdigest()}
+        ident = {"kind": "file", "sha256": _file_sha256(source)}
     return json.loads(json.dumps(ident))
 
 
 def _load(source: str, root: Path, spec: Text8Spec, progress: bool) -> tuple[np.ndarray, str, dict]:
-    """Token ids of the whole corpus, the split rule in words, and the split sizes."""
+    """Token ids of the whole of text8 or builtin (both of a fixed size), the split rule in words, the split sizes."""
     if source == "text8":
         if sum(spec.splits) != spec.n_chars:
             raise DataError(f"text8 splits {spec.splits} do not add up to {spec.n_chars:,} characters")
         rule = "train = first {:,}, val = next {:,}, test = last {:,} (nanoDD)".format(*spec.splits)
         return fetch_text8(spec, root, progress=progress), rule, dict(zip(SPLITS, spec.splits))
-    if source == "builtin":
-        text = builtin_text()
-    else:
-        raw = _download(source, root, progress).read_bytes() if _is_url(source) else _read_file(source)
-        text = normalize_text8(decode_utf8(raw, source))
-    if not text:
-        raise DataError(f"{source} has no usable characters: nothing is left after text8 normalisation")
+    text = builtin_text()
     n_train, n_val = len(text) * 90 // 100, len(text) * 5 // 100
     return encode(text), PROPORTIONAL, dict(zip(SPLITS, (n_train, n_val, len(text) - n_train - n_val)))
 
@@ -407,19 +506,18 @@ def _existing(source: str) -> Path:
     return path
 
 
-def _read_file(source: str) -> bytes:
-    """The bytes of a local file."""
-    path = _existing(source)
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+def _file_sha256(source: str) -> str:
+    """SHA-256 of a local file's bytes, read a block at a time."""
+    h = hashlib.sha256()
+    for block, _ in _blocks(_existing(source)):
+        h.update(block)
+    return h.hexdigest()
 
 
-def _download(url: str, root: Path, progress: bool) -> Path:
-    """The file at ``url``, kept in ``downloads/`` under a name unique to the URL."""
-    key = hashlib.sha256(url.encode()).hexdigest()[:12]
-    return download(url, root / "downloads" / f"{dataset_name(url)}-{key}", progress=progress)
+def _download(url: str, root: Path, progress: bool, force: bool = False) -> Path:
+    """The text file at ``url``, kept in ``downloads/`` under a name unique to the URL (fetched again
+    with ``force``)."""
+    return download(url, root / "downloads" / dataset_name(url), progress=progress, text=True, force=force)
 
 
 def _describe(source: str) -> str:

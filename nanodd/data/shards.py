@@ -127,8 +127,9 @@ def write_shards(
             f.close()
             os.replace(out / f"{s}.bin.tmp", out / f"{s}.bin")
     finally:
-        for f in files.values():
+        for s, f in files.items():
             f.close()
+            (out / f"{s}.bin.tmp").unlink(missing_ok=True)  # what a failure (a full disk) left unfinished
     counts.sha256 = h.hexdigest()
     return counts
 

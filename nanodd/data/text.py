@@ -19,6 +19,7 @@ _DECODE = np.frombuffer((VOCAB + "_").encode(), dtype=np.uint8)
 _ENCODE = np.full(256, 255, dtype=np.uint8)
 _ENCODE[np.frombuffer(VOCAB.encode(), dtype=np.uint8)] = np.arange(len(VOCAB), dtype=np.uint8)
 _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+_SPACES = re.compile(r"  +")
 
 
 def normalize_text8(text: str) -> str:
@@ -32,7 +33,7 @@ def normalize_text8(text: str) -> str:
     text = _NOT_ALNUM.sub(" ", text).lower()
     for digit, word in enumerate(DIGIT_WORDS):
         text = text.replace(str(digit), f" {word} ")
-    return " ".join(text.split())
+    return _SPACES.sub(" ", text).strip(" ")  # only spaces are left: no list of words, whatever the text
 
 
 def byte_ids(raw: bytes) -> np.ndarray:
