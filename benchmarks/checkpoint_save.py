@@ -13,8 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing import Annotated
+
 import torch
 import tyro
+
+import nanodd.checks as checks
+from experiments.cli import run
 
 from nanodd.functional import params_of
 from nanodd.model import DiT, DiTConfig
@@ -27,8 +32,12 @@ class Args:
     n_blocks: int = 12
     saves: int = 3
 
+    def __post_init__(self):
+        DiTConfig(vocab_size=28, d_model=self.d_model, n_blocks=self.n_blocks)  # refused as the network refuses it
+        checks.at_least("saves", self.saves, 1)
 
-def main(args: Args) -> None:
+
+def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
     model = DiT(DiTConfig(vocab_size=28, d_model=args.d_model, n_blocks=args.n_blocks))
     params = {k: v.detach() for k, v in params_of(model).items()}
     state = {
@@ -51,5 +60,9 @@ def main(args: Args) -> None:
             print(f"| {step} | {blocked:.2f} | {time.perf_counter() - t:.2f} |", flush=True)
 
 
+def cli(args: list[str] | None = None) -> None:
+    run(main, args, prog="python -m benchmarks.checkpoint_save", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    cli()

@@ -22,8 +22,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Annotated
 
 import tyro
+
+import nanodd.checks as checks
+from experiments.cli import run as run_cli
 
 from experiments.presets import CORPUS_DEMOS, DEMOS
 
@@ -43,8 +47,16 @@ class Options:
     max_iters: int | None = None
     """Train each demo for this many steps instead of its own (1,200)."""
 
+    def __post_init__(self):
+        unknown = [p for p in self.presets if p not in ALL]
+        checks.require("presets", self.presets and not unknown, f"name demo presets ({', '.join(ALL)})", self.presets)
+        checks.at_least("n_t", self.n_t, 1)
+        checks.named("out_dir", self.out_dir)
+        if self.max_iters is not None:
+            checks.at_least("max_iters", self.max_iters, 1)
 
-def cli(preset: str, *args: str) -> subprocess.CompletedProcess:
+
+def entry(preset: str, *args: str) -> subprocess.CompletedProcess:
     """``args`` run by the entry point whose demo ``preset`` is."""
     entry = "experiments.corpus" if preset in CORPUS_DEMOS else "experiments.text8"
     return subprocess.run([sys.executable, "-m", entry, *args], capture_output=True, text=True)
@@ -59,16 +71,18 @@ def run(preset: str, opt: Options) -> dict:
     out = Path(opt.out_dir) / preset
     start = time.perf_counter()
     steps = [] if opt.max_iters is None else ["--train.max-iters", str(opt.max_iters)]
-    done = cli(
+    done = entry(
         preset, "demo", preset, *steps, "--train.out-dir", str(out), "--sample.no-live", "--sample.batch-size", "1"
     )
     wall = time.perf_counter() - start
     if done.returncode:
-        raise SystemExit(f"error: demo {preset} failed:\n{done.stderr[-2000:]}")
+        raise ValueError(f"demo {preset} failed: {done.stderr.strip().splitlines()[-1:] or done.returncode}")
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    evaluated = cli(preset, "evaluate", str(out), "--eval.n-t", str(opt.n_t))
+    evaluated = entry(preset, "evaluate", str(out), "--eval.n-t", str(opt.n_t))
     if evaluated.returncode:
-        raise SystemExit(f"error: evaluate {preset} failed:\n{evaluated.stderr[-2000:]}")
+        raise ValueError(
+            f"evaluate {preset} failed: {evaluated.stderr.strip().splitlines()[-1:] or evaluated.returncode}"
+        )
     report = json.loads(evaluated.stdout)["results"]
     return {
         "preset": preset,
@@ -84,10 +98,7 @@ def run(preset: str, opt: Options) -> dict:
     }
 
 
-def main(opt: Options) -> None:
-    unknown = [p for p in opt.presets if p not in ALL]
-    if unknown:
-        raise SystemExit(f"error: unknown demo preset(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     print(
         "| run | tokenizer | val bound, bits/token | bits/byte | which bound | tokens/s (median) "
         "| wall time, sampling included |"
@@ -111,5 +122,9 @@ def main(opt: Options) -> None:
             print(f"\n{preset}:\n\n```\n{text}\n```")
 
 
+def cli(args: list[str] | None = None) -> None:
+    run_cli(main, args, prog="python -m benchmarks.demos", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Options))
+    cli()

@@ -40,7 +40,7 @@ import tyro
 from benchmarks.demos import which_bound
 from benchmarks.sampling import data_bpc
 from experiments import timesteps
-from experiments.cli import run
+from experiments.cli import exit_if_stopped, run
 from experiments.paths import check_checkpoint, check_corpus, check_directory, check_writable
 from experiments.presets import DEMOS, PRESETS
 from nanodd import checks, evaluate as ev
@@ -175,8 +175,7 @@ def race_in(cfg: Config, opt: Options) -> dict:
     )
     start = time.perf_counter()
     last = train(cfg)
-    if last["stopped"]:  # Ctrl-C: the race is off, not scored on a short run
-        raise KeyboardInterrupt
+    exit_if_stopped(last)  # Ctrl-C / SIGTERM: the race is off, not scored on a short run (exit 130 / 143)
     return {
         "steps": steps,
         "wall_s": time.perf_counter() - start,

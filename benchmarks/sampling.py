@@ -21,8 +21,14 @@ import statistics
 import sys
 from pathlib import Path
 
+from typing import Annotated
+
 import torch
 import tyro
+
+import nanodd.checks as checks
+from experiments.cli import run
+from experiments.paths import check_checkpoint, check_writable
 
 from nanodd import evaluate as ev
 from nanodd.samplers import ancestral, confidence, remdm
@@ -76,6 +82,11 @@ class Options:
     plot: str | None = None
     """Write gen-BPC against NFE to this PNG (needs matplotlib: pip install 'nanodd[plot]')."""
 
+    def __post_init__(self):
+        for name in ("batch", "batches", "single"):
+            checks.at_least(name, getattr(self, name), 1)
+        checks.named("plot", self.plot)
+
 
 def measure(ckpt, judge, row: Row, opt: Options, vocab: set[str]) -> dict:
     kw = dict(sampler=row.sampler, steps=row.steps, options=row.options, dtype=row.dtype)
@@ -105,8 +116,16 @@ def measure(ckpt, judge, row: Row, opt: Options, vocab: set[str]) -> dict:
     }
 
 
-def main(opt: Options) -> None:
+def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
+    check_checkpoint("CHECKPOINT", opt.checkpoint)
+    check_checkpoint("--judge", opt.judge)
+    check_writable("--plot", opt.plot)
     ckpt, judge = load_checkpoint(opt.checkpoint), load_judge(opt.judge)
+    if ckpt.diffusion.output != "x0" or not hasattr(ckpt.diffusion.process, "mask_id"):
+        raise ValueError(
+            f"CHECKPOINT {opt.checkpoint}: the grid compares masked-diffusion samplers (ancestral, first-hitting, "
+            "confidence, remdm) on a D3PM or MDLM checkpoint; sample this one with python -m experiments.text8 sample"
+        )
     train_text = ckpt.tokenizer.decode(load_split(prepared_dir(ckpt.cfg.data), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
     print(
@@ -182,5 +201,9 @@ def plot(results: list[dict], path: str) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
+def cli(args: list[str] | None = None) -> None:
+    run(main, args, prog="python -m benchmarks.sampling", description=__doc__.split("\n\n")[0])
+
+
 if __name__ == "__main__":
-    main(tyro.cli(Options))
+    cli()

@@ -32,6 +32,7 @@ from typing import Annotated
 import torch
 import tyro
 
+import nanodd.checks as checks
 import nanodd.data.tokenizers as toks
 from benchmarks.train_throughput import machine
 from experiments.cli import run
@@ -64,6 +65,13 @@ class Args:
     """MiB of text per chunk handed to a worker."""
     gpt2_ranks: str | None = os.environ.get(toks.GPT2_RANKS_ENV)
     """GPT-2's ranks file gpt2.tiktoken (default: $NANODD_GPT2_RANKS)."""
+
+    def __post_init__(self):
+        for name in ("mb", "prepare_mb", "bpe_train_mb", "file_mb", "chunk_mb"):
+            checks.positive(name, getattr(self, name))
+        checks.at_least("vocab_size", self.vocab_size, 258)  # as DataConfig: the 256 bytes, one merge, end of document
+        checks.require("workers", len(self.workers) > 0 and min(self.workers) >= 1, "be >= 1", self.workers)
+        checks.require("tokenizers", len(self.tokenizers) > 0, "name at least one tokenizer", self.tokenizers)
 
 
 def generate(directory: Path, n_bytes: int, file_bytes: int) -> list[Path]:

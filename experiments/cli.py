@@ -25,6 +25,7 @@ import sys
 import traceback
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Callable, Iterable, Sequence
 
@@ -41,6 +42,22 @@ from nanodd.shell.trainer import StopTraining
 
 class Rejected(Exception):
     """tyro refused the command line; the message is one line naming the option."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training stopped on a signal at a step boundary, its checkpoint saved: the CLI exits 128 + signum
+    (130 for SIGINT, 143 for SIGTERM), as a shell reports a process the signal ended."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def exit_if_stopped(last: dict) -> dict:
+    """``last`` (``nanodd.shell.trainer.train``'s) unless a signal stopped the run: then ``Interrupted``."""
+    if last.get("stopped"):
+        raise Interrupted(int(last["stopped"]))
+    return last
 
 
 USER_ERRORS = (Rejected, ValueError, OSError, DataError, CheckpointError, StopTraining)
@@ -136,10 +153,35 @@ def reject(event: tyro._errors.ParseErrorEvent) -> None:
     raise Rejected(f"{event.prog}: the arguments do not parse ({type(event).__name__}; see --help)")
 
 
+def given_paths(argv: Sequence[str]) -> list[tuple[str, str]]:
+    """(how it was typed, the path) for every value on the command line: ``--flag value``, ``--flag=value``
+    and positionals (named by themselves)."""
+    pairs = [tuple(a.split("=", 1)) for a in argv if a.startswith("--") and "=" in a]
+    pairs += [(a, b) for a, b in zip(argv, argv[1:]) if a.startswith("--") and "=" not in a and not b.startswith("--")]
+    return [*pairs, *((a, a) for a in argv if a and not a.startswith("-"))]
+
+
+def os_error_line(error: OSError, argv: Sequence[str]) -> str:
+    """An OSError as one line naming the option whose path it is about (the path itself, or one under it:
+    ``--train.out-dir RUN: RUN/tokenizer: File exists``), or the path alone; never ``[Errno 17]``."""
+    if error.filename is None:
+        return str(error)
+    what, path = error.strerror or str(error), Path(os.fsdecode(error.filename)).absolute()
+    for typed, value in given_paths(argv):
+        try:
+            given = Path(value).expanduser().absolute()
+        except (OSError, ValueError):
+            continue
+        if given == path or given in path.parents:
+            shown = f"{typed} {value}" if typed != value else value
+            return f"{shown}: {what}" if given == path else f"{shown}: {error.filename}: {what}"
+    return f"{error.filename}: {what}"
+
+
 @contextmanager
-def one_line_errors(interrupted: str = "interrupted"):
+def one_line_errors(interrupted: str = "interrupted", argv: Sequence[str] | None = None):
     """Within the block: every user mistake prints one ``error:`` line and exits 2, every warning prints one
-    ``warning:`` line, Ctrl-C prints ``interrupted`` and exits 130, and the fields a line of the work names
+    ``warning:`` line, Ctrl-C prints ``interrupted`` and exits 130 (``Interrupted``: 128 + its signal, so 143 for SIGTERM), and the fields a line of the work names
     are flags."""
     try:
         with warnings.catch_warnings(), tyro._errors.on_parse_error(reject), log.spelled_as(spelling([], None)):
@@ -148,17 +190,20 @@ def one_line_errors(interrupted: str = "interrupted"):
     except USER_ERRORS as e:
         if os.environ.get("NANODD_DEBUG"):
             raise
-        text = e.args[0].render(escaped(e)) if e.args and isinstance(e.args[0], Message) else str(e)
+        if e.args and isinstance(e.args[0], Message):
+            text = e.args[0].render(escaped(e))
+        else:
+            text = os_error_line(e, sys.argv[1:] if argv is None else argv) if isinstance(e, OSError) else str(e)
         print(f"error: {' '.join(text.split())}", file=sys.stderr)  # one line, whatever the message holds
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(interrupted, file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + getattr(e, "signum", 2))
 
 
 def run(
     main: Callable, args: Sequence[str] | None, *, prog: str, description: str, interrupted: str = "interrupted"
 ) -> None:
     """``tyro.cli(main)`` on ``args`` (default: sys.argv), options allowed after subcommands."""
-    with one_line_errors(interrupted):
+    with one_line_errors(interrupted, args):
         tyro.cli(main, args=args, prog=prog, description=description, config=(tyro.conf.CascadeSubcommandArgs,))

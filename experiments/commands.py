@@ -330,12 +330,16 @@ def demo_work(cfg: Config, sample: CommonSampleOptions, demo: DemoOptions) -> No
         if not (out / "checkpoints").exists():  # a fresh run: mark it as this demo's
             (out / "checkpoints").mkdir()
             atomic_write(out / "checkpoints" / DEMO_MARK, (json.dumps(demo_identity(cfg)) + "\n").encode())
-        last = run_training(cfg)
-    if cfg.data.tokenizer == "text8":
-        bound = f"{last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)"
+        last = cli.exit_if_stopped(run_training(cfg))
+    if "val_bpc" not in last:  # --train.resume of a finished run: no step, no new validation
+        print(f"demo: the run in {out} had already finished; sampling from it", file=sys.stderr)
+    elif cfg.data.tokenizer == "text8":
+        print(
+            f"validation bound: {last['val_bpc']:.3f} bits/char (unigram entropy of text8-style English: ~4.1)",
+            file=sys.stderr,
+        )
     else:
-        bound = f"{last['val_bpc']:.3f} bits/token, {last['val_bpb']:.3f} bits/byte"
-    print(f"validation bound: {bound}", file=sys.stderr)
+        print(f"validation bound: {last['val_bpc']:.3f} bits/token, {last['val_bpb']:.3f} bits/byte", file=sys.stderr)
     generate(str(out), sample)
 
 
@@ -420,7 +424,7 @@ def subcommands(
         """Train from a preset; every field can be overridden (--train.lr 3e-4, --model.n-blocks 6,
         method.schedule:cosine, ...)."""
         check_training(cfg)
-        return functools.partial(run_training, cfg)
+        return lambda: cli.exit_if_stopped(run_training(cfg))
 
     def sample(checkpoint: tyro.conf.Positional[str], sample: SampleOptions) -> Work:
         """Generate text from a checkpoint: a run directory, a checkpoint directory, or a nanoDD ckpt.pt."""
@@ -475,7 +479,7 @@ def main(
 ) -> None:
     """Parse ``argv`` (None: sys.argv) into one of ``commands``, check, and run its work; ``check_only``
     stops after the checks (what the option-walking test runs: nothing is loaded, trained or written)."""
-    with cli.one_line_errors():
+    with cli.one_line_errors(argv=argv):
         work = tyro.extras.subcommand_cli_from_dict(
             commands,
             prog=prog,

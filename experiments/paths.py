@@ -3,13 +3,30 @@ and says in one line what is wrong (its ``ValueError`` becomes the CLI's ``error
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
+from typing import Callable
 
 import nanodd.checks as checks
 import nanodd.data.corpus as corpora
 from nanodd.data.files import not_replaceable
 
 
+def naming_the_option(check: Callable) -> Callable:
+    """``check(option, path, ...)`` with an OSError of looking at the path (a name too long, a file where a
+    directory is needed, no permission) raised as the one line that names the option and the path."""
+
+    @functools.wraps(check)
+    def checked(option: str, path, *args, **kwargs):
+        try:
+            return check(option, path, *args, **kwargs)
+        except OSError as e:
+            raise ValueError(f"{option} {path}: {e.strerror or e}") from e
+
+    return checked
+
+
+@naming_the_option
 def check_corpus(option: str, source: str | None, tokenizer: str | None, *, must_exist: bool) -> None:
     """A corpus that names local files (builtin, text8, URLs and hf: datasets are checked when fetched):
     one file for the text8 tokenizer, a file, directory or glob for the others (None: any); with ``must_exist``
@@ -29,12 +46,14 @@ def check_corpus(option: str, source: str | None, tokenizer: str | None, *, must
         )
 
 
+@naming_the_option
 def check_file(option: str, path: str | None) -> None:
     """``path`` (None: none given) names a file that exists."""
     if path is not None and not Path(path).expanduser().is_file():
         raise ValueError(f"{option} {path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
 
 
+@naming_the_option
 def check_directory(option: str, path: str | None, *, must_exist: bool, hint: str = "") -> None:
     """``path`` (None: the default) is a directory, or (unless ``must_exist``) nothing yet; ``hint`` follows
     'not found' (how to make it)."""
@@ -45,6 +64,7 @@ def check_directory(option: str, path: str | None, *, must_exist: bool, hint: st
         raise ValueError(f"{option} {path}: {'not a directory' if exists else 'not found' + hint}")
 
 
+@naming_the_option
 def check_checkpoint(option: str, path: str | None) -> None:
     """``path`` (None: none given) names a checkpoint that exists; what is in it is checked when it loads."""
     checks.named(option, path)
@@ -55,6 +75,7 @@ def check_checkpoint(option: str, path: str | None) -> None:
         )
 
 
+@naming_the_option
 def check_writable(option: str, path: str | None, *, new_parent: bool = False) -> None:
     """``path`` can become a file: a regular file or nothing yet (never a link, FIFO, device or directory:
     ``nanodd.data.files.not_replaceable``), in a directory that exists (or, with ``new_parent``, that the

@@ -26,7 +26,7 @@ atomically (a temporary file, then a rename): a row is finished exactly when it 
 Rerunning the command skips finished rows and runs the others; an unfinished row starts again from
 scratch (its directory is cleared, so its wall time stays honest).  More values can be added later:
 the directory remembers the preset and fields (``sweep.json``) and refuses another.  Ctrl-C stops the
-current row at its next step and exits 130; every finished row stays.
+current row at its next step and exits 130 (SIGTERM: 143); every finished row stays.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Annotated, Any, Literal, Union
 
 import tyro
 
-from experiments.cli import run
+from experiments.cli import exit_if_stopped, run
 from experiments.presets import PRESETS, choice
 from nanodd import checks, config as config_lib
 from nanodd.config import Config
@@ -202,8 +202,7 @@ def run_row(row: Row, eval_chunks: int) -> dict:
         start = time.perf_counter()
         last = train(row.cfg)
         wall = time.perf_counter() - start
-    if last["stopped"]:  # SIGINT / SIGTERM, even on the row's last step
-        raise KeyboardInterrupt
+    exit_if_stopped(last)  # SIGINT / SIGTERM, even on the row's last step: exit 130 / 143
     bound = evaluate_checkpoint(load_checkpoint(out), max_chunks=eval_chunks)["results"]
     return {
         "val_bpc": bound["bpc"],

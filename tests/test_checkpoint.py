@@ -289,7 +289,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_resume_finishes(corpus, tmp
     wait_for_step(out, 20, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode == 143, err  # 128 + SIGTERM, after the checkpoint is saved, as a shell reports it
     stopped = max(step_losses(out))
     assert stopped < 300 and f"stopped at step {stopped}" in err and "--train.resume" in err
     assert stopped in Checkpoints(out / "checkpoints", is_main=False).steps()

@@ -340,8 +340,8 @@ def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarra
 
 
 def train(cfg: Config, loss: Loss | None = None, noise: NoiseFn | None = None) -> dict:
-    """Run (or resume) training as configured; returns the last logged metrics, with ``stopped``: whether
-    a signal (Ctrl-C, SIGTERM) ended it, even on its last step.
+    """Run (or resume) training as configured; returns the last logged metrics, with ``stopped``: the
+    number of the signal that ended it (SIGINT 2, SIGTERM 15), even on its last step, or False.
 
     ``loss`` (default: the config's method's) is any ``loss(apply, params, x0, noise) -> (scalar,
     aux)`` with ``aux["bpt"]``, e.g. a weighted sum of two methods' losses plus a regulariser; its
@@ -441,7 +441,7 @@ class stop_on_signals:
 
     def handle(self, signum, frame):
         self.trainer.log.say(f"received {signal.Signals(signum).name}: stopping after this step")
-        self.trainer.stop_requested = True
+        self.trainer.stop_requested = signum  # truthy: what the CLI's exit code reports (128 + signum)
 
     def __exit__(self, *exc):
         for s, handler in self.previous.items():

@@ -39,8 +39,14 @@ def read(path: Path) -> dict:
         raise CheckpointError(f"{path}: not a nanoDD checkpoint (no 'model_args')")
     if ckpt.get("model_cls") != "D3PMAbsorbing":
         raise CheckpointError(f"{path}: model_cls {ckpt.get('model_cls')!r} is not supported (only 'D3PMAbsorbing')")
-    if missing := [k for k in MODEL_ARGS if k not in ckpt["model_args"]]:
+    args = ckpt["model_args"]
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{path}: model_args is a {type(args).__name__}, not a dict")
+    if missing := [k for k in MODEL_ARGS if k not in args]:
         raise CheckpointError(f"{path}: model_args lacks {missing}")
+    numbers = {k: (int,) if k not in ("dropout", "lambda_ce") else (int, float) for k in MODEL_ARGS}
+    if wrong := [f"{k}={args[k]!r}" for k, types in numbers.items() if type(args[k]) not in types]:
+        raise CheckpointError(f"{path}: model_args {', '.join(wrong)} (numbers expected)")
     return ckpt
 
 
@@ -70,6 +76,7 @@ def config_of(ckpt: dict) -> Config:
     """Our Config for a nanoDD checkpoint's model_args / training_args: nanoDD's D3PMAbsorbing is our
     registered method "d3pm" on the absorbing process over its vocab_size data symbols."""
     a, t = ckpt["model_args"], ckpt.get("training_args", {})
+    t = t if isinstance(t, dict) else {}
     return Config(
         model=DiTConfig(
             d_model=a["n_embed"],
@@ -85,7 +92,11 @@ def config_of(ckpt: dict) -> Config:
 
 def dit_state(ckpt: dict, *, ema: bool, cfg: DiTConfig) -> dict[str, torch.Tensor]:
     """The DiT's state dict, from the EMA weights (keys 'ema_model.net.*') or the raw ones ('net.*')."""
-    state = ckpt["ema"] if ema else ckpt["model"]
+    entry = "ema" if ema else "model"
+    state = ckpt.get(entry)
+    if not isinstance(state, dict):
+        other = "the raw weights (--sample.no-ema, ema=False)" if ema else "the EMA weights"
+        raise CheckpointError(f"the checkpoint has no {entry!r} weights (a dict of tensors); try {other}")
     prefix = "ema_model.net." if ema else "net."
     net = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not net:
@@ -96,14 +107,45 @@ def dit_state(ckpt: dict, *, ema: bool, cfg: DiTConfig) -> dict[str, torch.Tenso
     return net
 
 
+def check_shapes(net: dict[str, torch.Tensor], cfg: DiTConfig) -> None:
+    """The sizes model_args state must be those of the weights, checked before a DiT of those sizes is
+    built (model_args n_embed = 10**9 would otherwise allocate before any shape is compared)."""
+    embed, cond = net.get("vocab_embed.weight"), net.get("c_embed.mlp.0.weight")
+    blocks = {int(k.split(".")[1]) for k in net if k.startswith("blocks.") and k.split(".")[1].isdigit()}
+    found = {
+        "vocab_size + 1, n_embed": tuple(embed.shape) if isinstance(embed, torch.Tensor) else None,
+        "n_cond": cond.shape[0] if isinstance(cond, torch.Tensor) and cond.dim() == 2 else None,
+        "n_blocks": len(blocks),
+    }
+    wanted = {
+        "vocab_size + 1, n_embed": (cfg.vocab_size, cfg.d_model),
+        "n_cond": cfg.cond_dim,
+        "n_blocks": cfg.n_blocks,
+    }
+    flipped = (cfg.d_model, cfg.vocab_size)  # some nanoDD versions embed with nn.Linear(K, d)
+    if bad := [k for k in wanted if found[k] != wanted[k] and not (k.startswith("vocab") and found[k] == flipped)]:
+        raise CheckpointError(
+            "the weights do not fit the DiT its model_args describe: "
+            + "; ".join(f"{k}: model_args {wanted[k]}, weights {found[k]}" for k in bad)
+        )
+
+
 def load(path: Path, *, ema: bool = True, device: torch.device | str = "cpu") -> tuple[DiT, dict, Config, dict]:
     """(model in eval mode with the chosen weights, its params, Config, nanoDD's checkpoint dict)."""
     ckpt = read(path)
-    cfg = config_of(ckpt)
+    try:
+        cfg = config_of(ckpt)
+    except (ValueError, TypeError) as e:  # a config refusing model_args (n_heads not dividing n_embed, ...)
+        raise CheckpointError(f"{path}: model_args describe no valid model: {' '.join(str(e).split())}") from e
     net_cfg = network_config(cfg)
+    try:
+        net = dit_state(ckpt, ema=ema, cfg=net_cfg)
+        check_shapes(net, net_cfg)
+    except CheckpointError as e:
+        raise CheckpointError(f"{path}: {e}") from e
     model = DiT(net_cfg)
     try:
-        model.load_state_dict(dit_state(ckpt, ema=ema, cfg=net_cfg))
+        model.load_state_dict(net)
     except RuntimeError as e:
         detail = " ".join(str(e).split())
         raise CheckpointError(f"{path}: weights do not fit the DiT its model_args describe: {detail[:400]}") from e
