@@ -30,7 +30,7 @@ from experiments.paths import check_writable
 from nanodd import analysis, checks
 from nanodd.data import canonical_chunks, load_split
 from nanodd.data.files import atomic_write
-from nanodd.shell.workflows import LoadedModel, load_checkpoint, prepared_dir
+from nanodd.shell.workflows import LoadedModel, load_checkpoint, trained_dir
 
 COLUMNS = ("checkpoint", "method", "t", "f_bits", "f_se_bits", "accuracy", "grad_norm", "grad_var")
 
@@ -69,7 +69,7 @@ def profile(ckpt: LoadedModel, opt: Options) -> dict[str, torch.Tensor]:
     of times with a progress line; f in bits per token."""
     if ckpt.model.cfg.causal:
         raise ValueError(f"{ckpt.path} is an autoregressive judge: its bound has no time axis")
-    data = load_split(prepared_dir(ckpt.cfg.data), "val")
+    data = load_split(trained_dir(ckpt), "val")
     x0 = canonical_chunks(data, ckpt.cfg.data.seq_len, opt.batch).to(ckpt.device)
     if len(x0) < 2:
         raise ValueError(f"{ckpt.path}: the validation split holds fewer than 2 chunks of {ckpt.cfg.data.seq_len}")

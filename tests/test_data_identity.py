@@ -157,3 +157,36 @@ def test_text8_prepare_of_200_mb_runs_in_bounded_memory(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert int(done.stdout) > 200_000_000
+
+
+# ---- a run records its data ------------------------------------------------------------------------------
+
+
+def test_a_run_records_its_data_and_evaluate_refuses_data_that_changed_under_its_name(tmp_path, capsys):
+    from conftest import words_text
+    from nanodd.shell.checkpoint import Checkpoints
+    from nanodd.shell.trainer import train
+    from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint, sample_metrics
+    from test_train import tiny
+
+    a, b = tmp_path / "a" / "good.txt", tmp_path / "b" / "good.txt"
+    for path, seed in [(a, 0), (b, 1)]:
+        path.parent.mkdir()
+        path.write_text(words_text(3000, seed))
+    cfg = tiny(a, tmp_path / "run", max_iters=2)
+    train(cfg)
+    meta = Checkpoints(tmp_path / "run" / "checkpoints", is_main=False).restore(2)[1]
+    out_a = prepare(str(a), tmp_path / "data", seq_len=32, progress=False)
+    assert meta["data"] == data_identity(out_a) and meta["data"]["source"] == str(a.resolve())
+    ckpt = load_checkpoint(tmp_path / "run")
+    kw = dict(max_chunks=2, batch_size=2)
+    assert evaluate_checkpoint(ckpt, **kw)["source"] == str(a)
+    prepare(str(b), tmp_path / "data", seq_len=32, progress=False)  # same file name: its own directory
+    assert evaluate_checkpoint(ckpt, **kw)["results"] == evaluate_checkpoint(ckpt, **kw)["results"]
+    assert evaluate_checkpoint(ckpt, data_source=str(b), **kw)["source"] == str(b)  # other data, named: fine
+    a.write_text(words_text(3000, 2))
+    prepare(str(a), tmp_path / "data", seq_len=32, progress=False, force=True)  # a changed under its name
+    for use in (lambda: evaluate_checkpoint(ckpt, **kw), lambda: sample_metrics(ckpt, ["some text"])):
+        with pytest.raises(DataError, match=r"now holds other data .* than .*run was trained on") as e:
+            use()
+        assert "\n" not in str(e.value)

@@ -45,7 +45,7 @@ from nanodd.data import (
     tokenizers,
     train_batch,
 )
-from nanodd.data.prepare import prepare_data
+from nanodd.data.prepare import data_identity, prepare_data
 from nanodd.functional import Apply, Params, make_apply, params_of
 from nanodd.methods import method_of
 from nanodd.model import DiT
@@ -53,7 +53,7 @@ from nanodd.protocols import Aux, Noise, Slot
 from nanodd.shell import dist
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 from nanodd.shell.lock import RunLocked, run_lock
-from nanodd.shell.log import Log, duration
+from nanodd.shell.log import Log, duration, warn
 
 
 Loss = Callable[[Apply, Params, torch.Tensor, Noise], tuple[torch.Tensor, Aux]]
@@ -295,6 +295,7 @@ class Trainer:
         return {
             "config": config_lib.to_dict(self.cfg),
             "tokenizer": self.tokenizer.identity(),
+            "data": data_identity(Path(self.train_data.filename).parent),  # what evaluate checks the data against
             "best_val_bpc": self.state.best_val_bpc,
             "world_size": self.runtime.world_size,
         }
@@ -426,6 +427,11 @@ def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
                 f"checkpoint step {meta['step']} in {ckpts.directory} was trained with {part} "
                 f"{getattr(saved, part)}, but this run asks for {getattr(trainer.cfg, part)}"
             )
+    if (recorded := meta.get("data")) and recorded["sha256"] != (now := trainer.meta()["data"])["sha256"]:
+        warn(
+            f"checkpoint step {meta['step']} was trained on other data ({recorded['source']}, sha256 "
+            f"{recorded['sha256'][:12]}) than {now['name']} holds now ({now['sha256'][:12]}); resuming on the new data"
+        )
     trainer.state.load({k: {n: v.to(trainer.runtime.device) for n, v in d.items()} for k, d in arrays.items()}, meta)
     log.say(f"resumed from step {meta['step']} ({ckpts.directory / str(meta['step'])})")
 

@@ -32,7 +32,7 @@ from nanodd.data import (
     load_tokenizer,
     tokenizers,
 )
-from nanodd.data.prepare import dataset_name
+from nanodd.data.prepare import data_identity, dataset_name
 from nanodd.data.text import VOCAB
 from nanodd.functional import Apply, Params, make_apply, params_of
 from nanodd.methods import method_of
@@ -55,6 +55,8 @@ class LoadedModel:
     cfg: Config
     path: Path
     tokenizer: tokenizers.TableTokenizer
+    data: dict | None = None
+    """The prepared data it was trained on (``nanodd.data.prepare.data_identity``); None for older runs."""
 
     @property
     def apply(self) -> Apply:
@@ -101,7 +103,8 @@ def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device 
     model.load_state_dict(arrays["params"])  # the saved config built this DiT, so the shapes agree
     if ema:
         model.load_state_dict(arrays["ema"], strict=False)  # EMA covers the parameters, not the buffers
-    return LoadedModel(model, params_of(model), cfg, path, run_tokenizer(directory.parent, meta))
+    tokenizer = run_tokenizer(directory.parent, meta)
+    return LoadedModel(model, params_of(model), cfg, path, tokenizer, meta.get("data"))
 
 
 def run_tokenizer(run_dir: Path, meta: dict) -> tokenizers.TableTokenizer:
@@ -247,9 +250,24 @@ def prepared_dir(data: DataConfig, source: str | None = None, data_dir: str | No
     return root / dataset_name(source or data.source, data.tokenizer, data.vocab_size)
 
 
+def trained_dir(ckpt: LoadedModel, data_dir: str | None = None) -> Path:
+    """The prepared directory ``ckpt`` was trained on (by the name its checkpoint records, else its config's
+    source), refused in one line when it now holds other data (re-prepared from another corpus or file)."""
+    if ckpt.data is None:
+        return prepared_dir(ckpt.cfg.data, data_dir=data_dir)
+    directory = Path(data_dir or ckpt.cfg.data.data_dir or default_cache_dir()) / ckpt.data["name"]
+    if (now := data_identity(directory))["sha256"] != ckpt.data["sha256"]:
+        raise DataError(
+            f"{directory} now holds other data ({now['source']}, sha256 {now['sha256'][:12]}) than {ckpt.path} was "
+            f"trained on ({ckpt.data['source']}, {ckpt.data['sha256'][:12]}); prepare that again, or name the data "
+            "to use explicitly (data_source)"
+        )
+    return directory
+
+
 def sample_metrics(ckpt: LoadedModel, texts: list[str], n_tokens: int = 10_000_000) -> dict[str, float]:
     """``nanodd.evaluate.sample_metrics`` against the first ``n_tokens`` of the checkpoint's training split."""
-    train_text = ckpt.tokenizer.decode(load_split(prepared_dir(ckpt.cfg.data), "train")[:n_tokens])
+    train_text = ckpt.tokenizer.decode(load_split(trained_dir(ckpt), "train")[:n_tokens])
     return ev.sample_metrics(texts, train_text, set(ev.words(train_text)))
 
 
@@ -272,10 +290,11 @@ def evaluate_checkpoint(
     estimator: ``stratified`` (n_t stratified times per chunk), ``exact`` (every step of a discrete
     bound), ``continuous`` (the same integrand with T = None: L_inf), ``elbo-vs-t`` (L_T on
     ``evaluate.ELBO_TS`` with common random numbers).  The data must be prepared with the checkpoint's
-    tokenizer.  Returns a JSON-ready report.
+    tokenizer; by default it is the data the checkpoint was trained on (``trained_dir``), ``data_source``
+    names other data.  Returns a JSON-ready report.
     """
     source = data_source or ckpt.cfg.data.source
-    directory = prepared_dir(ckpt.cfg.data, source, data_dir)
+    directory = prepared_dir(ckpt.cfg.data, source, data_dir) if data_source else trained_dir(ckpt, data_dir)
     data = load_split(directory, split)
     if load_tokenizer(directory).identity() != ckpt.tokenizer.identity():
         raise DataError(f"{directory} was prepared with another tokenizer than {ckpt.path}'s ({ckpt.tokenizer.name})")
