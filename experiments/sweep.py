@@ -261,15 +261,15 @@ def main(cfg: Annotated[PresetChoice, tyro.conf.arg(name="")], sweep: Sweep) -> 
     root = Path(sweep.dir or f"{cfg.train.out_dir}-sweep")
     rows = rows_of(cfg, sweep, root)
     paths = list(rows[0].values)
+    claim(root, cfg, paths)  # another sweep's directory is refused before anything is locked or created
     with run_lock(root):  # one sweep per directory at a time
-        sweep_rows(root, cfg, paths, rows, sweep.eval_chunks)
+        sweep_rows(root, paths, rows, sweep.eval_chunks)
     print((root / "results.md").read_text())
     print(f"wrote {root / 'results.csv'} and {root / 'results.md'}", file=sys.stderr)
 
 
-def sweep_rows(root: Path, cfg: Config, paths: list[str], rows: list[Row], eval_chunks: int) -> None:
-    """Claim ``root``, then train and record every row not finished yet."""
-    claim(root, cfg, paths)
+def sweep_rows(root: Path, paths: list[str], rows: list[Row], eval_chunks: int) -> None:
+    """Train and record every row not finished yet."""
     done = read_results(root)
     for i, row in enumerate(rows, 1):
         if row.name in done:
