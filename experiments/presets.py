@@ -215,20 +215,8 @@ BYTES_DEMO = dataclasses.replace(
     train=dataclasses.replace(DEMO.train, batch_size=16, out_dir="runs/bytes-demo"),
 )
 OWT_DATA = DataConfig(source="hf:openwebtext", seq_len=1024, tokenizer="gpt2")
-OWT_TRAIN = TrainConfig(
-    batch_size=64,
-    grad_accum=1,
-    max_iters=1_000_000,
-    lr=3e-4,
-    min_lr=3e-4,
-    warmup_iters=2_500,
-    weight_decay=0.0,
-    beta2=0.999,
-    grad_clip=1.0,
-    ema_decay=0.9999,
-    compile=True,
-    eval_interval=10_000,
-    eval_batches=4,
+OWT_TRAIN = dataclasses.replace(
+    TRAIN_1M, batch_size=64, grad_accum=1, warmup_iters=2_500, eval_interval=10_000, eval_batches=4
 )
 MDLM_OWT = Config(
     model=DiTConfig(dropout=0.1),
