@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from nanodd.methods import ar, d3pm, mdlm, sedd, udlm
+from nanodd.methods import ar, bd3lm, d3pm, mdlm, sedd, udlm
 from nanodd.protocols import Method, mismatches
 
 METHODS: dict[str, ModuleType] = {}
@@ -43,3 +43,4 @@ register("mdlm", mdlm)
 register("sedd", sedd)
 register("udlm", udlm)
 register("ar", ar)
+register("bd3lm", bd3lm)
