@@ -69,7 +69,7 @@ def profile(ckpt: LoadedModel, opt: Options) -> dict[str, torch.Tensor]:
     of times with a progress line; f in bits per token."""
     if ckpt.model.cfg.causal:
         raise ValueError(f"{ckpt.path} is an autoregressive judge: its bound has no time axis")
-    data = load_split(trained_dir(ckpt), "val")
+    data = load_split(trained_dir(ckpt), "val", ckpt.cfg.data.rows, ckpt.cfg.data.seq_len)
     x0 = canonical_chunks(data, ckpt.cfg.data.seq_len, opt.batch).to(ckpt.device)
     if len(x0) < 2:
         raise ValueError(f"{ckpt.path}: the validation split holds fewer than 2 chunks of {ckpt.cfg.data.seq_len}")

@@ -38,17 +38,24 @@ class DataConfig:
     """Sequence length L of every training crop and evaluation chunk."""
     force: bool = False
     """Re-prepare even if the directory holds data prepared from another source."""
-    tokenizer: Literal["text8", "bytes", "bpe", "gpt2"] = "text8"
+    tokenizer: Literal["text8", "bytes", "bpe", "gpt2", "wordpiece"] = "text8"
     """How text becomes ids (nanodd.data.tokenizers): text8 (27 ids: a-z and space, after wikifil's
     normaliser; nanoDD's), bytes (the 256 byte values, lossless), bpe (byte-level BPE with vocab_size ids,
-    trained on the training split), gpt2 (GPT-2's 50,257 ids through tiktoken).  The process's data
-    symbols, and so the network's vocabulary, are the tokenizer's ids."""
+    trained on the training split), gpt2 (GPT-2's 50,257 ids through tiktoken), wordpiece (BERT's, from
+    tokenizer_file's vocab.txt: lowercased, punctuation split off; LM1B's).  The process's data symbols,
+    and so the network's vocabulary, are the tokenizer's ids."""
     vocab_size: int = 4096
     """bpe only: ids of the tokenizer trained on the corpus, its end of document included."""
     tokenizer_file: str | None = None
-    """gpt2 only: a local gpt2.tiktoken ranks file (else $NANODD_GPT2_RANKS, else tiktoken downloads it)."""
+    """gpt2: a local gpt2.tiktoken ranks file (else $NANODD_GPT2_RANKS, else tiktoken downloads it);
+    wordpiece: its vocab.txt (required; e.g. bert-base-uncased's)."""
     workers: int | None = None
     """Processes that tokenize in parallel while preparing (default: one per core)."""
+    rows: Literal["wrap", "pad"] = "wrap"
+    """How documents fill the rows of seq_len ids: wrap (the split is one stream; crops start anywhere and
+    run across ends of document, as MDLM's OWT), or pad (one document per row, as LM1B's sentences: its
+    ids, its end of document, then end-of-document ids up to seq_len; longer ones are cut).  The padding
+    counts as tokens of the bound and adds no bytes.  Not for text8's ids (they have no documents)."""
 
     def __post_init__(self):
         check_source("source", self.source)
@@ -58,6 +65,10 @@ class DataConfig:
         checks.named("tokenizer_file", self.tokenizer_file)
         if self.workers is not None:
             checks.at_least("workers", self.workers, 1)
+        if self.rows == "pad" and self.tokenizer == "text8":
+            raise checks.FieldError(
+                checks.Field("rows", "pad"), " needs documents with an end-of-document id; text8's ids have none"
+            )
 
 
 def check_source(field: str, source: str) -> None:

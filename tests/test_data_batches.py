@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nanodd.data import canonical_chunks, eval_chunks, train_batch
+from nanodd.data.batches import padded_rows
 
 
 @pytest.fixture
@@ -61,3 +62,32 @@ def test_canonical_chunks_cover_the_split_contiguously(memmap):
 def test_canonical_chunks_of_data_shorter_than_a_chunk():
     assert eval_chunks(np.zeros(5, np.uint8), 8) == (0, 5)
     assert canonical_chunks(np.zeros(5, np.uint8), 8).shape == (0, 8)
+
+
+def brute_force_rows(ids: list[int], eod: int, L: int) -> list[list[int]]:
+    """One row per document (through its end of document), cut at L, padded with eod."""
+    rows, doc = [], []
+    for i in ids:
+        doc.append(i)
+        if i == eod:
+            rows.append(doc)
+            doc = []
+    rows += [doc] if doc else []
+    return [(d[:L] + [eod] * L)[:L] for d in rows]
+
+
+@pytest.mark.parametrize("block", [1, 3, 7, 1 << 20])
+def test_padded_rows_hold_one_document_each_whatever_the_block(block):
+    rng = np.random.default_rng(block)
+    eod, L = 9, 5
+    ids = rng.choice([1, 2, 3, eod], p=[0.3, 0.3, 0.25, 0.15], size=400).astype(np.uint16)
+    ids[50:70] = 1  # a document longer than a row (and than small blocks)
+    rows = np.concatenate(list(padded_rows(ids, eod, L, block=block)))
+    assert rows.dtype == np.uint16 and rows.tolist() == brute_force_rows(ids.tolist(), eod, L)
+
+
+def test_aligned_training_crops_are_whole_rows():
+    rows = np.arange(40, dtype=np.int64).reshape(10, 4)
+    x = train_batch(rows.reshape(-1), 3, batch_size=64, seq_len=4, seed=0, aligned=True)
+    assert all(r[0] % 4 == 0 and r.tolist() == list(range(r[0], r[0] + 4)) for r in x)
+    assert len({int(r[0]) for r in x}) > 5  # rows drawn from all over the split

@@ -13,6 +13,7 @@ from nanodd.data import tokenizers
 from nanodd.samplers import SAMPLERS
 from nanodd.shell.workflows import load_checkpoint
 from conftest import words_text
+from test_data_batches import brute_force_rows
 
 TINY = [
     *("--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16"),
@@ -202,3 +203,44 @@ def test_the_bpe_demo_learns_and_its_samples_decode(monkeypatch, capsys, corpus,
     assert len(texts) >= 2 and all(t.strip() for t in texts)
     tokenizer = load_checkpoint(out).tokenizer
     assert tokenizer.name == "bpe" and 258 < tokenizer.vocab_size <= 2048  # fewer when the corpus runs out of pairs
+
+
+def test_lm1b_style_wordpiece_sentences_one_per_padded_row_train_and_evaluate(monkeypatch, capsys, tmp_path):
+    """BERT's WordPiece from a vocab.txt the test writes, documents of one sentence, ``--data.rows pad``:
+    every row is one sentence and its end of document, padded; the padding counts no bytes."""
+    import numpy as np
+
+    from conftest import WORDS
+    from nanodd.data import load_split, prepare
+
+    root = tmp_path / "sentences"
+    root.mkdir()
+    g = np.random.default_rng(0)
+    for i in range(400):
+        words = g.choice(WORDS, size=int(g.integers(3, 12)))
+        (root / f"{i:04d}.txt").write_text(" ".join(words).capitalize() + ".")
+    chars = sorted({c for w in WORDS for c in w})
+    vocab = tmp_path / "vocab.txt"
+    words = sorted({w for w in WORDS if len(w) > 1})
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", ".", *chars, *(f"##{c}" for c in chars), *words]) + "\n")
+    data = ["--data.source", str(root), "--data.data-dir", str(tmp_path / "data"), "--data.rows", "pad"]
+    data += ["--data.tokenizer", "wordpiece", "--data.tokenizer-file", str(vocab)]
+    out = tmp_path / "run"
+    train = ["train", "bpe-demo", "method:mdlm", *TINY, *data, "--train.out-dir", str(out)]
+    code, _, err = run(monkeypatch, capsys, corpus_cli.main, *train)
+    assert code == 0, err
+    code, report, err = run(monkeypatch, capsys, corpus_cli.main, "evaluate", str(out), "--eval.max-chunks", "4")
+    assert code == 0, err
+    r = json.loads(report)["results"]
+    tok = load_checkpoint(out).tokenizer
+    directory = prepare(str(root), tmp_path / "data", tokenizer="wordpiece", tokenizer_file=str(vocab), seq_len=32)
+    val = np.asarray(load_split(directory, "val")).tolist()
+    rows = brute_force_rows(val, tok.eod_id, 32)[:4]
+    assert np.asarray(load_split(directory, "val", "pad", 32))[: 4 * 32].tolist() == sum(rows, [])
+    assert rows[0][-1] == tok.eod_id and tok.decode(rows[1]).startswith(" ")  # padded; a sentence each
+    assert r["tokens"] == 4 * 32 and r["bytes"] == sum(tok.n_bytes(row) for row in rows) < 4 * 32 * 4
+    from experiments import text8 as text8_cli
+
+    text8_data = ["--data.rows", "pad", "--data.data-dir", str(tmp_path / "data")]
+    code, _, err = run(monkeypatch, capsys, text8_cli.main, "train", "demo", *TINY, *text8_data)
+    assert code == 2 and err.startswith("error: --data.rows pad needs documents") and err.count("\n") == 1

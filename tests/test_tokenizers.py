@@ -165,3 +165,41 @@ def test_identities_differ_across_tokenizers_and_are_stable(bpe, toy_gpt2):
     ids = [tok.identity()["sha256"] for tok in [tokenizers.text8(), *lossless(bpe, toy_gpt2)]]
     assert len(set(ids)) == 4
     assert tokenizers.byte_level().identity() == tokenizers.byte_level().identity()
+
+
+WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "king", "cast", "##le", "##s", ",", ".", "'"]
+WORDPIECE_VOCAB += ["a", "b", "c", "cafe", "s", "t", "don", "!", "世"]
+
+
+@pytest.fixture(scope="module")
+def wordpiece():
+    return tokenizers.wordpiece(("\n".join(WORDPIECE_VOCAB) + "\n").encode())
+
+
+def test_wordpiece_cuts_words_into_the_longest_pieces_after_bert_normalisation(wordpiece):
+    ids = wordpiece.encode("The KING'S castles, Café!  xyz")
+    tokens = [WORDPIECE_VOCAB[i] for i in ids]
+    assert tokens == ["the", "king", "'", "s", "cast", "##le", "##s", ",", "cafe", "!", "[UNK]"]
+    assert wordpiece.vocab_size == len(WORDPIECE_VOCAB) + 1 and wordpiece.eod_id == len(WORDPIECE_VOCAB)
+    assert mismatches(wordpiece, Tokenizer) == []
+    text = wordpiece.decode(ids)  # a space before each word start, none before a ## continuation
+    assert text == " the king ' s castles , cafe ! [UNK]"
+    assert wordpiece.n_bytes(ids) == len(text.encode()) and wordpiece.n_bytes([wordpiece.eod_id]) == 0
+    # decoding gives the normalised text: encoding it again gives the same ids ([UNK] aside)
+    assert wordpiece.encode(wordpiece.decode(ids[:-1])).tolist() == ids[:-1].tolist()
+    assert wordpiece.encode("世").tolist() == [WORDPIECE_VOCAB.index("世")]  # CJK characters are words
+    assert wordpiece.normalize("Café") == "cafe"
+
+
+def test_wordpiece_saves_reloads_and_refuses_what_is_not_a_vocabulary(wordpiece, tmp_path):
+    tokenizers.save(wordpiece, tmp_path / "wp")
+    again = tokenizers.load(tmp_path / "wp")
+    assert again.identity() == wordpiece.identity() and again.encode("the castles").tolist() == [5, 7, 8, 9]
+    for bad in (b"the\nking\n", b"[UNK]\nthe\nthe\n", b"\xff\xfe"):
+        with pytest.raises(DataError, match="not a WordPiece vocab.txt") as e:
+            tokenizers.wordpiece(bad)
+        assert "\n" not in str(e.value) and "data.tokenizer_file" in str(e.value)
+    with pytest.raises(DataError, match="data.tokenizer_file"):
+        tokenizers.build("wordpiece")  # no file given
+    with pytest.raises(DataError, match="cannot read"):
+        tokenizers.build("wordpiece", tokenizer_file=str(tmp_path / "missing.txt"))

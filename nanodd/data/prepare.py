@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from nanodd.checks import Field, Message
+from nanodd.data.batches import padded_rows
 import nanodd.data.corpus as corpora
 import nanodd.data.tokenizers as tokenizers
 from nanodd.data.download import default_cache_dir, download
@@ -74,7 +75,8 @@ def prepare(
     ``"text8"`` (the official zip, split 90M/5M/5M as nanoDD does), a local text file, or an http(s) URL of
     one; files and URLs must be UTF-8, are normalised by ``normalize_text8`` and split 90/5/5 contiguously.
     With ``bytes``, ``bpe`` (``vocab_size`` ids, learned from the first ``bpe_train_bytes`` of the training
-    split) or ``gpt2`` (from ``tokenizer_file``, else ``$NANODD_GPT2_RANKS``, else tiktoken's download),
+    split), ``gpt2`` (from ``tokenizer_file``, else ``$NANODD_GPT2_RANKS``, else tiktoken's download) or
+    ``wordpiece`` (BERT's, from the vocab.txt ``tokenizer_file``),
     ``source`` may also be a directory, a glob or ``hf:NAME[/CONFIG]`` (``nanodd.data.corpus``), and is
     tokenised raw by ``workers`` processes (default: one per core) in chunks of ``chunk_bytes``.
     Every split must hold at least ``seq_len + 1`` tokens. ``force`` rebuilds even a matching
@@ -90,11 +92,11 @@ def prepare(
                 f"{source} names many documents (a directory, glob or hf: dataset), which the text8 tokenizer "
                 "does not read (it takes builtin, text8, one text file or a URL); choose ",
                 Field("data.tokenizer", "bytes"),
-                ", bpe or gpt2",
+                ", bpe, gpt2 or wordpiece",
             )
         )
     out = root / dataset_name(source, tokenizer, vocab_size)
-    request = _request(tokenizer, vocab_size, bpe_train_bytes)
+    request = _request(tokenizer, vocab_size, bpe_train_bytes, tokenizer_file)
     identity = _identity(source, text8) if tokenizer == "text8" else {**_source_identity(source, text8), **request}
     old = _read_meta(out)
     matches = old is not None and old.get("format") == FORMAT and old.get("identity") == identity
@@ -232,7 +234,7 @@ def _prepare_tokens(corpus, name, out, identity, seq_len, workers, chunk_bytes, 
         (out / "meta.json").unlink(missing_ok=True)
         texts = lambda: _bpe_texts(corpus, options["bpe_train_bytes"], chunk_bytes)
         tok = tokenizers.build(
-            name, texts=texts, vocab_size=options["vocab_size"], ranks_file=options["tokenizer_file"]
+            name, texts=texts, vocab_size=options["vocab_size"], tokenizer_file=options["tokenizer_file"]
         )
         tokenizers.save(tok, out / "tokenizer")
         workers = workers or os.cpu_count() or 1
@@ -317,13 +319,36 @@ def load_tokenizer(data_dir: Path):
     return tok
 
 
-def load_split(data_dir: Path, split: str) -> np.memmap:
+def load_split(data_dir: Path, split: str, rows: str = "wrap", seq_len: int | None = None) -> np.memmap:
     """Read-only memmap of ``split`` ("train", "val" or "test") in a prepared directory, of the dtype its
-    meta records (uint8 for text8, uint16 or uint32 for the others)."""
+    meta records (uint8 for text8, uint16 or uint32 for the others).
+
+    ``rows="pad"``: the split as ``padded_rows`` of ``seq_len`` ids (one document per row), flattened; written
+    once beside the split as ``<split>.pad<seq_len>.<sha>.bin`` (``<sha>``: 8 hex digits of the data's digest,
+    so data prepared again never meets old rows), under a temporary name, then renamed."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    meta = _complete_meta(Path(data_dir), split)
-    return np.memmap(Path(data_dir) / f"{split}.bin", dtype=_dtype(meta), mode="r")
+    data_dir = Path(data_dir)
+    meta = _complete_meta(data_dir, split)
+    data = np.memmap(data_dir / f"{split}.bin", dtype=_dtype(meta), mode="r")
+    if rows == "wrap":
+        return data
+    if meta.get("eod_id") is None:
+        raise DataError(
+            Message(Field("data.rows", "pad"), " needs documents with an end-of-document id; text8's ids have none")
+        )
+    path = data_dir / f"{split}.pad{seq_len}.{meta['sha256'][:8]}.bin"
+    if not path.is_file():
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # ranks of one run may write it at once
+        try:
+            with open(tmp, "wb") as f:
+                for block in padded_rows(data, meta["eod_id"], seq_len):
+                    f.write(block.tobytes())
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise DataError(f"could not write the padded rows {path}: {e.strerror or e}") from None
+    return np.memmap(path, dtype=_dtype(meta), mode="r")
 
 
 def _complete_meta(data_dir: Path, split: str) -> dict:
@@ -366,10 +391,13 @@ def dataset_name(source: str, tokenizer: str = "text8", vocab_size: int = 4096) 
     return f"{name}.{tokenizer}{vocab_size if tokenizer == 'bpe' else ''}"
 
 
-def _request(tokenizer: str, vocab_size: int, bpe_train_bytes: int) -> dict:
-    """The tokenizer a preparation asks for, as its identity records it."""
+def _request(tokenizer: str, vocab_size: int, bpe_train_bytes: int, tokenizer_file: str | None) -> dict:
+    """The tokenizer a preparation asks for, as its identity records it (WordPiece's by its vocab.txt)."""
     if tokenizer == "bpe":
         return {"tokenizer": tokenizer, "vocab_size": vocab_size, "bpe_train_bytes": bpe_train_bytes}
+    if tokenizer == "wordpiece":
+        vocab = tokenizers.read_vocab_file(tokenizer_file)
+        return {"tokenizer": tokenizer, "vocab_sha256": hashlib.sha256(vocab).hexdigest()}
     return {"tokenizer": tokenizer}
 
 

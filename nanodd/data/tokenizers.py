@@ -4,8 +4,12 @@
     bytes   257 ids: the 256 byte values, then the end of document; lossless on any UTF-8 text
     bpe     byte-level BPE trained on the training split with Hugging Face ``tokenizers``; lossless
     gpt2    GPT-2's byte-level BPE through ``tiktoken`` (50,257 ids, ``<|endoftext|>`` = 50256)
+    wordpiece  BERT's WordPiece from a local ``vocab.txt`` (bert-base-uncased: LM1B's), through ``tokenizers``;
+            lossy: it lowercases, strips accents and splits off punctuation (its vocabulary, then the end of
+            document)
 
-Every id stands for a fixed byte string (``table``), so decoding a run of ids is the concatenation of
+Every id stands for a fixed byte string (``table``; a WordPiece word start is its text after one space,
+a ``##`` continuation its text alone), so decoding a run of ids is the concatenation of
 their bytes and the UTF-8 byte count of any run is exact (bits per byte).  The end-of-document id
 (which stands for no bytes and decodes to ``EOD``) is the last id, kept out of the learned
 vocabularies: ``encode`` never produces it, not even from a literal ``<|endoftext|>`` in the text.
@@ -29,11 +33,12 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from nanodd.checks import Field, Message
 from nanodd.data.errors import DataError
 from nanodd.data.files import atomic_write
 from nanodd.data.text import VOCAB, decode as text8_decode, encode as text8_encode, normalize_text8
 
-NAMES = ("text8", "bytes", "bpe", "gpt2")
+NAMES = ("text8", "bytes", "bpe", "gpt2", "wordpiece")
 EOD = "<|endoftext|>"
 """How the end-of-document id decodes."""
 MASKED = "_"
@@ -41,9 +46,15 @@ MASKED = "_"
 GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 """SHA-256 of GPT-2's ranks file ``gpt2.tiktoken`` (= tiktoken's ``r50k_base.tiktoken``)."""
 GPT2_RANKS_ENV = "NANODD_GPT2_RANKS"
-GPT2_HELP = (
-    f"GPT-2's ranks file gpt2.tiktoken (SHA-256 {GPT2_SHA256[:12]}...): pass its path (data.tokenizer_file) "
-    f"or set ${GPT2_RANKS_ENV}, or allow tiktoken to download it (network)"
+GPT2_HELP = Message(
+    f"GPT-2's ranks file gpt2.tiktoken (SHA-256 {GPT2_SHA256[:12]}...): pass its path (",
+    Field("data.tokenizer_file"),
+    f") or set ${GPT2_RANKS_ENV}, or allow tiktoken to download it (network)",
+)
+WORDPIECE_HELP = Message(
+    "BERT's WordPiece needs its vocab.txt (one token per line; bert-base-uncased's for LM1B): pass its path (",
+    Field("data.tokenizer_file"),
+    ")",
 )
 BPE_MIN_VOCAB = 258
 """The 256 byte values, one merge and the end of document."""
@@ -189,7 +200,7 @@ def gpt2(ranks_file: str | None = None, *, sha256: str = GPT2_SHA256) -> TableTo
         try:
             ranks = Path(path).expanduser().read_bytes()
         except OSError as e:
-            raise DataError(f"cannot read GPT-2's ranks file {path}: {e.strerror or e}; {GPT2_HELP}") from None
+            raise DataError(Message(f"cannot read GPT-2's ranks file {path}: {e.strerror or e}; ", GPT2_HELP)) from None
         if (found := hashlib.sha256(ranks).hexdigest()) != sha256:
             raise DataError(f"{path} is not GPT-2's ranks file (SHA-256 {found[:12]}..., expected {sha256[:12]}...)")
         return gpt2_from_ranks(ranks)
@@ -198,7 +209,7 @@ def gpt2(ranks_file: str | None = None, *, sha256: str = GPT2_SHA256) -> TableTo
     try:
         enc = tiktoken.get_encoding("gpt2")
     except Exception:  # no network (requests' errors), a broken cache, ...: one line either way
-        raise DataError(f"cannot load GPT-2's tokenizer offline: {GPT2_HELP}") from None
+        raise DataError(Message("cannot load GPT-2's tokenizer offline: ", GPT2_HELP)) from None
     lines = (base64.b64encode(enc.decode_single_token_bytes(i)) + b" %d\n" % i for i in range(enc.n_vocab - 1))
     return gpt2_from_ranks(b"".join(lines))
 
@@ -224,14 +235,55 @@ def gpt2_from_ranks(ranks: bytes) -> TableTokenizer:
     return TableTokenizer("gpt2", tuple(table), n, enc.encode_ordinary, payload=ranks)
 
 
+# ---- BERT's WordPiece from vocab.txt -------------------------------------------------------------------------
+
+
+def read_vocab_file(path: str | None) -> bytes:
+    """The bytes of a WordPiece ``vocab.txt`` (a DataError naming the field when there is none to read)."""
+    if not path:
+        raise DataError(Message("no vocabulary for the wordpiece tokenizer: ", WORDPIECE_HELP))
+    try:
+        return Path(path).expanduser().read_bytes()
+    except OSError as e:
+        raise DataError(Message(f"cannot read {path}: {e.strerror or e}; ", WORDPIECE_HELP)) from None
+
+
+def wordpiece(vocab: bytes) -> TableTokenizer:
+    """BERT's uncased WordPiece (Devlin et al. 2019) from the lines of ``vocab`` (id = line number).
+
+    Text is cleaned, lowercased and stripped of accents (BERT's normaliser), split at whitespace and around
+    every punctuation character, and each word is cut greedily into the longest vocabulary pieces from the
+    left (continuations are written ``##piece``); a word with no such cut is ``[UNK]``.  Decoding writes a
+    space before every word start, so ids decode to the normalised text with spaces around punctuation
+    (``"Don't!"`` -> ``" don ' t !"``): bits per byte count those bytes."""
+    from tokenizers import Tokenizer as HFTokenizer, models, normalizers, pre_tokenizers
+
+    try:
+        tokens = vocab.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DataError(Message("not a WordPiece vocab.txt (not UTF-8); ", WORDPIECE_HELP)) from None
+    if "[UNK]" not in tokens or len(set(tokens)) != len(tokens) or "" in tokens:
+        raise DataError(
+            Message("not a WordPiece vocab.txt (one distinct token per line, [UNK] among them); ", WORDPIECE_HELP)
+        )
+    hf = HFTokenizer(models.WordPiece({t: i for i, t in enumerate(tokens)}, unk_token="[UNK]"))
+    hf.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
+    hf.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    table = [t[2:].encode() if t.startswith("##") else b" " + t.encode() for t in tokens]
+    encode = lambda text: hf.encode(text, add_special_tokens=False).ids
+    normalize = hf.normalizer.normalize_str
+    return TableTokenizer("wordpiece", (*table, b""), len(table), encode, payload=vocab, normalize_fn=normalize)
+
+
 # ---- building, saving and loading ------------------------------------------------------------------------
 
-PAYLOAD = {"bpe": "bpe.json", "gpt2": "gpt2.tiktoken"}
+PAYLOAD = {"bpe": "bpe.json", "gpt2": "gpt2.tiktoken", "wordpiece": "vocab.txt"}
 """The file beside tokenizer.json that defines a tokenizer."""
 
 
-def build(name: str, *, texts: Callable[[], Iterable[str]] | None = None, vocab_size: int = 4096, ranks_file=None):
-    """The tokenizer ``name``; ``bpe`` learns ``vocab_size`` ids from ``texts()`` (the training split)."""
+def build(name: str, *, texts: Callable[[], Iterable[str]] | None = None, vocab_size: int = 4096, tokenizer_file=None):
+    """The tokenizer ``name``; ``bpe`` learns ``vocab_size`` ids from ``texts()`` (the training split);
+    ``gpt2`` its ranks from ``tokenizer_file`` (see ``gpt2``), ``wordpiece`` its vocab.txt."""
     if name == "text8":
         return text8()
     if name == "bytes":
@@ -241,7 +293,9 @@ def build(name: str, *, texts: Callable[[], Iterable[str]] | None = None, vocab_
             raise ValueError("a bpe tokenizer is trained from texts")
         return train_bpe(texts(), vocab_size)
     if name == "gpt2":
-        return gpt2(ranks_file)
+        return gpt2(tokenizer_file)
+    if name == "wordpiece":
+        return wordpiece(read_vocab_file(tokenizer_file))
     raise DataError(f"unknown tokenizer {name!r}; choose one of {', '.join(NAMES)}")
 
 
@@ -268,6 +322,8 @@ def load(directory: Path) -> TableTokenizer:
         tok = bpe_from_json(payload)
     elif name == "gpt2":
         tok = gpt2_from_ranks(payload)
+    elif name == "wordpiece":
+        tok = wordpiece(payload)
     else:
         tok = build(name)
     if tok.identity() != saved:

@@ -154,7 +154,13 @@ class Trainer:
         rank = self.runtime.rank if rank is None else rank
         index = self.state.step * tc.grad_accum + micro
         x0 = train_batch(
-            self.train_data, index, batch_size=tc.batch_size, seq_len=self.cfg.data.seq_len, seed=tc.seed, rank=rank
+            self.train_data,
+            index,
+            batch_size=tc.batch_size,
+            seq_len=self.cfg.data.seq_len,
+            seed=tc.seed,
+            rank=rank,
+            aligned=self.cfg.data.rows == "pad",
         ).to(dev, non_blocking=True)
         gen = torch.Generator(dev).manual_seed(key(tc.seed, rank, index))
         slot = Slot(rank * tc.grad_accum + micro, self.runtime.world_size * tc.grad_accum)
@@ -326,7 +332,7 @@ def load_data(cfg: Config, runtime: dist.Runtime) -> tuple[np.ndarray, np.ndarra
         torch.distributed.barrier()
     if not first:
         root = prepare_data(dataclasses.replace(d, force=False), progress=False)  # read what rank 0 wrote
-    train_data, val_data = load_split(root, "train"), load_split(root, "val")
+    train_data, val_data = (load_split(root, split, d.rows, d.seq_len) for split in ("train", "val"))
     n_val, _ = eval_chunks(val_data, d.seq_len)
     if len(train_data) <= d.seq_len or n_val < runtime.world_size:
         raise DataError(

@@ -295,7 +295,7 @@ def evaluate_checkpoint(
     """
     source = data_source or ckpt.cfg.data.source
     directory = prepared_dir(ckpt.cfg.data, source, data_dir) if data_source else trained_dir(ckpt, data_dir)
-    data = load_split(directory, split)
+    data = load_split(directory, split, ckpt.cfg.data.rows, ckpt.cfg.data.seq_len)
     if load_tokenizer(directory).identity() != ckpt.tokenizer.identity():
         raise DataError(f"{directory} was prepared with another tokenizer than {ckpt.path}'s ({ckpt.tokenizer.name})")
     chunks = canonical_chunks(data, ckpt.cfg.data.seq_len, max_chunks)
