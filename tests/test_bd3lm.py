@@ -3,6 +3,7 @@
 stratified per block index, gradients flow, and the clip search ranks a narrow clip below the full one."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -89,8 +90,8 @@ def test_block_nelbo_of_the_exact_denoiser_is_the_exact_nll_of_every_sequence(to
 @pytest.mark.parametrize("block_size", [1, 2, 4])
 def test_the_exactness_check_fails_without_the_weight(toy, block_size, monkeypatch):
     seqs, p, table = toy
-    dropped = lambda schedule, t: (schedule(t)[0], torch.ones_like(t))  # noqa: E731  weight 1 for 1/t
-    monkeypatch.setattr(bd3lm, "block_weight", dropped)
+    dropped = lambda schedule, T, t: (t, schedule(t)[0], torch.ones_like(t))  # noqa: E731  weight 1 for 1/t
+    monkeypatch.setattr(bd3lm, "masked_weight", dropped)
     mean, se = loss_of_each_sequence(bd3lm, exact_block_apply(table), seqs, cfg_of(block_size), n_batches=10, batch=100)
     assert within_its_errors(mean, se, -p.log()) == (False, False)
 
@@ -151,6 +152,10 @@ def test_block_size_L_is_mdlms_loss_draw_for_draw():
         md, _ = mdlm.loss(make_apply(model), params, x0, md_noise, cfg=md_cfg)
         torch.testing.assert_close(bd, md, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(bd_aux["bpt"], bd / math.log(2))
+    for T in (1, 10):  # the T-step bounds evaluation's elbo-vs-t reads, on one t per sequence
+        bd_bound, md_bound = replace(bd3lm.bound(bd_cfg), T=T), replace(mdlm.bound(md_cfg), T=T)
+        bd_values = bd_bound(apply, params, x0, md_noise["t"], bd_noise)
+        torch.testing.assert_close(bd_values, md_bound(make_apply(model), params, x0, md_noise["t"], md_noise))
 
 
 def test_grad_through_the_loss_equals_backward():

@@ -32,7 +32,8 @@ variance).  Training draws t [B, L/L'] stratified over the global batch for each
 (independently across block indices), and may clip it (BD3-LM §4.2): t ~ U[beta, omega], i.e. with the
 linear schedule the mask rate 1 - alpha_t ~ U[beta, omega].  A clipped loss is a lower-variance
 surrogate, not the bound; ``bound(cfg)`` stays the unclipped (2) over t in (0, 1], which evaluation
-integrates.  ``clip_variance`` measures the loss's variance over a grid of (beta, omega), the paper's
+integrates (on a T-step grid too, ``BlockBound.T``: each block's T-step bound, MDLM's weight on the
+grid, >= the continuous one).  ``clip_variance`` measures the loss's variance over a grid of (beta, omega), the paper's
 data-driven choice of the clip.
 """
 
@@ -49,6 +50,7 @@ from nanodd import draws
 import nanodd.checks as checks
 from nanodd.functional import Apply, Params
 from nanodd.methods.estimate import bound_loss, corrupt_some
+from nanodd.methods.mdlm import masked_weight
 from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Aux, Diffusion, Noise, Slot, TimeInput, identity_time
 from nanodd.schedules import Linear, Schedule
@@ -99,15 +101,10 @@ def attention_mask(L: int, block_size: int, device: torch.device | str = "cpu") 
     return torch.where(noisy[:, None], torch.where(noisy[None], same, before), ~noisy[None] & (same | before))
 
 
-def block_weight(schedule: Schedule, t: Tensor) -> tuple[Tensor, Tensor]:
-    """(alpha_t, w = -alpha'_t / (1 - alpha_t)) of (2), for t in (0, 1] float64 [B, L/L']."""
-    alpha_t, dalpha_t = schedule(t)
-    return alpha_t, -dalpha_t / (1 - alpha_t)
-
-
 @dataclass(frozen=True)
 class BlockBound:
-    """The block NELBO (2) as an integrand over t.
+    """The block NELBO (2) as an integrand over t; with ``T`` steps (evaluation's ``elbo-vs-t``), the sum
+    over blocks of each block's T-step bound, MDLM's weight read on the grid (``mdlm.masked_weight``).
 
     Called with t [B] (``nanodd.evaluate``) every block gets the same t: (2) is a sum over blocks of
     expectations, each over a uniform t, so by linearity a common t has the same expectation (only the
@@ -118,7 +115,7 @@ class BlockBound:
     schedule: Schedule = Linear()
     time_input: TimeInput = identity_time
     at_least_one_mask: bool = True
-    T: None = None
+    T: int | None = None
 
     def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
         """u [B, L] decides the masks; v [B, L/L'] draws how many each block has (``corrupt_some``)."""
@@ -140,9 +137,9 @@ class BlockBound:
         (B, L), Lb = x0.shape, self.block_size
         n_blocks = check_length(Lb, L)
         t = t[:, None].expand(B, n_blocks) if t.dim() == 1 else t  # [B, L/L']
-        alpha_t, w = block_weight(self.schedule, t)
+        t_k, alpha_t, w = masked_weight(self.schedule, self.T, t)  # t_k: t, or t read on the T-step grid
         zt, p_draw = self.corrupt(x0, alpha_t, noise)
-        t_in = torch.cat([self.time_input(t).repeat_interleave(Lb, 1), torch.zeros_like(x0, dtype=t.dtype)], 1)
+        t_in = torch.cat([self.time_input(t_k).repeat_interleave(Lb, 1), torch.zeros_like(x0, dtype=t.dtype)], 1)
         positions = torch.arange(L, device=x0.device).repeat(2)  # [2L]
         mask = attention_mask(L, Lb, x0.device)
         logits = apply(params, torch.cat([zt, x0], 1), t_in.float(), mask=mask, positions=positions)  # [B, 2L, K]
