@@ -33,8 +33,8 @@ variance).  Training draws t [B, L/L'] stratified over the global batch for each
 linear schedule the mask rate 1 - alpha_t ~ U[beta, omega].  A clipped loss is a lower-variance
 surrogate, not the bound; ``bound(cfg)`` stays the unclipped (2) over t in (0, 1], which evaluation
 integrates (on a T-step grid too, ``BlockBound.T``: each block's T-step bound, MDLM's weight on the
-grid, >= the continuous one).  ``clip_variance`` measures the loss's variance over a grid of (beta, omega), the paper's
-data-driven choice of the clip.
+grid, >= the continuous one).  ``clip_variance`` measures the loss's variance over a grid of
+(beta, omega), the paper's data-driven choice of the clip.
 """
 
 from __future__ import annotations
