@@ -17,7 +17,11 @@ Runs the ``d3pm-text8`` preset's model and method (its optimizer settings too; n
    initial weights, batches and noise (the Trainer keys them by (seed, rank, step)).  PASS when the
    max relative difference is within ``tolerance``.  Dropout is off throughout: compiled dropout
    draws from inductor's RNG, not eager's, so its masks would differ between the two runs.
-3. **DDP**: ``ddp-procs`` processes (NCCL on CUDA, gloo on CPU) run the same steps; aggregate tokens/s
+3. **FlexAttention**: ``DiTConfig(attention="flex")`` against "sdpa", same random weights, fp32 (compiled
+   when compile is on): the block-diffusion mask over x_t (+) x_0, a causal network without a mask, and a
+   block attending to a key/value cache.  PASS when every max |flex - sdpa| / max |sdpa| is within
+   ``FLEX_TOLERANCE``; skipped without CUDA (FlexAttention is CUDA-only in nanodd).
+4. **DDP**: ``ddp-procs`` processes (NCCL on CUDA, gloo on CPU) run the same steps; aggregate tokens/s
    and whether the parameters are bit-identical across ranks afterwards.
 
 Without a visible CUDA device (and without ``--device cpu``) it says so and exits 0.  Exit code 1
@@ -27,6 +31,7 @@ when a check fails (loss match, or ranks that differ); option mistakes are one `
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import resource
 import socket
@@ -47,7 +52,7 @@ from experiments.cli import run
 from experiments.presets import PRESETS
 from nanodd import checks
 from nanodd.config import Config, DataConfig
-from nanodd.model import DiTConfig
+from nanodd.model import DiT, DiTConfig, block_causal_mask, block_diffusion_mask
 from nanodd.shell import dist
 from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer
@@ -60,6 +65,8 @@ SPEC_PEAKS = (
     ("A100", "A100", 312e12),
 )
 """(substring of torch.cuda.get_device_name, name, dense bf16 FLOP/s from the data sheet), first match wins."""
+FLEX_TOLERANCE = 1e-3
+"""Largest allowed max |flex - sdpa| / max |sdpa| of the logits (fp32; the two kernels sum in different orders)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +195,38 @@ def ddp(args: Args, world: int) -> dict:
     return results.get()
 
 
+def flex_vs_sdpa(args: Args, device: torch.device) -> float:
+    """Largest relative logit difference of attention="flex" against "sdpa" over three masked calls."""
+    torch.manual_seed(args.seed)
+    L, block = args.seq_len, math.gcd(args.seq_len, 16)
+    cfg = DiTConfig(vocab_size=28, d_model=args.d_model, n_heads=args.n_heads, n_blocks=args.n_blocks, dropout=0.0)
+    sdpa = DiT(cfg).to(device).eval()
+    with torch.no_grad():
+        for w in sdpa.parameters():
+            w.normal_(0, 0.02)
+    x0, t = torch.randint(0, 28, (4, 2 * L), device=device), torch.rand(4, device=device)
+    calls = [  # (causal, z, kwargs)
+        (
+            False,
+            x0,
+            dict(mask=block_diffusion_mask(L, block, device), positions=torch.arange(L, device=device).repeat(2)),
+        ),
+        (True, x0, {}),
+    ]
+    _, past = sdpa(x0[:, :L], t, mask=block_causal_mask(L, block, device=device), return_kv=True)
+    calls.append((False, x0[:, L : L + block], dict(past=past)))
+    worst = 0.0
+    for causal, z, kw in calls:
+        nets = [DiT(dataclasses.replace(cfg, causal=causal, attention=a)).to(device).eval() for a in ("sdpa", "flex")]
+        for net in nets:
+            net.load_state_dict(sdpa.state_dict())
+        flex = torch.compile(nets[1]) if args.compile else nets[1]
+        with torch.no_grad():
+            ref, got = nets[0](z, t, **kw), flex(z, t, **kw)
+        worst = max(worst, ((got - ref).abs().max() / ref.abs().max()).item())
+    return worst
+
+
 def row(check: str, result: str) -> None:
     print(f"| {check} | {result} |", flush=True)
 
@@ -254,7 +293,21 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
         f"{'on' if args.compile else 'off'} vs fp32 eager; fp32 losses {ref_losses[0]:.4f} -> {ref_losses[-1]:.4f})",
     )
 
-    # 3. DDP
+    # 3. FlexAttention
+    flex_ok = True
+    if device.type == "cuda":
+        flex_diff = flex_vs_sdpa(args, device)
+        flex_ok = flex_diff <= FLEX_TOLERANCE
+        row(
+            "flex vs sdpa attention",
+            f"{'PASS' if flex_ok else 'FAIL'}: max relative logit difference {flex_diff:.2e} "
+            f"{'<=' if flex_ok else '>'} {FLEX_TOLERANCE:g} (block-diffusion mask, causal, cache; compile "
+            f"{'on' if args.compile else 'off'})",
+        )
+    else:
+        row("flex vs sdpa attention", "skipped (FlexAttention needs CUDA)")
+
+    # 4. DDP
     visible = torch.cuda.device_count() if device.type == "cuda" else None
     world = args.ddp_procs if args.ddp_procs is not None else (2 if visible and visible >= 2 else 0)
     identical = True
@@ -277,7 +330,7 @@ def main(args: Annotated[Args, tyro.conf.arg(name="")]) -> None:
             f"{result['tokens_per_s']:,.0f} tokens/s aggregate ({result['tokens_per_s'] / tokens_per_s:.2f}x one process)",
         )
         row("DDP parameters across ranks", "bit-identical" if identical else "FAIL: they differ")
-    if not (match and identical):
+    if not (match and identical and flex_ok):
         sys.exit(1)
 
 

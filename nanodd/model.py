@@ -16,13 +16,27 @@ Parameter names and semantics follow nanoDD's DiT (docs/nanodd.md) so its checkp
 ``vocab_embed``, ``c_embed.mlp.{0,2}``, ``rotary_emb.inv_freq``, ``blocks.i.{norm1, attn_qkv,
 attn_out, norm2, mlp.{0,2}, adaLN_modulation}``, ``norm_final``, ``adaLN_modulation``.
 The time input is whatever the method feeds (D3PM: the raw step index 1..T); ``t`` may be [B]
-(one time per sequence) or [B, L] (one per token).
+(one time per sequence) or [B, N] (one per token).
+
+Structured attention and a key/value cache, for methods that need them (block diffusion); the network
+knows no method, a method states the mask it needs and passes it with each call::
+
+    logits = dit(z, t)                                          # bidirectional (causal: DiTConfig.causal)
+    logits = dit(z, t, mask=mask, positions=pos)                # mask [N, M + N] bool, True = may attend
+    logits, kv = dit(z, t, mask=mask, positions=pos, past=past, return_kv=True)
+
+``past`` holds one (k, v) [B, H, M, head_dim] per block, keys already rotated at their positions; z's N
+queries attend to the columns [past M | own N].  ``positions`` [N] are the rotary positions of z's
+tokens (default M .. M + N - 1), so the two streams x_t (+) x_0 of block diffusion both sit at 0..L-1.
+``kv`` is this call's (k, v) [B, H, N, head_dim] per block; ``extend_cache`` appends it to ``past``.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +44,10 @@ from einops import rearrange
 from torch import Tensor, nn
 
 import nanodd.checks as checks
+from nanodd.functional import KVCache
+
+Attend = Callable[[Tensor, Tensor, Tensor], Tensor]
+"""attend(q [B, H, N, hd], k, v [B, H, M + N, hd]) -> [B, H, N, hd]: one forward's attention, mask bound."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +71,9 @@ class DiTConfig:
     """False: the network ignores t (it embeds t = 0), as cached samplers need."""
     causal: bool = False
     """True: position i attends to positions <= i only (the autoregressive judge); False: bidirectional."""
+    attention: Literal["sdpa", "flex"] = "sdpa"
+    """The attention kernel: "sdpa", torch's scaled_dot_product_attention (a boolean ``mask`` as its
+    attn_mask); "flex", FlexAttention with a mask_mod reading the mask (CUDA only; the same numbers)."""
     freq_dim: int = 256
     """Width of the sinusoidal time features."""
     max_period: float = 10000.0
@@ -77,6 +98,7 @@ class DiTConfig:
             self.freq_dim,
         )
         checks.positive("max_period", self.max_period)
+        checks.require("attention", self.attention in ("sdpa", "flex"), 'be "sdpa" or "flex"', self.attention)
 
 
 def layer_norm(x: Tensor, weight: Tensor) -> Tensor:
@@ -115,8 +137,8 @@ class TimestepEmbedder(nn.Module):
 class Rotary(nn.Module):
     """Rotary position embedding, rotate-half form: x * cos(p w) + rotate_half(x) * sin(p w).
 
-    ``forward(L)`` gives the cos and sin tables once per network call; every block applies them with
-    ``rotate``."""
+    ``forward(L)`` gives the cos and sin tables of positions 0..L-1, ``at(positions)`` those of any
+    positions, once per network call; every block applies them with ``rotate``."""
 
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
@@ -124,9 +146,11 @@ class Rotary(nn.Module):
         self.register_buffer("inv_freq", inv_freq)
 
     def forward(self, L: int) -> tuple[Tensor, Tensor]:
-        pos = torch.arange(L, device=self.inv_freq.device, dtype=self.inv_freq.dtype)
-        freqs = torch.outer(pos, self.inv_freq)
-        emb = torch.cat([freqs, freqs], dim=-1)  # [L, head_dim]
+        return self.at(torch.arange(L, device=self.inv_freq.device))
+
+    def at(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        freqs = torch.outer(positions.to(self.inv_freq.dtype), self.inv_freq)
+        emb = torch.cat([freqs, freqs], dim=-1)  # [N, head_dim]
         return emb.cos(), emb.sin()
 
 
@@ -140,21 +164,51 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.cat([-x2, x1], dim=-1)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool) -> Tensor:
-    """softmax(q k^T / sqrt(head_dim) + M) v for q, k, v [B, H, L, head_dim], M = -inf above the diagonal
-    when causal.  bf16 on CPU runs it as written, as two matmuls and a softmax: torch's CPU flash
-    kernel takes twice as long there at L = 256 (benchmarks/profile_step.py).  Everywhere else (CUDA,
-    fp32) torch's fused ``scaled_dot_product_attention``."""
+def attention(q: Tensor, k: Tensor, v: Tensor, causal: bool, mask: Tensor | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(head_dim) + A) v for q [B, H, N, head_dim] and k, v [B, H, M + N, head_dim],
+    A = -inf where a query may not attend, 0 elsewhere: where ``mask`` [N, M + N] is False, or without a
+    mask and ``causal`` (M = 0) above the diagonal.  A query with no allowed key gets 0, as torch's kernel.
+    bf16 on CPU runs it as written, as two matmuls and a softmax: torch's CPU flash kernel takes twice
+    as long there at L = 256 (benchmarks/profile_step.py).  Everywhere else (CUDA, fp32) torch's fused
+    ``scaled_dot_product_attention``."""
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
-        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(
         -1, -2
-    )  # [B, H, L, L]; scaling q costs head_dim / L of scaling these
+    )  # [B, H, N, M + N]; scaling q costs head_dim / L of scaling these
     if causal:
         L = q.shape[-2]
         future = torch.ones(L, L, dtype=torch.bool, device=q.device).triu(1)
         scores = scores.masked_fill(future, -math.inf)
-    return torch.softmax(scores, dim=-1) @ v
+    if mask is None:
+        return torch.softmax(scores, dim=-1) @ v
+    # a finite fill and the product with the mask: an all-False row is 0, not nan (nor its gradient)
+    return (torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=-1) * mask) @ v
+
+
+def flex_block_mask(mask: Tensor | None, n_q: int, n_kv: int, device: torch.device):
+    """The FlexAttention BlockMask whose mask_mod reads ``mask`` [n_q, n_kv] (None: attend to all)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if mask is None:
+        return None
+    return create_block_mask(lambda b, h, q_idx, kv_idx: mask[q_idx, kv_idx], None, None, n_q, n_kv, device=device)
+
+
+def flex_attend(mask: Tensor | None, n_q: int, n_kv: int, device: torch.device) -> Attend:
+    """``attention`` through torch.nn.attention.flex_attention, the BlockMask built once per forward."""
+    if device.type != "cuda":
+        raise checks.FieldError(
+            checks.Field("attention", "flex"),
+            f" needs CUDA (torch's FlexAttention) and this network runs on {device.type}: use attention='sdpa'",
+        )
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # torch >= 2.5
+    except ImportError:
+        raise checks.FieldError(
+            checks.Field("attention", "flex"), f" needs torch >= 2.5 (FlexAttention), this is {torch.__version__}"
+        ) from None
+    return partial(flex_attention, block_mask=flex_block_mask(mask, n_q, n_kv, device))
 
 
 class GELUTanh(nn.Module):
@@ -173,7 +227,7 @@ class DiTBlock(nn.Module):
     def __init__(self, cfg: DiTConfig):
         super().__init__()
         d = cfg.d_model
-        self.n_heads, self.dropout, self.causal = cfg.n_heads, cfg.dropout, cfg.causal
+        self.n_heads, self.dropout = cfg.n_heads, cfg.dropout
         self.norm1 = LayerNorm(d)
         self.attn_qkv = nn.Linear(d, 3 * d, bias=False)
         self.attn_out = nn.Linear(d, d, bias=False)
@@ -181,19 +235,26 @@ class DiTBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, 4 * d), GELUTanh(), nn.Linear(4 * d, d))
         self.adaLN_modulation = nn.Linear(cfg.cond_dim, 6 * d)
 
-    def forward(self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        # x: [B, L, d]; c: [B, 1, cond] or [B, L, cond]; cos, sin: [L, head_dim]
+    def forward(
+        self, x: Tensor, c: Tensor, cos: Tensor, sin: Tensor, attend: Attend, past: tuple[Tensor, Tensor] | None
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        # x: [B, N, d]; c: [B, 1, cond] or [B, N, cond]; cos, sin: [N, head_dim]; past: (k, v) [B, H, M, hd]
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, -1)
         qkv = self.attn_qkv(modulate(self.norm1(x), shift_msa, scale_msa))
         q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.n_heads)
-        attn = rearrange(attention(rotate(q, cos, sin), rotate(k, cos, sin), v, self.causal), "b h l d -> b l (h d)")
+        q, k = rotate(q, cos, sin), rotate(k, cos, sin)  # [B, H, N, hd]
+        kv = (k, v)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)  # [B, H, M + N, hd]
+        attn = rearrange(attend(q, k, v), "b h l d -> b l (h d)")
         x = x + gate_msa * F.dropout(self.attn_out(attn), self.dropout, self.training)
         h = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
-        return x + gate_mlp * F.dropout(h, self.dropout, self.training)
+        return x + gate_mlp * F.dropout(h, self.dropout, self.training), kv
 
 
 class DiT(nn.Module):
-    """The denoiser: ``forward(zt [B, L] long, t [B] or [B, L]) -> logits [B, L, K]`` (logits only)."""
+    """The denoiser: ``forward(z [B, N] long, t [B] or [B, N]) -> logits [B, N, K]`` (logits only); with
+    ``mask``, ``positions``, ``past`` and ``return_kv`` as in the module docstring."""
 
     def __init__(self, cfg: DiTConfig):
         super().__init__()
@@ -217,15 +278,94 @@ class DiT(nn.Module):
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, zt: Tensor, t: Tensor) -> Tensor:
+    def forward(
+        self,
+        zt: Tensor,
+        t: Tensor,
+        mask: Tensor | None = None,
+        positions: Tensor | None = None,
+        past: KVCache | None = None,
+        return_kv: bool = False,
+    ) -> Tensor | tuple[Tensor, KVCache]:
         if not self.cfg.time_conditioning:
             t = torch.zeros_like(t)
-        c = F.silu(self.c_embed(t))  # [B, cond] or [B, L, cond]
+        c = F.silu(self.c_embed(t))  # [B, cond] or [B, N, cond]
         c = c[:, None] if c.dim() == 2 else c
-        x = self.vocab_embed(zt)  # [B, L, d]
-        cos, sin = self.rotary_emb(zt.shape[1])
-        for block in self.blocks:
-            x = block(x, c, cos, sin)
+        x = self.vocab_embed(zt)  # [B, N, d]
+        N, M = zt.shape[1], 0 if past is None else past[0][0].shape[-2]
+        if positions is None:
+            positions = torch.arange(M, M + N, device=zt.device)
+        cos, sin = self.rotary_emb.at(positions)  # [N, head_dim]
+        attend = self.attend(mask, N, M, zt.device)
+        kv = []
+        for i, block in enumerate(self.blocks):
+            x, kv_i = block(x, c, cos, sin, attend, None if past is None else past[i])
+            kv.append(kv_i)
         shift, scale = self.adaLN_modulation(c).chunk(2, -1)
         x = modulate(self.norm_final(x), shift, scale)
-        return x @ self.vocab_embed.weight.to(x.dtype).T  # tied output, [B, L, K]
+        logits = x @ self.vocab_embed.weight.to(x.dtype).T  # tied output, [B, N, K]
+        return (logits, tuple(kv)) if return_kv else logits
+
+    def attend(self, mask: Tensor | None, N: int, M: int, device: torch.device) -> Attend:
+        """This forward's attention: ``mask`` [N, M + N] when given, else bidirectional, or causal
+        (DiTConfig.causal: query M + i sees keys 0..M + i) without a mask."""
+        if mask is not None and (mask.dtype != torch.bool or mask.shape != (N, M + N)):
+            raise ValueError(f"mask must be bool [N, M + N] = [{N}, {M + N}], got {mask.dtype} {list(mask.shape)}")
+        if mask is None and self.cfg.causal and (M > 0 or self.cfg.attention == "flex"):
+            mask = torch.ones(N, M + N, dtype=torch.bool, device=device).tril(M)
+        if self.cfg.attention == "flex":
+            return flex_attend(mask, N, M + N, device)
+        return partial(attention, causal=self.cfg.causal and mask is None, mask=mask)
+
+
+def extend_cache(past: KVCache | None, kv: KVCache, window: int | None = None) -> KVCache:
+    """The cache after a call: each block's past (k, v) followed by the call's along positions,
+    [B, H, M + N, hd], keeping only the last ``window`` positions when given (a sliding window; keys
+    keep the rotation of the positions they were computed at, and rotary scores see only distances)."""
+    if past is not None:
+        kv = tuple((torch.cat([pk, k], dim=-2), torch.cat([pv, v], dim=-2)) for (pk, pv), (k, v) in zip(past, kv))
+    if window is None:
+        return kv
+    return tuple((k[..., -window:, :], v[..., -window:, :]) for k, v in kv)
+
+
+def block_causal_mask(n: int, block_size: int, past: int = 0, device: torch.device | str | None = None) -> Tensor:
+    """Block-causal attention, bool [n, past + n]: the query at position past + i sees the keys of its
+    own block and of every block before it (blocks of ``block_size`` positions from 0; ``past`` a multiple
+    of it).  n = 6, block_size = 2, past = 0 (# = may attend)::
+
+        ##....
+        ##....
+        ####..
+        ####..
+        ######
+        ######
+    """
+    q_block = torch.arange(past, past + n, device=device) // block_size
+    k_block = torch.arange(past + n, device=device) // block_size
+    return k_block[None, :] <= q_block[:, None]
+
+
+def block_diffusion_mask(L: int, block_size: int, device: torch.device | str | None = None) -> Tensor:
+    """The mask of one pass over x_t (+) x_0 (BD3-LM, Arriola et al. 2025), bool [2L, 2L]: rows and
+    columns 0..L-1 are the noisy stream x_t, L..2L-1 the clean stream x_0, both at positions 0..L-1.  A
+    noisy token of block b sees the noisy tokens of block b (block-diagonal) and the clean tokens of
+    blocks < b; a clean token of block b sees the clean tokens of blocks <= b (block-causal) and never a
+    noisy one.  L = 4, block_size = 2 (# = may attend)::
+
+                 x_t   x_0
+                 0123  0123
+        x_t  0   ##..  ....
+             1   ##..  ....
+             2   ..##  ##..
+             3   ..##  ##..
+        x_0  0   ....  ##..
+             1   ....  ##..
+             2   ....  ####
+             3   ....  ####
+    """
+    block = torch.arange(L, device=device) // block_size
+    q, k = block[:, None], block[None, :]
+    noisy = torch.cat([q == k, k < q], dim=1)  # [L, 2L]
+    clean = torch.cat([torch.zeros(L, L, dtype=torch.bool, device=device), k <= q], dim=1)  # [L, 2L]
+    return torch.cat([noisy, clean], dim=0)

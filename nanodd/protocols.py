@@ -15,6 +15,11 @@ A discrete diffusion model is three independent choices, each a small package:
 - a **sampler** (``nanodd.samplers``): a pure step plus the one loop that draws its noise from an
   explicit ``torch.Generator`` and returns the samples with the number of network calls it really made.
 
+Methods and samplers call the network through the **denoiser** ``apply(params, zt, t) -> logits``
+(``nanodd.functional.Apply``), which knows no process and no method: a method that needs structured
+attention (block diffusion) states its mask and passes it with each call, ``apply(params, z, t,
+mask=mask, positions=pos, past=past, return_kv=True) -> (logits, kv)`` (``nanodd.model``).
+
 Text reaches them as ids through a **tokenizer** (``nanodd.data.tokenizers``, the data axis): the
 process's data symbols are the tokenizer's ids, and bits per byte compares models across tokenizers.
 
@@ -121,6 +126,9 @@ class Diffusion:
     """"x0": logits of p(x0 | z_t), read by ``process.log_p_x0``; "ratios": log s_y = log q_t(z_t^i = y,
     z_t^{-i}) / q_t(z_t) for every position i and symbol y (SEDD); "scaled-ratios": the same less SEDD's
     scale log(alpha_t / (1 - alpha_t)) - log N."""
+    block_size: int | None = None
+    """Block diffusion (BD3-LM): the network reads a noisy block of this many tokens against the clean
+    blocks before it (``nanodd.samplers.block`` caches their keys and values); None: the whole sequence."""
 
 
 class Integrand(Protocol):
