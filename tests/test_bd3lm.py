@@ -1,5 +1,5 @@
 """BD3-LM: the block NELBO is exact for the exact block denoiser (and fails without its weight), block size
-1 is the AR judge's exact NLL, block size L is MDLM draw for draw, the mask is the paper's, the times are
+1 is the AR judge's exact NLL, block size L is MDLM draw for draw (through the DiT's attention mask), the times are
 stratified per block index, gradients flow, and the clip search ranks a narrow clip below the full one."""
 
 import math
@@ -117,29 +117,9 @@ def tiny_dit():
     return model
 
 
-def noisy_half(model):
-    """The DiT on the noisy half alone, for block size L, where the mask hides the clean half from it.
-    (The network's own mask and positions come with the attention seam; until then this stands in.)"""
-    dit = make_apply(model)
-
-    def apply(params, z, t, *, mask, positions):
-        n = z.shape[1] // 2
-        assert not mask[:n, n:].any() and torch.equal(positions[:n], torch.arange(n))
-        logits = dit(params, z[:, :n], t[:, :n])
-        return torch.cat([logits, torch.zeros_like(logits)], 1)
-
-    return apply
-
-
-def ignoring_the_mask(model):
-    """The DiT over all 2L tokens, bidirectional (for what needs gradients only, not the mask)."""
-    dit = make_apply(model)
-    return lambda params, z, t, *, mask, positions: dit(params, z, t)
-
-
 def test_block_size_L_is_mdlms_loss_draw_for_draw():
     model, schedule = tiny_dit(), LogLinear()
-    apply, params = noisy_half(model), params_of(model)
+    apply, params = make_apply(model), params_of(model)
     x0 = torch.randint(0, 7, (6, 16), generator=torch.Generator().manual_seed(0))
     bd_cfg = bd3lm.BD3LMConfig(block_size=16, schedule=schedule, process=Absorbing(7))
     md_cfg = mdlm.MDLMConfig(schedule=schedule, process=Absorbing(7))
@@ -149,18 +129,18 @@ def test_block_size_L_is_mdlms_loss_draw_for_draw():
         assert bd_noise.keys() == md_noise.keys()  # t [B, 1], u [B, L], v [B, 1] against t [B], u, v [B]
         assert all(torch.equal(bd_noise[k].reshape(md_noise[k].shape), md_noise[k]) for k in md_noise)
         bd, bd_aux = bd3lm.loss(apply, params, x0, bd_noise, cfg=bd_cfg)
-        md, _ = mdlm.loss(make_apply(model), params, x0, md_noise, cfg=md_cfg)
+        md, _ = mdlm.loss(apply, params, x0, md_noise, cfg=md_cfg)
         torch.testing.assert_close(bd, md, rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(bd_aux["bpt"], bd / math.log(2))
     for T in (1, 10):  # the T-step bounds evaluation's elbo-vs-t reads, on one t per sequence
         bd_bound, md_bound = replace(bd3lm.bound(bd_cfg), T=T), replace(mdlm.bound(md_cfg), T=T)
         bd_values = bd_bound(apply, params, x0, md_noise["t"], bd_noise)
-        torch.testing.assert_close(bd_values, md_bound(make_apply(model), params, x0, md_noise["t"], md_noise))
+        torch.testing.assert_close(bd_values, md_bound(apply, params, x0, md_noise["t"], md_noise))
 
 
 def test_grad_through_the_loss_equals_backward():
     model, cfg = tiny_dit(), bd3lm.BD3LMConfig(block_size=4, process=Absorbing(7))
-    apply, params = ignoring_the_mask(model), params_of(model)
+    apply, params = make_apply(model), params_of(model)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randint(0, 7, (4, 16), generator=g)
     noise = bd3lm.noise(g, x0, cfg)
@@ -171,19 +151,6 @@ def test_grad_through_the_loss_equals_backward():
     for name, w in params.items():
         torch.testing.assert_close(grads[name], w.grad, rtol=1e-5, atol=1e-7)
     assert all(grads[name].abs().sum() > 0 for name in grads if "blocks.1" in name)
-
-
-def test_the_attention_mask_is_the_papers():
-    n, block = 6, 2
-    mask = bd3lm.attention_mask(n, block)
-    for q in range(2 * n):
-        for k in range(2 * n):
-            bq, bk = q % n // block, k % n // block
-            if q < n:  # noisy query: its own noisy block, earlier clean blocks
-                want = bq == bk if k < n else bk < bq
-            else:  # clean query: clean blocks up to its own, never a noisy token
-                want = k >= n and bk <= bq
-            assert bool(mask[q, k]) == want, (q, k)
 
 
 def test_each_block_index_is_stratified_over_the_global_batch():

@@ -20,8 +20,8 @@ with probability 1 - alpha_t, and (2)'s integrand, drawn given that mask (below)
 -alpha'_t * -log p(x0^i | x0^{<i}) -- with the linear schedule exactly the AR log-loss, whatever t.
 
 One network pass scores every block: the network reads x_t (+) x0, length 2L, with rotary positions
-(0..L-1, 0..L-1) and the block-diffusion attention mask (``attention_mask``): noisy block b attends
-to noisy block b and clean blocks < b; clean block b attends to clean blocks <= b.  The outputs at the
+(0..L-1, 0..L-1) and the block-diffusion attention mask (``nanodd.model.block_diffusion_mask``): noisy
+block b attends to noisy block b and clean blocks < b; clean block b attends to clean blocks <= b.  The outputs at the
 noisy half are p(x0^b | z^b, x0^{<b}); the clean half is computed (it is the prefix of later blocks)
 but not scored.  The network is fed t_b on noisy block b and 0 on the clean half (a time-agnostic
 network, ``model.time_conditioning=False``, ignores both).
@@ -51,6 +51,7 @@ import nanodd.checks as checks
 from nanodd.functional import Apply, Params
 from nanodd.methods.estimate import bound_loss, corrupt_some
 from nanodd.methods.mdlm import masked_weight
+from nanodd.model import block_diffusion_mask
 from nanodd.processes.absorbing import Absorbing
 from nanodd.protocols import Aux, Diffusion, Noise, Slot, TimeInput, identity_time
 from nanodd.schedules import Linear, Schedule
@@ -89,16 +90,6 @@ def check_length(block_size: int, L: int) -> int:
     """The number of blocks L / L'; refuses a block size that does not divide L."""
     checks.require("block_size", L % block_size == 0, f"divide the sequence length L = {L}", block_size)
     return L // block_size
-
-
-def attention_mask(L: int, block_size: int, device: torch.device | str = "cpu") -> Tensor:
-    """The block-diffusion mask over x_t (+) x0, BoolTensor [2L, 2L] (True: may attend): rows and columns
-    0..L-1 are the noisy tokens, L..2L-1 the clean ones.  Noisy block b sees noisy block b and clean
-    blocks < b; clean block b sees clean blocks <= b; no clean token sees a noisy one."""
-    i = torch.arange(2 * L, device=device)
-    noisy, blk = i < L, i % L // block_size
-    same, before = blk[:, None] == blk[None], blk[:, None] > blk[None]
-    return torch.where(noisy[:, None], torch.where(noisy[None], same, before), ~noisy[None] & (same | before))
 
 
 @dataclass(frozen=True)
@@ -141,7 +132,7 @@ class BlockBound:
         zt, p_draw = self.corrupt(x0, alpha_t, noise)
         t_in = torch.cat([self.time_input(t_k).repeat_interleave(Lb, 1), torch.zeros_like(x0, dtype=t.dtype)], 1)
         positions = torch.arange(L, device=x0.device).repeat(2)  # [2L]
-        mask = attention_mask(L, Lb, x0.device)
+        mask = block_diffusion_mask(L, Lb, x0.device)  # [2L, 2L]
         logits = apply(params, torch.cat([zt, x0], 1), t_in.float(), mask=mask, positions=positions)  # [B, 2L, K]
         nll = -self.process.log_p_of_x0(logits[:, :L], zt, x0)  # [B, L], masked CE: clean tokens add 0
         return ((w * p_draw).to(nll.dtype) * nll.reshape(B, n_blocks, Lb).sum(-1)).sum(-1)
