@@ -72,6 +72,7 @@ def check_training(cfg: Config) -> None:
     validate(cfg)
     check_data(cfg.data)
     check_directory("--train.out-dir", cfg.train.out_dir, must_exist=False)
+    check_checkpoint("--train.init-from", cfg.train.init_from)  # what it holds is checked when training loads it
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ import tyro
 
 from nanodd.config import Config, DataConfig, TrainConfig
 from nanodd.methods.ar import ARConfig
+from nanodd.methods.bd3lm import BD3LMConfig
 from nanodd.methods.d3pm import D3PMConfig
 from nanodd.methods.mdlm import MDLMConfig
 from nanodd.methods.sedd import SEDDConfig
@@ -92,6 +93,7 @@ UDLM_TEXT8 = Config(
     train=dataclasses.replace(TRAIN_1M, warmup_iters=2_500, out_dir="runs/udlm-text8"),
 )
 AR_TEXT8 = variant(D3PM_TEXT8, "runs/ar-text8", method=ARConfig())
+BD3LM_TEXT8 = variant(MDLM_TEXT8, "runs/bd3lm-text8", method=BD3LMConfig(block_size=16))
 DEMO = Config(
     model=DiTConfig(d_model=128, n_heads=4, n_blocks=4, cond_dim=64, dropout=0.0),
     method=D3PMConfig(T=1000, hybrid_coeff=0.05),
@@ -135,6 +137,14 @@ DEMOS = {
     ),
     "udlm-demo": demo_of(
         "udlm-demo", UDLMConfig(schedule=LogLinear(eps=1e-3)), "UDLM's continuous-time uniform-state NELBO (log-linear)"
+    ),
+    "bd3lm-demo": Preset(
+        "demo's model, data and budget (1,200 steps of 32 x 128 characters) trained with BD3-LM's block NELBO: "
+        "blocks of 16 characters, autoregressive over blocks, masked diffusion inside them (linear schedule, "
+        "unclipped).  Each step runs the network over 2L = 256 positions (the noisy and the clean copy), so it "
+        "takes about twice mdlm-demo's time; its default sampler is block (the KV cache), and "
+        "--sample.block.length 512 writes past the training length.",
+        variant(DEMO, "runs/bd3lm-demo", method=BD3LMConfig(block_size=16)),
     ),
 }
 """The presets ``demo`` trains (the first by default): each learns on 2 CPU cores in a few minutes."""
@@ -185,6 +195,25 @@ PRESETS = {
         "warmup steps, no weight decay, beta2 = 0.999, eps = 1e-3.  Published text8 results for UDLM are "
         "around 1.44 bits/char (quoted by later papers; not confirmed here).",
         UDLM_TEXT8,
+    ),
+    "bd3lm-text8": Preset(
+        "Block diffusion (BD3-LM, Arriola et al. 2025) on text8: autoregressive over blocks of 16 characters, "
+        "masked diffusion inside them (--method.block-size 4 | 8 | 16, the paper's sizes; it must divide 256).  "
+        "No text8 result is published for it; the paper reports LM1B and OWT.  The network and optimiser are "
+        "mdlm-text8's (DiT 768 wide, 12 heads, 12 blocks, dropout 0.05; batch 512 as 256 x 2, AdamW 3e-4, "
+        "weight decay 0.03, clipping at 1, EMA 0.9999, 1M steps), so that an mdlm-text8 run can be fine-tuned "
+        "as the paper does: --train.init-from runs/mdlm-text8 (its EMA weights, a fresh optimizer, step 0; "
+        "set --train.max-iters to the fine-tuning budget).  From the paper's code (kuleshov-group/bd3lms, "
+        "checked: README and configs): BD3-LMs are fine-tuned from an MDLM trained 850K steps (OWT, 1M steps in "
+        "all; the LM1B script likewise starts from an 850K MDLM checkpoint), batch 512, AdamW 3e-4 after "
+        "warmup, no weight decay, beta2 0.999, clipping at 1, EMA 0.9999, a time-agnostic network "
+        "(--model.no-time-conditioning) without dropout, the linear schedule, and the clip of the mask rate "
+        "U[beta, omega] searched on validation for least variance over widths omega - beta in 0.5..0.9 in "
+        "steps of 0.05 (here: python -m experiments.clip RUN, then --method.beta / --method.omega).  Ours: "
+        "the unclipped default (beta 0, omega 1) until the search is run, mdlm-text8's time-conditioned "
+        "network, weight decay and dropout (so its checkpoints fit), 256 characters.  Each step runs the "
+        "network over 2L = 512 positions, about twice mdlm-text8's cost.",
+        BD3LM_TEXT8,
     ),
     "ar-text8": Preset(
         "The autoregressive judge on text8: d3pm-text8's DiT and recipe with a causal mask, trained on "
@@ -263,6 +292,17 @@ CORPUS_PRESETS = {
         "warmup steps, EMA 0.9999, clipping at 1), trained with score entropy and log-linear noise scaled by "
         "sigma, as its code pairs with the absorbing graph.  Ours where not checked: dropout 0.1, 1M steps.",
         variant(MDLM_OWT, "runs/sedd-owt", method=SEDDConfig(process=Absorbing(), schedule=LogLinear(eps=1e-3))),
+    ),
+    "bd3lm-owt": Preset(
+        "BD3-LM on OpenWebText with GPT-2's tokenizer (Arriola et al. 2025; OWT bounds and gen-PPL in its "
+        "tables, not re-checked here): mdlm-owt's data and model (1,024 tokens, DiT 12 x 768, dropout 0.1) "
+        "and optimiser (batch 512, AdamW 3e-4, 2,500 warmup steps then constant, EMA 0.9999, clipping at 1), "
+        "blocks of 16 tokens (--method.block-size 4 | 8 | 16).  The paper fine-tunes from an MDLM trained "
+        "850K steps (--train.init-from runs/mdlm-owt, then --train.max-iters 150000 for its 1M in all) and "
+        "clips the mask rate to the (beta, omega) of least variance (python -m experiments.clip RUN).  Ours: "
+        "unclipped until the search is run; mdlm-owt's time-conditioned network with dropout, so its "
+        "checkpoints fit.",
+        variant(MDLM_OWT, "runs/bd3lm-owt", method=BD3LMConfig(block_size=16)),
     ),
     "ar-owt": Preset(
         "The autoregressive judge on OpenWebText (gen-PPL's judge is GPT-2 in the papers; this one is trained "

@@ -45,9 +45,11 @@ def one_sequence(integrand: Integrand, apply: Apply, process: Process | None):
     def f(params: Params, x0: Tensor, t: Tensor, noise: Noise) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         seen = {}
 
-        def recording(p: Params, zt: Tensor, t_in: Tensor) -> Tensor:
-            seen["zt"], seen["logits"] = zt, apply(p, zt, t_in)
-            return seen["logits"]
+        def recording(p: Params, zt: Tensor, t_in: Tensor, **kw) -> Tensor:  # kw: a method's mask, positions
+            logits = apply(p, zt, t_in, **kw)
+            L = x0.shape[-1]  # the noisy positions come first (BD3-LM reads z_t then the clean x0: 2L)
+            seen["zt"], seen["logits"] = zt[..., :L], logits[..., :L, :]
+            return logits
 
         value = (
             integrand(recording, params, x0[None], t[None], {k: v[None] for k, v in noise.items()})[0] / x0.shape[-1]

@@ -127,6 +127,15 @@ class TrainConfig:
     """Continue from the latest good checkpoint in out_dir (without it, an out_dir holding checkpoints is refused)."""
     keep_checkpoints: int = 3
     """How many recent checkpoints to keep (the best by validation is kept as well)."""
+    init_from: str | None = None
+    """Start from another run's weights (a run directory, a step directory or a nanoDD ckpt.pt): its EMA
+    weights become this run's parameters and EMA; the optimizer is fresh and the step 0 (e.g. an MDLM run
+    fine-tuned as method:bd3lm).  Its network must have this run's shape (vocabulary, width, blocks,
+    heads) and its tokenizer this data's.  With --train.resume and checkpoints in out_dir, the resume
+    wins and this is ignored (a note says so)."""
+    init_from_ema: bool = True
+    """init_from takes the EMA weights (--train.no-init-from-ema: the raw trained weights; a run trained
+    without EMA, ema_decay 0, gives its raw weights either way)."""
 
     def __post_init__(self):
         for name in (
@@ -147,6 +156,7 @@ class TrainConfig:
         for name in ("beta1", "beta2", "ema_decay"):
             checks.between(name, getattr(self, name), 0, 1, open_high=True)
         checks.named("out_dir", self.out_dir)
+        checks.named("init_from", self.init_from)
 
 
 @dataclass(frozen=True)

@@ -60,12 +60,15 @@ LEGAL = {
     "--train.out-dir": "missing dir",
     "--data.data-dir": "missing dir",
     "--method.hybrid-coeff": "0 1e12",
+    "--method.beta": "0",  # bd3lm's clip: t ~ U[beta, omega], beta in [0, omega)
+    "--train.init-from": "dir",  # a checkpoint that exists: what it holds is checked when training loads it
     "--method.schedule.w": "1e12",
     "--method.schedule.sigma-max": "1e12",
     "--sample.seed": "0",
     "--sample.top-k": "0",
     "--sample.temperature": "1e12",
     "--sample.remdm.eta": "0",
+    "--sample.block.stop-id": "0",  # an id: text8's space, any tokenizer's first id
     "--sample.prefix": "empty missing dir",  # any text: what the tokenizer encodes is checked once it loads
     "--sample.infill": "empty missing dir",
     "--sample.out": "missing",
@@ -519,6 +522,7 @@ THROUGH_COMMANDS = ("experiments.text8", "experiments.corpus")
 BASE_ARGS = {
     "experiments.sweep": ["demo", "--sweep.field", "train.lr", "--sweep.values", "1e-3"],
     "experiments.timesteps": ["CKPT"],
+    "experiments.clip": ["CKPT"],
     "benchmarks.sampling": ["CKPT", "--judge", "CKPT"],
 }
 """What a main needs on its command line before an option is walked (CKPT: any existing path)."""

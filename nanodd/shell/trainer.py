@@ -53,6 +53,7 @@ from nanodd.protocols import Aux, Noise, Slot
 from nanodd.shell import dist
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 from nanodd.shell.lock import RunLocked, run_lock
+from nanodd.shell.workflows import load_checkpoint
 from nanodd.shell.log import Log, duration, warn
 
 
@@ -392,7 +393,15 @@ def train_locked(cfg: Config, runtime: dist.Runtime, loss: Loss | None, noise: N
     ckpts = Checkpoints(
         Path(cfg.train.out_dir) / "checkpoints", keep=cfg.train.keep_checkpoints, is_main=runtime.is_main
     )
-    resume(trainer, ckpts, log)
+    if resume(trainer, ckpts, log):
+        if cfg.train.init_from is not None:
+            log.say(
+                checks.Message(
+                    "note: ", checks.Field("train.init_from"), f" {cfg.train.init_from} ignored: the run resumed"
+                )
+            )
+    elif cfg.train.init_from is not None:
+        init_from(trainer, cfg.train.init_from, log)
     if runtime.is_main:  # the run carries its tokenizer: sampling needs no path back to the corpus
         tokenizers.save(trainer.tokenizer, Path(cfg.train.out_dir) / "tokenizer")
     with stop_on_signals(trainer):
@@ -408,10 +417,11 @@ def train_locked(cfg: Config, runtime: dist.Runtime, loss: Loss | None, noise: N
     return last | {"stopped": trainer.stop_requested}
 
 
-def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
-    """Load the latest good checkpoint when ``train.resume`` is set; refuse to overwrite one without it."""
+def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> bool:
+    """Load the latest good checkpoint when ``train.resume`` is set; refuse to overwrite one without it.
+    Whether it resumed."""
     if not ckpts.steps():
-        return
+        return False
     if not trainer.cfg.train.resume:
         raise checks.FieldError(
             f"{ckpts.directory} already holds checkpoints (steps {ckpts.steps()}); pass ",
@@ -440,6 +450,52 @@ def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> None:
         )
     trainer.state.load({k: {n: v.to(trainer.runtime.device) for n, v in d.items()} for k, d in arrays.items()}, meta)
     log.say(f"resumed from step {meta['step']} ({ckpts.directory / str(meta['step'])})")
+    return True
+
+
+SHAPE = ("vocab_size", "d_model", "n_blocks", "n_heads", "cond_dim", "freq_dim")
+"""The DiT fields that decide its parameters' shapes: what ``init_from`` requires to agree."""
+
+
+def init_from(trainer: Trainer, path: str, log: Log) -> None:
+    """Start ``trainer``'s fresh run (step 0, a fresh optimizer) from the weights of the run or checkpoint at
+    ``path`` (``workflows.load_checkpoint``): its EMA weights unless ``train.init_from_ema`` is off or it kept
+    no EMA, as this run's parameters and EMA.  Refuses another network shape or another tokenizer."""
+    use_ema = trainer.cfg.train.init_from_ema
+    loaded = load_checkpoint(path, ema=use_ema, device=trainer.runtime.device)
+    if use_ema and loaded.cfg.train.ema_decay == 0:  # its saved EMA is its initial weights, never updated
+        use_ema, loaded = False, load_checkpoint(path, ema=False, device=trainer.runtime.device)
+    flag = checks.Field("train.init_from")
+    theirs, ours = loaded.model.cfg, trainer.state.model.cfg
+    if any(getattr(theirs, f) != getattr(ours, f) for f in SHAPE):
+        shape = lambda c: ", ".join(f"{f} {getattr(c, f)}" for f in SHAPE)  # noqa: E731
+        raise CheckpointError(
+            checks.Message(flag, f" {path}: its network ({shape(theirs)}) differs from this run's ({shape(ours)})")
+        )
+    if (recorded := loaded.tokenizer.identity()) != (now := trainer.tokenizer.identity()):
+        raise CheckpointError(
+            checks.Message(
+                flag,
+                f" {path}: trained on ids of the {recorded['name']} tokenizer {recorded['sha256'][:12]}, but this "
+                f"run's data reads {now['name']} {now['sha256'][:12]} (another corpus or tokenizer setting)",
+            )
+        )
+    st = trainer.state
+    try:
+        st.model.load_state_dict(loaded.model.state_dict())
+    except RuntimeError as e:
+        raise CheckpointError(
+            checks.Message(
+                flag, f" {path}: its weights do not fit this run's network: {' '.join(str(e).split())[:300]}"
+            )
+        ) from e
+    with torch.no_grad():
+        for k, p in params_of(st.model).items():
+            st.ema[k].copy_(p)
+    log.say(
+        f"initialised from {loaded.path} ({'EMA' if use_ema else 'raw'} weights, "
+        f"method {type(loaded.cfg.method).__name__.removesuffix('Config').lower()}); fresh optimizer, step 0"
+    )
 
 
 class stop_on_signals:
