@@ -175,3 +175,24 @@ def test_a_sweep_over_block_sizes_trains_and_scores_each(runs, monkeypatch, caps
     assert code == 0, err
     table = (tmp_path / "s" / "results.csv").read_text().splitlines()
     assert len(table) == 3 and "method.block_size=4" in table[1] + table[2], table
+
+
+def test_the_bd3lm_presets_have_their_mdlm_runs_network_so_init_from_fits():
+    import dataclasses
+
+    from experiments.presets import CORPUS_PRESETS, DEMO, DEMOS, PRESETS
+    from nanodd.config import network_config, validate
+
+    for bd3lm, mdlm in [
+        (PRESETS["bd3lm-text8"].cfg, PRESETS["mdlm-text8"].cfg),
+        (CORPUS_PRESETS["bd3lm-owt"].cfg, CORPUS_PRESETS["mdlm-owt"].cfg),
+    ]:
+        validate(bd3lm)
+        assert bd3lm.method.block_size == 16 and network_config(bd3lm) == network_config(mdlm)
+        assert (bd3lm.data, dataclasses.replace(bd3lm.train, out_dir="x")) == (
+            mdlm.data,
+            dataclasses.replace(mdlm.train, out_dir="x"),
+        )
+    demo = DEMOS["bd3lm-demo"].cfg
+    assert (demo.model, demo.data, demo.train.max_iters, demo.train.batch_size) == (DEMO.model, DEMO.data, 1200, 32)
+    assert demo.train.out_dir == "runs/bd3lm-demo" and "--method.block-size 4" in PRESETS["bd3lm-text8"].about
