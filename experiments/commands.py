@@ -356,7 +356,9 @@ def generate(checkpoint: str, opt: CommonSampleOptions) -> None:
     if judge is not None:
         check_judge(judge, ckpt.tokenizer)  # before the sampling it would score
     sampler = opt.sampler or default_sampler(ckpt.diffusion)
-    condition = condition_of(ckpt.tokenizer, ckpt.cfg.data.seq_len, opt.prefix, opt.infill)
+    options = getattr(opt, options_field(sampler), None)
+    length = getattr(options, "length", None) or ckpt.cfg.data.seq_len  # the block sampler may write more
+    condition = condition_of(ckpt.tokenizer, length, opt.prefix, opt.infill)
     view = unmasking.LiveView(opt.live, ckpt.tokenizer)
     frames = unmasking.Frames(ckpt.tokenizer) if opt.gif else None
     out = sample_text(
@@ -370,7 +372,7 @@ def generate(checkpoint: str, opt: CommonSampleOptions) -> None:
         top_k=opt.top_k,
         on_step=view if frames is None else unmasking.tee(view, frames),
         condition=condition,
-        options=getattr(opt, options_field(sampler), None),
+        options=options,
         dtype=opt.dtype,
     )
     view.close()

@@ -203,6 +203,14 @@ def validate(cfg: Config) -> None:
     (``model.vocab_size``), for settings that disagree across sections (the network against the
     method).  Every section checks its own fields when it is built (``__post_init__``)."""
     network_config(cfg)
+    block = getattr(cfg.method, "block_size", None)  # block diffusion: its blocks tile the sequence
+    if block is not None and cfg.data.seq_len % block:
+        raise checks.FieldError(
+            checks.Field("method.block_size"),
+            f" {block} must divide ",
+            checks.Field("data.seq_len"),
+            f" {cfg.data.seq_len}",
+        )
 
 
 def to_dict(cfg) -> dict:

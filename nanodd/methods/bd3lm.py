@@ -139,8 +139,9 @@ class BlockBound:
 
 
 def diffusion(cfg: BD3LMConfig) -> Diffusion:
-    """The network is fed t in [0, 1] on the noisy half (0 on the clean half)."""
-    return Diffusion(cfg.process, cfg.schedule, None, identity_time)
+    """The network is fed t in [0, 1] on the noisy half (0 on the clean half); it reads blocks of
+    ``block_size`` against the clean ones before them (``nanodd.samplers.block`` samples it)."""
+    return Diffusion(cfg.process, cfg.schedule, None, identity_time, block_size=cfg.block_size)
 
 
 def bound(cfg: BD3LMConfig) -> BlockBound:

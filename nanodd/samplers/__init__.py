@@ -9,7 +9,9 @@ the one sampler with a loop of its own, with the same signature.)  Every sampler
 the model's ``Diffusion`` (process, schedule, time grid), so it serves every method whose process it
 supports: ``ancestral`` needs an x0 network (D3PM, MDLM, UDLM); ``first_hitting``, ``confidence`` and
 ``remdm`` a masked-diffusion x0 network (D3PM, MDLM); ``analytic`` and ``euler`` jump with the model's
-ratios, read from a ratio network (SEDD) or implied by an x0 network, so they serve every checkpoint.
+ratios, read from a ratio network (SEDD) or implied by an x0 network, so they serve every checkpoint;
+``block`` writes block by block with one of the masked samplers inside (BD3-LM with its key/value cache,
+or semi-autoregressive decoding of D3PM and MDLM).
 
 Adding one is its file plus one ``register`` line below; research code can ``register`` a sampler of
 its own at run time, and the CLI (the sampler's name and each sampler's options) is built from
@@ -19,7 +21,7 @@ its own at run time, and the CLI (the sampler's name and each sampler's options)
 from __future__ import annotations
 
 from nanodd.protocols import Diffusion, Sampler, mismatches
-from nanodd.samplers import analytic, ancestral, confidence, euler, first_hitting, remdm
+from nanodd.samplers import analytic, ancestral, block, confidence, euler, first_hitting, remdm
 
 SAMPLERS: dict[str, Sampler] = {}
 """name -> sampler, in registration order (the name is what the CLI's sampler option takes)."""
@@ -36,7 +38,10 @@ def register(name: str, sampler: Sampler) -> None:
 
 
 def default_sampler(diffusion: Diffusion) -> str:
-    """ancestral for an x0 network, analytic for a ratio network (which ancestral cannot serve)."""
+    """block for a block-diffusion network, ancestral for an x0 network, analytic for a ratio network
+    (which ancestral cannot serve)."""
+    if diffusion.block_size is not None:
+        return "block"
     return "ancestral" if diffusion.output == "x0" else "analytic"
 
 
@@ -46,3 +51,4 @@ register("confidence", confidence)
 register("remdm", remdm)
 register("analytic", analytic)
 register("euler", euler)
+register("block", block)

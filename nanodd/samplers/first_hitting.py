@@ -58,6 +58,7 @@ def sample(
     options: None = None,
 ) -> Samples:
     """Reveal one token per network call at exactly drawn times: the samples [B, L] and the NFE (<= L)."""
+    loop.require_whole_sequence(diffusion)
     loop.require_masked_x0_network(diffusion, "first-hitting")
     if steps is not None:
         raise ValueError("the first-hitting sampler takes no step count: it makes one network call per masked token")

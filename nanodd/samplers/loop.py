@@ -108,6 +108,16 @@ def require_masked_x0_network(diffusion: Diffusion, sampler: str) -> None:
         )
 
 
+def require_whole_sequence(diffusion: Diffusion) -> None:
+    """Refuse a block-diffusion network: it reads blocks against a clean prefix, which ``nanodd.samplers.block``
+    gives it (and runs this sampler inside each block)."""
+    if diffusion.block_size is not None:
+        raise ValueError(
+            f"this model diffuses blocks of {diffusion.block_size} tokens (BD3-LM): sample it with the block "
+            "sampler, which runs this one inside each block (--sample.block.inner)"
+        )
+
+
 def conditioned(condition: Tensor | None, z: Tensor) -> Tensor:
     """z with the fixed tokens of ``condition`` (-1: free) put back."""
     return z if condition is None else torch.where(condition >= 0, condition, z)
@@ -173,6 +183,7 @@ def sampler(
     ) -> Samples:
         """Walk the grid from z_1 ~ prior: the samples [B, L] and the NFE.  ``on_step(s, z_s)`` sees every
         intermediate state (live views, trajectories); ``options``: the sampler's ``Options`` (None: defaults)."""
+        require_whole_sequence(diffusion)
         if check is not None:
             check(diffusion)
         steps = steps if steps is not None else default_steps(diffusion, seq_len)

@@ -194,7 +194,9 @@ def generate(
     transform = draws.compose(draws.temperature(temperature), draws.top_p(top_p), draws.top_k(top_k))
     # The checkpoint's params are the model's own tensors, so the sampler's apply can call the module
     # directly: the same function of (params, z_t, t), without functional_call's per-call swap.
-    direct = lambda params, zt, t: ckpt.model(zt, t)  # noqa: E731
+    direct = lambda params, zt, t, **kw: ckpt.model(zt, t, **kw)  # noqa: E731  (kw: mask, cache)
+    if getattr(options, "stop_id", -1) is None and ckpt.tokenizer.eod_id is not None:
+        options = dataclasses.replace(options, stop_id=ckpt.tokenizer.eod_id)  # stop at the end of document
     start = time.perf_counter()
     with torch.inference_mode(), dist.autocast(ckpt.device, dist.autocast_dtype(dtype, ckpt.device)):
         x, nfe = SAMPLERS[sampler].sample(
