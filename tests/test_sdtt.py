@@ -323,3 +323,33 @@ def test_the_exact_denoiser_is_almost_a_fixed_point(toy):
 def test_the_distillation_core_is_pure():
     """tests/test_purity.py walks the core's directories; nanodd/distill is held to the same rule here."""
     assert not sorted(filter(is_forbidden, imported_modules(Path(sdtt.__file__))))
+
+
+# --- rounds through the unmodified shell --------------------------------------------------------------------
+def test_rounds_train_through_the_shell_and_record_their_step_counts(corpus, tmp_path, capsys):
+    from experiments import distill
+    from nanodd.shell.trainer import train
+    from nanodd.shell.workflows import load_checkpoint
+    from test_seam import tiny
+
+    train(tiny(corpus, tmp_path / "run", mdlm.MDLMConfig(), max_iters=6))
+    args = [
+        str(tmp_path / "run"),
+        "--distill.rounds",
+        "2",
+        "--distill.iters-per-round",
+        "3",
+        "--distill.start-steps",
+        "8",
+    ]
+    distill.cli(args)
+    rounds = [tmp_path / "run" / "distill" / f"round-{r}" for r in (1, 2)]
+    assert [distill.record(out)["steps"] for out in rounds] == [4, 2]
+    assert distill.record(rounds[1])["teacher"] == str(rounds[0])
+    student = load_checkpoint(rounds[1])
+    assert student.path == rounds[1] and isinstance(student.cfg.method, mdlm.MDLMConfig)
+    assert student.cfg.train.max_iters == 3 and student.cfg.train.init_from == str(rounds[0])
+    err = capsys.readouterr().err
+    assert "round 1: 8 -> 4 steps" in err and "round 2: 4 -> 2 steps" in err
+    distill.cli(args)  # finished rounds are skipped
+    assert "resumed" not in capsys.readouterr().err
