@@ -52,8 +52,6 @@ class DistillOptions:
     """D(target || student) on the masked tokens."""
     unrevealed: Literal["last", "end"] = "last"
     """A token the teacher leaves masked: its distribution in the teacher's last step, or one more call."""
-    lr: float | None = None
-    """Peak learning rate of every round (None: the run's)."""
     out: str | None = None
     """Where the rounds go (None: RUN/distill)."""
 
@@ -61,6 +59,7 @@ class DistillOptions:
         checks.at_least("rounds", self.rounds, 1)
         checks.at_least("iters_per_round", self.iters_per_round, 1)
         checks.at_least("teacher_steps", self.teacher_steps, 2)
+        checks.at_least("start_steps", self.start_steps, 1)
         factor = self.teacher_steps**self.rounds
         checks.require(
             "start_steps",
@@ -68,30 +67,26 @@ class DistillOptions:
             f"be a multiple of teacher_steps^rounds = {factor}",
             self.start_steps,
         )
-        if self.lr is not None:
-            checks.positive("lr", self.lr)
 
 
 @dataclass(frozen=True)
 class Options:
-    run: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="RUN")]
-    """A trained D3PM or MDLM run directory (its newest good checkpoint is the first teacher)."""
+    run: Annotated[tyro.conf.Positional[str | None], tyro.conf.arg(metavar="RUN")] = None
+    """A trained D3PM or MDLM run directory (its newest good checkpoint is the first teacher); required."""
     distill: DistillOptions = DistillOptions()
 
 
 def round_config(teacher: Config, opt: DistillOptions, teacher_dir: str, out: Path) -> Config:
     """The teacher's run config for a student round: its own out_dir, iters_per_round steps from the teacher's
-    EMA weights, resuming when the round has checkpoints already."""
+    EMA weights (its learning rate and the rest of its settings kept), resuming when the round has
+    checkpoints already."""
     tc = teacher.train
-    lr = opt.lr if opt.lr is not None else tc.lr
     train_cfg = dataclasses.replace(
         tc,
         out_dir=str(out),
         max_iters=opt.iters_per_round,
         warmup_iters=min(tc.warmup_iters, opt.iters_per_round // 10),
         eval_interval=min(tc.eval_interval, opt.iters_per_round),
-        lr=lr,
-        min_lr=min(tc.min_lr, lr),
         init_from=teacher_dir,
         init_from_ema=True,
         resume=(out / "checkpoints").is_dir(),
@@ -143,6 +138,8 @@ def distill_round(r: int, teacher_dir: str, steps: int, opt: DistillOptions, out
 
 
 def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
+    if opt.run is None:
+        raise ValueError("RUN: name the trained D3PM or MDLM run to distil (python -m experiments.distill RUN ...)")
     check_checkpoint("RUN", opt.run)
     d = opt.distill
     base = Path(d.out) if d.out is not None else Path(opt.run) / "distill"
