@@ -40,9 +40,12 @@ validation reports the student's own bound), ``ce`` the student's masked cross-e
 What the target means.  For an exact teacher and a z_t with at most two masked tokens, E[target^i]
 = p(x0^i | z_t): revealing one other token from its exact marginal and conditioning on it averages
 back to the marginal.  With three or more masked tokens it is not: the teacher reveals several tokens
-in one step from the product of their marginals, and E[target^i] is the marginal of token i in the
-teacher's factorised trajectory (tested by enumeration).  Minimising E KL(target || q) over q gives
-q = E[target]: the student learns, per token, the teacher's m-step distribution in one step.
+in one step from the product of their marginals, and E[target^i] is the teacher's distribution for
+token i averaged over that factorised walk (tested by enumeration against its closed form).  Minimising
+E KL(target || q) over q gives q = E[target]: the student learns, per token, the teacher's m-step
+distribution in one step.  An exact teacher is therefore almost a fixed point (its one-step marginals
+are already right); what distillation carries over is a teacher's better low-noise predictions into its
+high-noise ones, which few-step sampling leans on (the toy tests: a teacher blurred at high noise).
 """
 
 from __future__ import annotations
