@@ -29,6 +29,7 @@ import tyro
 
 import nanodd.checks as checks
 from experiments import cli, unmasking
+from experiments.distill import distilled_steps
 from experiments.paths import check_checkpoint, check_corpus, check_directory, check_file, check_writable
 from experiments.presets import Preset, choice
 from nanodd import config as config_lib
@@ -365,7 +366,7 @@ def generate(checkpoint: str, opt: CommonSampleOptions) -> None:
         ckpt,
         sampler=sampler,
         batch_size=opt.batch_size,
-        steps=opt.steps,
+        steps=opt.steps if opt.steps is not None else distilled_steps(Path(checkpoint)),
         seed=opt.seed,
         temperature=opt.temperature,
         top_p=opt.top_p,

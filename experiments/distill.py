@@ -28,6 +28,7 @@ from experiments.paths import check_checkpoint
 
 from nanodd import checks
 from nanodd.config import Config
+from nanodd.data.files import atomic_write
 from nanodd.distill import sdtt
 from nanodd.functional import Params
 from nanodd.methods import method_of
@@ -112,6 +113,15 @@ def record(out: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def distilled_steps(path: Path) -> int | None:
+    """The sampling steps the run at ``path`` (or the run of the checkpoint at ``path``) was distilled for, from
+    its record; None for a run that is not a distillation round."""
+    for directory in (path, *path.parents[:2]):  # RUN, RUN/checkpoints, RUN/checkpoints/<step>
+        if (found := record(directory)) is not None:
+            return found["steps"]
+    return None
+
+
 def distill_round(r: int, teacher_dir: str, steps: int, opt: DistillOptions, out: Path) -> dict:
     """Train round r's student (sampling on steps / m) from the model at ``teacher_dir`` (sampling on steps)."""
     teacher = load_checkpoint(teacher_dir, ema=True)
@@ -133,7 +143,7 @@ def distill_round(r: int, teacher_dir: str, steps: int, opt: DistillOptions, out
     )
     done = {"round": r, "steps": cfg.student_steps, "teacher": teacher_dir, "teacher_steps": steps}
     done["val_bpc"] = last.get("val_bpc")
-    (out / RECORD).write_text(json.dumps(done, indent=1) + "\n")
+    atomic_write(out / RECORD, (json.dumps(done, indent=1) + "\n").encode())  # never a partial record
     return done
 
 

@@ -5,6 +5,7 @@ slowed to ~1 GFLOP/s here and in every subprocess, and ``dtype auto`` picks fp32
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 SLOW_BF16 = Path(__file__).resolve().parent / "slow_bf16"
@@ -19,6 +20,18 @@ WORDS = (
     "the quick brown fox jumps over the lazy dog while seven wizards quietly hex a jovial "
     "sphinx of black quartz and the dog sleeps near the river bank every day"
 ).split()
+
+
+def run_main(monkeypatch, capsys, main, *args):
+    """``main()`` with ``sys.argv`` set to ``args``, in process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["prog", *args])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def words_text(n: int, seed: int = 0) -> str:

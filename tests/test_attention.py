@@ -23,19 +23,9 @@ from nanodd.model import (
     modulate,
     rotate,
 )
+from test_model import TINY, randomized
 
-TINY = DiTConfig(vocab_size=8, d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0)
 B, L, BLOCK = 2, 12, 4  # three blocks of four
-
-
-def randomized(cfg=TINY, seed=0):
-    """A DiT with every parameter random (adaLN-Zero would make each block the identity at init)."""
-    torch.manual_seed(seed)
-    model = DiT(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.3)
-    return model
 
 
 def reference_forward(model: DiT, zt, t):

@@ -13,7 +13,7 @@ from experiments import clip, corpus as corpus_cli, sweep, text8, timesteps
 from nanodd.samplers import default_sampler
 from nanodd.shell import trainer as trainer_lib
 from nanodd.shell.workflows import load_checkpoint
-from conftest import words_text
+from conftest import run_main as run, words_text
 
 TINY = [
     *("--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16"),
@@ -23,18 +23,6 @@ TINY = [
 ]
 SAMPLE = ["--sample.no-live", "--sample.device", "cpu", "--sample.steps", "4"]
 TEXT8 = set("abcdefghijklmnopqrstuvwxyz ")
-
-
-def run(monkeypatch, capsys, main, *args):
-    """``main()`` with ``sys.argv`` set to ``args``: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["prog", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ on a whole-sequence model), conditioning included; the key/value cache gives the
 gives, draw for draw, with fewer attention products; text runs past the training length and stops at a
 chosen id."""
 
+import dataclasses
 from dataclasses import replace
 
 import pytest
@@ -10,10 +11,10 @@ import torch
 
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import bd3lm, mdlm
-from nanodd.model import DiT, DiTConfig
 from nanodd.processes.absorbing import Absorbing
 from nanodd.samplers import SAMPLERS, ancestral, block, default_sampler
 from nanodd.schedules import Linear
+from test_model import TINY, randomized
 from toy import exact_apply, toy_distribution
 
 TOY = Absorbing(n_symbols=3)
@@ -111,13 +112,9 @@ def test_a_prefix_through_the_block_sampler_samples_p_given_it(toy):
     assert (x[:, :2] == condition[:2]).all() and tv(x, cond_p / cond_p.sum()) < 0.03
 
 
-def bd3lm_network(vocab=8, **cfg):
-    """A tiny DiT with every weight perturbed, so each output depends on its context."""
-    torch.manual_seed(0)
-    model = DiT(DiTConfig(vocab_size=vocab + 1, d_model=32, n_heads=2, n_blocks=2, cond_dim=16, dropout=0.0, **cfg))
-    with torch.no_grad():
-        for w in model.parameters():
-            w.add_(0.3 * torch.randn_like(w))
+def bd3lm_network():
+    """A tiny DiT over 8 symbols and the mask, every weight random, so each output depends on its context."""
+    model = randomized(dataclasses.replace(TINY, vocab_size=9), seed=0)
     return make_apply(model), params_of(model)
 
 

@@ -353,3 +353,8 @@ def test_rounds_train_through_the_shell_and_record_their_step_counts(corpus, tmp
     assert "round 1: 8 -> 4 steps" in err and "round 2: 4 -> 2 steps" in err
     distill.cli(args)  # finished rounds are skipped
     assert "resumed" not in capsys.readouterr().err
+    assert distill.distilled_steps(rounds[1]) == 2 and distill.distilled_steps(tmp_path / "run") is None
+    from experiments import text8
+
+    text8.main(["sample", str(rounds[1]), "--sample.no-live", "--sample.ancestral.no-cache"])
+    assert "1 sample(s), 2 network evaluations" in capsys.readouterr().err  # its own step count by default

@@ -12,7 +12,7 @@ from experiments import compose, corpus as corpus_cli, sweep, timesteps
 from nanodd.data import tokenizers
 from nanodd.samplers import SAMPLERS
 from nanodd.shell.workflows import load_checkpoint
-from conftest import words_text
+from conftest import run_main as run, words_text
 from test_data_batches import brute_force_rows
 
 TINY = [
@@ -28,17 +28,6 @@ METHODS = {  # demo-sized presets' methods, by the command-line choice that pick
     "udlm": ["method:udlm"],
 }
 TOKENIZERS = {"bytes": ["--data.tokenizer", "bytes"], "bpe": ["--data.tokenizer", "bpe", "--data.vocab-size", "300"]}
-
-
-def run(monkeypatch, capsys, main, *args):
-    monkeypatch.setattr(sys, "argv", ["corpus", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
