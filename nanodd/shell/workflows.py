@@ -237,10 +237,15 @@ def judge_bpb(judge: LoadedModel, tokens: torch.Tensor, tokenizer: tokenizers.Ta
     """gen-BPB: an autoregressive judge's (``load_judge``) exact bits per UTF-8 byte of each sample [B, L],
     float64 [B] (text8: bits per character, gen-BPC).  The judge must read the samples' tokenizer.  Lower
     is more plausible text to the judge; read it next to the samples' unigram entropy, since a degenerate
-    sampler (one repeated character) also scores low."""
+    sampler (one repeated character) also scores low.  Samples longer than the judge's length L are scored
+    in windows of L moved on by L / 2 (``nanodd.methods.ar.windowed_nll``: each token after the first L
+    read with at least L / 2 before it), not in one call past the length the judge was trained on."""
     check_judge(judge, tokenizer)
-    integrand = judge.method.bound(judge.cfg.method)
-    nats = integrand(judge.apply, judge.params, tokens.to(judge.device), None, {})
+    if tokens.shape[1] > (L := judge.cfg.data.seq_len):
+        nats = judge.method.windowed_nll(judge.apply, judge.params, tokens.to(judge.device), judge.cfg.method, L)
+    else:
+        integrand = judge.method.bound(judge.cfg.method)
+        nats = integrand(judge.apply, judge.params, tokens.to(judge.device), None, {})
     n_bytes = torch.tensor([max(tokenizer.n_bytes(row), 1) for row in tokens.cpu()], dtype=torch.float64)
     return nats.cpu().double() / (n_bytes * math.log(2))
 
