@@ -1,12 +1,14 @@
 """The race: every method on the same corpus and model for the same wall-clock budget, then the audited
 bound and its default sampler's text under an AR judge trained the same way.
 
-    python -m benchmarks.race                                  # from the repository root; ~25 min on 2 cores
+    python -m benchmarks.race                                  # from the repository root; ~35 min on 2 cores
     python -m benchmarks.race --budget 30 --plot docs/race-timesteps.png
+    python -m benchmarks.race --methods mdlm-demo bd3lm-demo-4 bd3lm-demo-8 bd3lm-demo-16
 
 **Equal time, honestly.**  Each method trains its demo preset (the same DiT, 4 blocks of 128, on
-128 characters, batch 32) with only the corpus changed.  A probe of ``probe_steps`` optimizer steps
-measures the method's seconds per step after warm-up; ``max_iters = budget / (seconds per step)``
+128 characters, batch 32) with only the corpus changed; ``bd3lm-demo-4``, ``-8`` and ``-16`` are
+``bd3lm-demo`` at block sizes 4, 8 and 16 (``RACERS``: a racer is a demo preset, or one with overrides).
+A probe of ``probe_steps`` optimizer steps measures the method's seconds per step after warm-up; ``max_iters = budget / (seconds per step)``
 then sets the run's length, so the warmup (scaled with it) and the cosine decay end on time.  The
 table reports the wall time each training really took (startup and the final validation included)
 next to the budget.
@@ -16,7 +18,8 @@ text8 normaliser makes it text8-style), else the built-in corpus; ``--corpus`` p
 
 **Scores**: the checkpoint's own bound (``evaluate``: stratified times on the canonical validation
 chunks, EMA weights, mean and standard error), and ``samples`` texts from its default sampler
-(ancestral for x0 networks, analytic for SEDD's ratios) at L steps: the judge's gen-BPC (the ``ar-demo``
+(ancestral for x0 networks, analytic for SEDD's ratios, block for BD3-LM) at L steps (BD3-LM: the block
+size per block, one token per step on average, so L steps in all): the judge's gen-BPC (the ``ar-demo``
 preset trained on the same corpus for the same budget, unless ``--judge`` names one), the share of
 words in the training split's vocabulary, the unigram entropy and seconds per sample at batch
 ``samples``.  ``--plot`` adds the per-timestep integrand and gradient variance of every racer
@@ -42,7 +45,7 @@ from benchmarks.sampling import data_bpc
 from experiments import timesteps
 from experiments.cli import exit_if_stopped, run
 from experiments.paths import check_checkpoint, check_corpus, check_directory, check_writable
-from experiments.presets import DEMOS, PRESETS
+from experiments.presets import DEMOS, PRESETS, variant
 from nanodd import checks, evaluate as ev
 from nanodd.config import Config, DataConfig
 from nanodd.data import DataError, load_split
@@ -56,14 +59,35 @@ from nanodd.shell.trainer import train
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 MARK = ".race"
 """In every run directory a race makes: the next race may replace it; a directory without it is never touched."""
+RACERS: dict[str, Config] = {
+    **{name: preset.cfg for name, preset in DEMOS.items()},
+    **{
+        f"bd3lm-demo-{n}": variant(
+            DEMOS["bd3lm-demo"].cfg,
+            f"runs/bd3lm-demo-{n}",
+            method=dataclasses.replace(DEMOS["bd3lm-demo"].cfg.method, block_size=n),
+        )
+        for n in (4, 8, 16)
+    },
+}
+"""What can race: every demo preset, and bd3lm-demo at block sizes 4, 8 and 16 (a preset with overrides)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     budget: float = 180.0
     """Seconds of training per method (and for the judge)."""
-    methods: tuple[str, ...] = ("demo", "mdlm-demo", "sedd-absorb-demo", "sedd-uniform-demo", "udlm-demo")
-    """Demo presets that race, in this order."""
+    methods: tuple[str, ...] = (
+        "demo",
+        "mdlm-demo",
+        "sedd-absorb-demo",
+        "sedd-uniform-demo",
+        "udlm-demo",
+        "bd3lm-demo-4",
+        "bd3lm-demo-8",
+        "bd3lm-demo-16",
+    )
+    """Racers (demo presets, or bd3lm-demo-4 / -8 / -16: bd3lm-demo at that block size), in this order."""
     corpus: str | None = None
     """Corpus of every run (default: text8 if prepared, else tinyshakespeare from ../shared/data, else builtin)."""
     judge: str | None = None
@@ -80,11 +104,11 @@ class Options:
     """Write the racers' per-timestep integrand and gradient variance to this PNG (needs matplotlib)."""
 
     def __post_init__(self):
-        unknown = [m for m in self.methods if m not in DEMOS]
+        unknown = [m for m in self.methods if m not in RACERS]
         checks.require(
             "methods",
             not unknown and len(self.methods) > 0,
-            f"name demo presets ({', '.join(DEMOS)})",
+            f"name demo presets or their block-size variants ({', '.join(RACERS)})",
             " ".join(self.methods),
         )
         checks.at_least("budget", self.budget, 1)
@@ -188,12 +212,13 @@ def score(run: Path, judge, vocab: set[str], opt: Options) -> dict:
     ckpt = load_checkpoint(run)
     bound = evaluate_checkpoint(ckpt, n_t=4, max_chunks=opt.eval_chunks)["results"]
     sampler, L = default_sampler(ckpt.diffusion), ckpt.cfg.data.seq_len
-    out = generate(ckpt, sampler=sampler, batch_size=opt.samples, steps=L, seed=0, dtype="auto")
+    steps = ckpt.diffusion.block_size or L  # BD3-LM: steps per block, L in all
+    out = generate(ckpt, sampler=sampler, batch_size=opt.samples, steps=steps, seed=0, dtype="auto")
     bpc = judge_bpb(judge, out.tokens, ckpt.tokenizer)
     return {
         "bpc": bound["bpc"],
         "stderr": bound["stderr"],
-        "sampler": f"{sampler} {L}",
+        "sampler": f"{sampler} {steps}" + (f" per block of {steps}" if ckpt.diffusion.block_size else ""),
         "nfe": out.nfe,
         "s_per_sample": out.seconds / opt.samples,
         "gen_bpc": float(bpc.mean()),
@@ -242,8 +267,8 @@ def race_all(opt: Options, root: Path, judge) -> None:
         rows.append(
             {
                 "name": name,
-                "bound": which_bound(DEMOS[name].cfg),
-                **race(DEMOS[name].cfg, opt, root / name),
+                "bound": which_bound(RACERS[name]),
+                **race(RACERS[name], opt, root / name),
                 **score(root / name, judge, vocab, opt),
             }
         )
