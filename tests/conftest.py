@@ -22,6 +22,15 @@ WORDS = (
 ).split()
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Toy tensors are tiny: a second thread only adds synchronisation (10 ms per op on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def run_main(monkeypatch, capsys, main, *args):
     """``main()`` with ``sys.argv`` set to ``args``, in process: (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["prog", *args])

@@ -21,13 +21,7 @@ TOY = Absorbing(n_symbols=3)
 L = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Toy tensors are tiny: a second thread only adds synchronisation (10 ms per op on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,7 @@ STATES = torch.tensor(list(itertools.product(range(K), repeat=L)))  # [K^L, L], 
 PLACE = K ** torch.arange(L - 1, -1, -1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
