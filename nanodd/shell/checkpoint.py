@@ -25,6 +25,8 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
@@ -93,6 +95,7 @@ class Checkpoints:
         logging.getLogger("absl").setLevel(logging.CRITICAL)
         self.directory, self.is_main = Path(directory).absolute(), is_main
         self.pending: int | None = None  # the step whose asynchronous save may still be running
+        self.writers: list[threading.Thread] = []  # the threads that save started (one per handler's commit)
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"{self.directory} is not a directory; move it away or choose another train.out_dir")
         policy = pp.AnyPreservationPolicy(
@@ -125,8 +128,10 @@ class Checkpoints:
         args = ocp.args.Composite(state=ocp.args.PyTreeSave(tree), meta=ocp.args.JsonSave(meta))
         self.wait()  # an earlier asynchronous save's failure is named by its own step
         self.pending = step
+        before = set(threading.enumerate())
         with self.failure_names(step):
             self.manager.save(step, args=args, metrics=metrics, force=True)
+        self.writers = [t for t in threading.enumerate() if t not in before]
 
     @contextmanager
     def failure_names(self, step: int | None):
@@ -136,6 +141,12 @@ class Checkpoints:
             yield
         except Exception as e:
             self.pending = None
+            # orbax surfaces the first handler's error while the others may still write into the temporary
+            # directory; it is removed once they have ended (for at most DRAIN_S seconds)
+            deadline = time.monotonic() + _DrainingLoop.DRAIN_S
+            for writer in self.writers:  # Thread.join itself: orbax's commit threads re-raise their error in join
+                threading.Thread.join(writer, timeout=max(0.0, deadline - time.monotonic()))
+            self.writers = []
             for tmp in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
                 shutil.rmtree(tmp, ignore_errors=True)
             good = [s for s in self.manager.all_steps() if s != step]
