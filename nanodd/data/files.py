@@ -8,9 +8,13 @@ few words; the CLIs ask it before any work starts (``experiments.paths.check_wri
 ``atomic_write`` asks it again (for its temporary name too) just before it writes.
 """
 
+import fcntl
 import os
 import stat
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 KINDS = {
     stat.S_ISLNK: "a symbolic link",
@@ -51,3 +55,24 @@ def atomic_write(path: Path, data) -> None:
     except BaseException:  # a full disk, a kill by signal: no partial temporary file stays behind
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def exclusive(lock: Path, waiting: str) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the file ``lock`` within the block, saying ``waiting`` on stderr when
+    another process (or thread) holds it first; the kernel releases it when its holder exits, even by kill -9.
+    Where ``lock`` cannot be created (a read-only directory, where nothing can be written either) the block
+    runs without it."""
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a")
+    except OSError:
+        yield
+        return
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting, file=sys.stderr, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield

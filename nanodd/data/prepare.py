@@ -37,7 +37,7 @@ import nanodd.data.tokenizers as tokenizers
 from nanodd.data.download import default_cache_dir, download
 from nanodd.data.errors import DataError
 from nanodd.data.corpus import BOM
-from nanodd.data.files import atomic_write
+from nanodd.data.files import atomic_write, exclusive
 from nanodd.data.shards import CHUNK_BYTES, decode_chunk, dtype_for, write_shards
 from nanodd.data.text import VOCAB, builtin_text, encode, normalize_text8
 from nanodd.data.text8 import TEXT8, Text8Spec, fetch_text8
@@ -98,30 +98,32 @@ def prepare(
     out = root / dataset_name(source, tokenizer, vocab_size)
     request = _request(tokenizer, vocab_size, bpe_train_bytes, tokenizer_file)
     identity = _identity(source, text8) if tokenizer == "text8" else {**_source_identity(source, text8), **request}
-    old = _read_meta(out)
-    matches = old is not None and old.get("format") == FORMAT and old.get("identity") == identity
-    if matches and _complete(out, old) and not force:
-        _check_sizes(old["sizes"], seq_len, source)
-        return out
-    if old is not None and not matches and not force:
-        raise DataError(
-            Message(
-                f"{out} was prepared from another source, tokenizer or format ({old.get('source')!r}, format "
-                f"{old.get('format')}); rebuild it for {source!r} with ",
-                Field("data.force", True),
+    # one preparation of a directory at a time: two runs preparing it at once would write the same temporary files
+    with exclusive(root / f".{out.name}.lock", f"waiting for another process preparing {out} ..."):
+        old = _read_meta(out)
+        matches = old is not None and old.get("format") == FORMAT and old.get("identity") == identity
+        if matches and _complete(out, old) and not force:
+            _check_sizes(old["sizes"], seq_len, source)
+            return out
+        if old is not None and not matches and not force:
+            raise DataError(
+                Message(
+                    f"{out} was prepared from another source, tokenizer or format ({old.get('source')!r}, format "
+                    f"{old.get('format')}); rebuild it for {source!r} with ",
+                    Field("data.force", True),
+                )
             )
-        )
-    if tokenizer == "text8":
-        meta = _prepare_text8(source, root, out, seq_len, text8, progress, force)
-    else:
-        corpus = _open(source, root, text8, progress, force)
-        options = dict(vocab_size=vocab_size, tokenizer_file=tokenizer_file, bpe_train_bytes=bpe_train_bytes)
-        meta = _prepare_tokens(corpus, tokenizer, out, identity, seq_len, workers, chunk_bytes, progress, **options)
-    meta = {"format": FORMAT, "name": out.name, "source": _describe(source), "identity": identity, **meta}
-    _write_meta(out, meta)
-    if progress:
-        print(f"prepared {out}: " + ", ".join(f"{k} {v:,}" for k, v in meta["sizes"].items()), file=sys.stderr)
-    return out
+        if tokenizer == "text8":
+            meta = _prepare_text8(source, root, out, seq_len, text8, progress, force)
+        else:
+            corpus = _open(source, root, text8, progress, force)
+            options = dict(vocab_size=vocab_size, tokenizer_file=tokenizer_file, bpe_train_bytes=bpe_train_bytes)
+            meta = _prepare_tokens(corpus, tokenizer, out, identity, seq_len, workers, chunk_bytes, progress, **options)
+        meta = {"format": FORMAT, "name": out.name, "source": _describe(source), "identity": identity, **meta}
+        _write_meta(out, meta)
+        if progress:
+            print(f"prepared {out}: " + ", ".join(f"{k} {v:,}" for k, v in meta["sizes"].items()), file=sys.stderr)
+        return out
 
 
 def _prepare_text8(source: str, root: Path, out: Path, seq_len: int, spec: Text8Spec, progress, force) -> dict:
