@@ -353,3 +353,43 @@ def test_rounds_train_through_the_shell_and_record_their_step_counts(corpus, tmp
 
     text8.main(["sample", str(rounds[1]), "--sample.no-live", "--sample.ancestral.no-cache"])
     assert "1 sample(s), 2 network evaluations" in capsys.readouterr().err  # its own step count by default
+
+
+def test_a_round_killed_mid_way_resumes_bitwise(corpus, tmp_path):
+    """kill -9 in the middle of a round, run the same command again: the round ends in the state of an
+    uninterrupted one (student, EMA, optimizer) after the same per-step losses."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from nanodd.shell.trainer import train
+    from test_checkpoint import ROOT, final_state, step_losses, wait_for_step
+    from test_seam import tiny
+
+    train(tiny(corpus, tmp_path / "run", mdlm.MDLMConfig(), max_iters=6, eval_interval=20, log_interval=1))
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+    def cmd(out):
+        flags = ["--distill.rounds", "1", "--distill.iters-per-round", "100", "--distill.start-steps", "8"]
+        return [sys.executable, "-m", "experiments.distill", str(tmp_path / "run"), *flags, "--distill.out", str(out)]
+
+    subprocess.run(cmd(tmp_path / "whole"), check=True, cwd=ROOT, env=env, capture_output=True)
+    proc = subprocess.Popen(cmd(tmp_path / "cut"), cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    cut = tmp_path / "cut" / "round-1"
+    wait_for_step(cut, 50, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(step_losses(cut))
+    assert killed_at < 100, "the round finished before it could be killed"
+    done = subprocess.run(cmd(tmp_path / "cut"), cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    resumed_from = int(done.stderr.split("resumed from step ")[1].split()[0])
+    assert 0 < resumed_from <= killed_at and "| bpt " in done.stderr and "| bound " not in done.stderr
+
+    a, b = final_state(tmp_path / "whole" / "round-1", 100), final_state(cut, 100)
+    for part in ("params", "ema", "opt"):
+        assert a[part].keys() == b[part].keys()
+        assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
+    la, lb = step_losses(tmp_path / "whole" / "round-1"), step_losses(cut)
+    assert [la[s] for s in range(resumed_from + 1, 101)] == [lb[s] for s in range(resumed_from + 1, 101)]

@@ -128,6 +128,7 @@ class Trainer:
         self.cfg, self.runtime, self.log = cfg, runtime, log
         tc, method = cfg.train, method_of(cfg.method)
         self.loss = loss or partial(method.loss, cfg=cfg.method)
+        self.bpt_name = "bound" if loss is None else "bpt"  # a loss of the caller's says what its bpt is
         self.noise = noise or (lambda gen, x0, slot: method.noise(gen, x0, cfg.method, slot))
         self.bound = method.bound(cfg.method)  # what validation reports, whatever the loss
         val = canonical_chunks(self.val_data, cfg.data.seq_len, tc.eval_batches * tc.batch_size)
@@ -288,7 +289,7 @@ class Trainer:
         }
         self.log.metrics(record | {"losses": losses.tolist()})
         self.log.say(
-            f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | bound {mean['bpt']:.3f} "
+            f"step {st.step:>7}/{tc.max_iters} | loss {record['loss']:.4f} | {self.bpt_name} {mean['bpt']:.3f} "
             f"{self.unit()} | lr {record['lr']:.2e} | {record['tokens_per_s'] / 1e3:.1f}k tok/s | "
             f"ETA {duration((tc.max_iters - st.step) * seconds_per_step)}"
         )
