@@ -43,6 +43,7 @@ class Row:
     steps: int | None
     options: object = None
     dtype: str = "auto"
+    series: str | None = None  # rows of one series are joined by a line in the plot
 
 
 def rows(T: int | None) -> list[Row]:
@@ -126,6 +127,19 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
             f"CHECKPOINT {opt.checkpoint}: the grid compares masked-diffusion samplers (ancestral, first-hitting, "
             "confidence, remdm) on a D3PM or MDLM checkpoint; sample this one with python -m experiments.text8 sample"
         )
+    grid = rows(ckpt.diffusion.T)
+    table(
+        judge,
+        [(ckpt, row) for row in [grid[0], *(r for r in grid[1:] if not opt.only or r.label.startswith(opt.only))]],
+        opt,
+    )
+
+
+def table(judge, grid: list[tuple], opt) -> list[dict]:
+    """Measure each (checkpoint, Row) of ``grid`` (the first is the reference) and print the Markdown table as
+    it goes, the data's own judge score and entropy (of the first checkpoint's data), the verdict and, with
+    ``opt.plot``, the plot; ``opt`` has ``batch``, ``batches``, ``single`` and ``plot``."""
+    ckpt = grid[0][0]
     train_text = ckpt.tokenizer.decode(load_split(prepared_dir(ckpt.cfg.data), "train")[:10_000_000])
     vocab = set(ev.words(train_text))
     print(
@@ -134,10 +148,9 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     results = []
-    grid = rows(ckpt.diffusion.T)
-    for row in [grid[0], *(r for r in grid[1:] if not opt.only or r.label.startswith(opt.only))]:
+    for model, row in grid:
         print(f"running {row.label} ...", file=sys.stderr, flush=True)
-        r = measure(ckpt, judge, row, opt, vocab)
+        r = measure(model, judge, row, opt, vocab) | {"series": row.series}
         results.append(r)
         print(
             f"| {r['label']} | {r['nfe_1']:.0f} | {r['s_per_sample']:.3f} | "
@@ -152,6 +165,7 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
     print(verdict(results))
     if opt.plot:
         plot(results, opt.plot)
+    return results
 
 
 def verdict(results: list[dict], bits: float = 0.05, points: float = 1.0) -> str:
@@ -192,6 +206,12 @@ def plot(results: list[dict], path: str) -> None:
     for r in results:
         ax.errorbar(r["nfe_1"], r["gen_bpc"], yerr=r["gen_bpc_se"], fmt="o", capsize=3)
         ax.annotate(r["label"], (r["nfe_1"], r["gen_bpc"]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    series = [name for name in dict.fromkeys(r.get("series") for r in results) if name]
+    for name in series:
+        points = sorted((r["nfe_1"], r["gen_bpc"]) for r in results if r.get("series") == name)
+        ax.plot(*zip(*points), "-", label=name)
+    if series:
+        ax.legend()
     ax.set_xscale("log")
     ax.set_xlabel("network calls per sample at batch 1 (NFE)")
     ax.set_ylabel("gen-BPC under the AR judge (lower: more plausible)")

@@ -524,6 +524,7 @@ BASE_ARGS = {
     "experiments.timesteps": ["CKPT"],
     "experiments.clip": ["CKPT"],
     "benchmarks.sampling": ["CKPT", "--judge", "CKPT"],
+    "benchmarks.distillation": ["CKPT", "--judge", "CKPT"],
 }
 """What a main needs on its command line before an option is walked (CKPT: any existing path)."""
 

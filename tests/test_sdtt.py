@@ -393,3 +393,52 @@ def test_a_round_killed_mid_way_resumes_bitwise(corpus, tmp_path):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part
     la, lb = step_losses(tmp_path / "whole" / "round-1"), step_losses(cut)
     assert [la[s] for s in range(resumed_from + 1, 101)] == [lb[s] for s in range(resumed_from + 1, 101)]
+
+
+def test_the_benchmark_puts_every_round_beside_the_teacher_at_its_step_counts(corpus, tmp_path, capsys):
+    from benchmarks import distillation
+    from experiments import distill
+    from nanodd.methods import ar
+    from nanodd.shell.trainer import train
+    from test_seam import tiny
+
+    train(tiny(corpus, tmp_path / "run", mdlm.MDLMConfig(), max_iters=4))
+    train(tiny(corpus, tmp_path / "judge", ar.ARConfig(), max_iters=4))
+    with pytest.raises(SystemExit):  # no round yet: one line
+        distillation.cli([str(tmp_path / "run"), "--judge", str(tmp_path / "judge")])
+    assert "holds no finished round; distil first" in capsys.readouterr().err
+    distill.cli(
+        [
+            str(tmp_path / "run"),
+            "--distill.rounds",
+            "2",
+            "--distill.iters-per-round",
+            "2",
+            "--distill.start-steps",
+            "16",
+        ]
+    )
+    args = [
+        str(tmp_path / "run"),
+        "--judge",
+        str(tmp_path / "judge"),
+        "--batch",
+        "2",
+        "--batches",
+        "1",
+        "--single",
+        "1",
+    ]
+    distillation.cli(args)
+    rows = [
+        line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith(("| teacher", "| round"))
+    ]
+    labels = [r[0].lstrip("| ") for r in rows]
+    assert labels == [
+        "teacher, ancestral 1000, no cache, fp32 (nanoDD's)",
+        *[f"teacher, ancestral {n}" for n in (128, 64, 32, 16, 8)],
+        "round 1, ancestral 8",
+        "round 2, ancestral 4",
+    ]
+    nfe = {label: float(r[1]) for label, r in zip(labels, rows)}
+    assert nfe[labels[0]] == 1000 and nfe["round 2, ancestral 4"] <= 4 and nfe["teacher, ancestral 8"] <= 8
