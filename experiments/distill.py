@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from nanodd.distill import sdtt
 from nanodd.functional import Params
 from nanodd.methods import method_of
 from nanodd.shell.trainer import train
-from nanodd.shell.workflows import load_checkpoint
+from nanodd.shell.workflows import check_judge, generate, judge_bpb, load_checkpoint, load_judge
 
 RECORD = "distill.json"
 """The file in a round's run directory that says what it was distilled for (``record``)."""
@@ -55,12 +56,18 @@ class DistillOptions:
     """A token the teacher leaves masked: its distribution in the teacher's last step, or one more call."""
     out: str | None = None
     """Where the rounds go (None: RUN/distill)."""
+    judge: str | None = None
+    """An AR judge run (train ar-demo on the same data): after each round, the gen-BPC of judge_samples
+    samples at the round's step count is printed and recorded (None: not measured)."""
+    judge_samples: int = 16
+    """Samples (one batch, seed 0) for the gen-BPC of each round."""
 
     def __post_init__(self):
         checks.at_least("rounds", self.rounds, 1)
         checks.at_least("iters_per_round", self.iters_per_round, 1)
         checks.at_least("teacher_steps", self.teacher_steps, 2)
         checks.at_least("start_steps", self.start_steps, 1)
+        checks.at_least("judge_samples", self.judge_samples, 2)
         factor = self.teacher_steps**self.rounds
         checks.require(
             "start_steps",
@@ -108,7 +115,8 @@ def teacher_loss(teacher: Params, cfg: sdtt.SDTTConfig):
 
 
 def record(out: Path) -> dict | None:
-    """A finished round's record: {"round", "steps" (its sampling steps), "teacher", "teacher_steps", "val_bpc"}."""
+    """A finished round's record: {"round", "steps" (its sampling steps), "teacher", "teacher_steps", "val_bpc",
+    and with a judge "gen_bpc", "gen_bpc_se"}."""
     path = out / RECORD
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -122,7 +130,16 @@ def distilled_steps(path: Path) -> int | None:
     return None
 
 
-def distill_round(r: int, teacher_dir: str, steps: int, opt: DistillOptions, out: Path) -> dict:
+def gen_bpc(out: Path, judge, steps: int, samples: int) -> tuple[float, float]:
+    """(mean, standard error) of the judge's bits per character on ``samples`` ancestral samples of the round
+    at ``out``, on ``steps`` steps."""
+    student = load_checkpoint(out)
+    tokens = generate(student, batch_size=samples, steps=steps, seed=0).tokens
+    bpc = judge_bpb(judge, tokens, student.tokenizer)
+    return float(bpc.mean()), float(bpc.std() / math.sqrt(samples))
+
+
+def distill_round(r: int, teacher_dir: str, steps: int, opt: DistillOptions, out: Path, judge=None) -> dict:
     """Train round r's student (sampling on steps / m) from the model at ``teacher_dir`` (sampling on steps)."""
     teacher = load_checkpoint(teacher_dir, ema=True)
     method = method_of(teacher.cfg.method)
@@ -143,6 +160,8 @@ def distill_round(r: int, teacher_dir: str, steps: int, opt: DistillOptions, out
     )
     done = {"round": r, "steps": cfg.student_steps, "teacher": teacher_dir, "teacher_steps": steps}
     done["val_bpc"] = last.get("val_bpc")
+    if judge is not None:
+        done["gen_bpc"], done["gen_bpc_se"] = gen_bpc(out, judge, cfg.student_steps, opt.judge_samples)
     atomic_write(out / RECORD, (json.dumps(done, indent=1) + "\n").encode())  # never a partial record
     return done
 
@@ -152,14 +171,19 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         raise ValueError("RUN: name the trained D3PM or MDLM run to distil (python -m experiments.distill RUN ...)")
     check_checkpoint("RUN", opt.run)
     d = opt.distill
+    check_checkpoint("--distill.judge", d.judge)
+    judge = load_judge(d.judge) if d.judge is not None else None
+    if judge is not None:  # before any round trains
+        check_judge(judge, load_checkpoint(opt.run).tokenizer)
     base = Path(d.out) if d.out is not None else Path(opt.run) / "distill"
     teacher_dir, steps = opt.run, d.start_steps
     for r in range(1, d.rounds + 1):
         out = base / f"round-{r}"
-        done = record(out) or distill_round(r, teacher_dir, steps, d, out)
+        done = record(out) or distill_round(r, teacher_dir, steps, d, out, judge)
         bound = "n/a" if done["val_bpc"] is None else f"{done['val_bpc']:.4f}"
+        scored = f", gen-BPC {done['gen_bpc']:.3f} ± {done['gen_bpc_se']:.3f}" if "gen_bpc" in done else ""
         print(
-            f"round {r}: {done['teacher_steps']} -> {done['steps']} steps, student bound {bound} ({out})",
+            f"round {r}: {done['teacher_steps']} -> {done['steps']} steps, student bound {bound}{scored} ({out})",
             file=sys.stderr,
             flush=True,
         )

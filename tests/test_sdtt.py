@@ -327,25 +327,22 @@ def test_rounds_train_through_the_shell_and_record_their_step_counts(corpus, tmp
     from nanodd.shell.workflows import load_checkpoint
     from test_seam import tiny
 
+    from nanodd.methods import ar
+
     train(tiny(corpus, tmp_path / "run", mdlm.MDLMConfig(), max_iters=6))
-    args = [
-        str(tmp_path / "run"),
-        "--distill.rounds",
-        "2",
-        "--distill.iters-per-round",
-        "3",
-        "--distill.start-steps",
-        "8",
-    ]
+    train(tiny(corpus, tmp_path / "judge", ar.ARConfig(), max_iters=2))
+    args = [str(tmp_path / "run"), "--distill.rounds", "2", "--distill.iters-per-round", "3"]
+    args += ["--distill.start-steps", "8", "--distill.judge", str(tmp_path / "judge"), "--distill.judge-samples", "4"]
     distill.cli(args)
     rounds = [tmp_path / "run" / "distill" / f"round-{r}" for r in (1, 2)]
     assert [distill.record(out)["steps"] for out in rounds] == [4, 2]
+    assert all(distill.record(out)["gen_bpc"] > 0 and distill.record(out)["gen_bpc_se"] > 0 for out in rounds)
     assert distill.record(rounds[1])["teacher"] == str(rounds[0])
     student = load_checkpoint(rounds[1])
     assert student.path == rounds[1] and isinstance(student.cfg.method, mdlm.MDLMConfig)
     assert student.cfg.train.max_iters == 3 and student.cfg.train.init_from == str(rounds[0])
     err = capsys.readouterr().err
-    assert "round 1: 8 -> 4 steps" in err and "round 2: 4 -> 2 steps" in err
+    assert "round 1: 8 -> 4 steps" in err and "round 2: 4 -> 2 steps" in err and err.count(", gen-BPC ") == 2
     distill.cli(args)  # finished rounds are skipped
     assert "resumed" not in capsys.readouterr().err
     assert distill.distilled_steps(rounds[1]) == 2 and distill.distilled_steps(tmp_path / "run") is None
