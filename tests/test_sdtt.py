@@ -235,8 +235,21 @@ def test_a_d3pm_teacher_is_called_on_its_own_steps():
     noise = draws(cfg, x0)
     sdtt.target(teacher, None, torch.full_like(x0, M), noise["k"], noise, cfg)
     assert torch.equal(torch.stack(seen), 4 * noise["k"][None] - torch.arange(4)[:, None])  # steps 4k, 4k-1, ..
-    with pytest.raises(ValueError, match="must divide the model's T = 16"):
-        sdtt.SDTTConfig(cfg.diffusion, student_steps=3)
+    with pytest.raises(ValueError, match="must be at most the model's T = 16"):
+        sdtt.SDTTConfig(cfg.diffusion, student_steps=5, teacher_steps=4)
+
+
+def test_on_a_grid_that_does_not_divide_T_both_are_called_at_the_samplers_times():
+    """T = 10, a student of 3 steps, a teacher of 6: the times snap to tenths as the samplers' do, and the
+    teacher's grid holds the student's at every other point."""
+    diffusion = d3pm.diffusion(d3pm.D3PMConfig(T=10, process=PROC))
+    cfg = sdtt.SDTTConfig(diffusion, student_steps=3)
+    k = torch.tensor([1, 2, 3])
+    student, teacher = loop.time_grid(diffusion, 3), loop.time_grid(diffusion, 6)
+    assert student == teacher[::2] == [1.0, 0.7, 0.3, 0.0]
+    for j in range(3):
+        assert sdtt.times(cfg, k, j).tolist() == [teacher[2 * (3 - int(ki)) + j] for ki in k]
+    assert sdtt.times(cfg, k, 0).tolist() == [student[3 - int(ki)] for ki in k]
 
 
 # --- distillation rounds on the toy, with exact expected gradients -------------------------------------------

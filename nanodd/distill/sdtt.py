@@ -7,7 +7,10 @@ doubles (1024 -> 512 -> ... steps).  Teacher and student are two parameter dicts
 
 Grid.  The student samples on S steps (``student_steps``), t in {k / S : k = 1..S}; the teacher on
 m S steps of dt = 1 / (m S).  Training draws k ~ U{1..S} per sequence, t = k / S, and
-z_t ~ q(z_t | x0) = Cat(alpha_t onehot(x0) + (1 - alpha_t) onehot(mask)).
+z_t ~ q(z_t | x0) = Cat(alpha_t onehot(x0) + (1 - alpha_t) onehot(mask)).  On a model of T discrete
+steps (D3PM) every time is the samplers' (``loop.time_grid``): snapped to a multiple of 1 / T, where the
+teacher's m S-step grid meets the student's S-step grid at every m-th point, so student and teacher are
+trained and called on the times they sample at (m S <= T, any S: 64 -> 32 steps of T = 1000 too).
 
 Teacher trajectory (its own draws, ``noise``).  z^0 = z_t, and for j = 0..m-1, with t_j = t - j dt,
 
@@ -86,8 +89,8 @@ class SDTTConfig:
         checks.at_least("student_steps", self.student_steps, 1)
         checks.at_least("teacher_steps", self.teacher_steps, 1)
         T, n = self.diffusion.T, self.student_steps * self.teacher_steps
-        if T is not None and T % n:
-            raise ValueError(f"student_steps * teacher_steps = {n} must divide the model's T = {T}")
+        if T is not None and n > T:
+            raise ValueError(f"student_steps * teacher_steps = {n} must be at most the model's T = {T}")
 
 
 class SDTTAux(Aux):
@@ -110,9 +113,11 @@ def noise(gen: torch.Generator, x0: Tensor, cfg: SDTTConfig, slot: Slot = Slot()
 
 
 def times(cfg: SDTTConfig, k: Tensor, j: int) -> Tensor:
-    """t_j = t - j dt = (m k - j) / (m S) for k [B], float64, exactly 0 at the end of the grid."""
-    n = cfg.teacher_steps * cfg.student_steps
-    return (cfg.teacher_steps * k - j).double() / n
+    """t_j = t - j dt = (m k - j) / (m S) for k [B], float64, exactly 0 at the end of the grid: the point
+    m (S - k) + j of the samplers' grid of m S steps (snapped to multiples of 1 / T on a discrete model)."""
+    m, S = cfg.teacher_steps, cfg.student_steps
+    grid = torch.tensor(loop.time_grid(cfg.diffusion, m * S), dtype=torch.float64, device=k.device)
+    return grid[m * (S - k) + j]
 
 
 def log_p(apply: Apply, params: Params, d: Diffusion, z: Tensor, t: Tensor) -> Tensor:
