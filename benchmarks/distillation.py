@@ -76,13 +76,8 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         )
     teacher, judge = load_checkpoint(opt.run), load_judge(opt.judge)
     full = min(teacher.diffusion.T or 1000, 1000)
-    reference = Row(
-        f"teacher, ancestral {full}, no cache, fp32 (nanoDD's)",
-        "ancestral",
-        full,
-        ancestral.Options(cache=False),
-        "fp32",
-    )
+    label = f"teacher, ancestral {full}, no cache, fp32 (nanoDD's)"
+    reference = Row(label, "ancestral", full, ancestral.Options(cache=False), "fp32", series="teacher")
     grid = [(teacher, reference)]
     grid += [(teacher, Row(f"teacher, ancestral {n}", "ancestral", n, series="teacher")) for n in TEACHER_STEPS[1:]]
     for out, done in students:
