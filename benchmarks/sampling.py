@@ -217,7 +217,7 @@ def plot(results: list[dict], path: str) -> None:
     ax.set_ylabel("gen-BPC under the AR judge (lower: more plausible)")
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the labels of the rightmost points included
     print(f"wrote {path}", file=sys.stderr)
 
 
