@@ -279,6 +279,28 @@ def generate(directory: Path, n_files: int, file_bytes: int, seed: int = 0) -> i
     return sum(p.stat().st_size for p in directory.iterdir())
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux's /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table in /proc")
 def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
     generate(tmp_path / "corpus", 10, 3_000_000)  # 30 MB
     src, data, out = (
@@ -292,8 +314,13 @@ def test_kill_9_mid_prepare_then_rerun_completes(tmp_path):
         out.is_dir() and any(p.suffix == ".tmp" and p.stat().st_size for p in out.iterdir())
     ):
         time.sleep(0.001)
+    workers = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -signal.SIGKILL  # killed while the splits were being written
+    deadline = time.monotonic() + 10
+    while (left := [pid for pid in workers if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(workers) == 2 and not left, f"worker processes {left} outlived the killed preparation"
     assert not (out / "meta.json").exists()
     for split in SPLITS:
         with pytest.raises(DataError, match="no complete prepared"):

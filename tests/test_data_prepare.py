@@ -114,43 +114,42 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     assert prepare("builtin", progress=False) == tmp_path / "mine" / "builtin"
 
 
-def test_two_runs_preparing_one_directory_at_once_take_turns(tmp_path, monkeypatch, capsys):
-    """The second waits for the first (their temporary files have the same names) and then reuses its data."""
-    import importlib
-    import threading
+def test_two_runs_preparing_one_directory_at_once_take_turns(tmp_path):
+    """The second process waits for the first (their temporary files have the same names), then reuses its data."""
+    import subprocess
+    import sys
     import time
 
-    prepare_module = importlib.import_module("nanodd.data.prepare")  # the attribute of nanodd.data is the function
-
-    src = write(tmp_path, "prose.txt", PROSE)
-    normalized, halfway, go_on = prepare_module._normalized_ids, threading.Event(), threading.Event()
-
-    def slow(path, source):  # the first preparation stops after its first block until told to go on
-        for i, ids in enumerate(normalized(path, source)):
-            yield ids
-            if i == 0 and not halfway.is_set():
-                halfway.set()
-                assert go_on.wait(30)
-
-    monkeypatch.setattr(prepare_module, "_normalized_ids", slow)
-    monkeypatch.setattr(prepare_module, "TEXT8_BLOCK", 256)  # several blocks
-    results = {}
-
-    def run(name):
-        results[name] = prepare(str(src), tmp_path / "data", seq_len=16, progress=False)
-
-    first = threading.Thread(target=run, args=("first",))
-    first.start()
-    assert halfway.wait(30)
-    second = threading.Thread(target=run, args=("second",))
-    second.start()
-    deadline = time.monotonic() + 30
-    while "waiting for another process preparing" not in capsys.readouterr().err:
-        assert second.is_alive() and time.monotonic() < deadline, "the second preparation did not wait"
+    src, data = write(tmp_path, "prose.txt", PROSE), tmp_path / "data"
+    halfway, go_on = tmp_path / "halfway", tmp_path / "go-on"
+    paused = f"""
+import importlib, pathlib, time
+module = importlib.import_module("nanodd.data.prepare")
+module.TEXT8_BLOCK, normalized = 256, module._normalized_ids
+def slow(path, source):  # stops after its first block until told to go on
+    for i, ids in enumerate(normalized(path, source)):
+        yield ids
+        if i == 0:
+            pathlib.Path({str(halfway)!r}).touch()
+            while not pathlib.Path({str(go_on)!r}).exists():
+                time.sleep(0.01)
+module._normalized_ids = slow
+module.prepare({str(src)!r}, {str(data)!r}, seq_len=16, progress=False)
+"""
+    plain = f"from nanodd.data import prepare; prepare({str(src)!r}, {str(data)!r}, seq_len=16, progress=False)"
+    root = Path(__file__).resolve().parents[1]
+    first = subprocess.Popen([sys.executable, "-c", paused], cwd=root)
+    deadline = time.monotonic() + 60
+    while not halfway.exists():
+        assert first.poll() is None and time.monotonic() < deadline, "the first preparation did not start"
         time.sleep(0.01)
-    go_on.set()
-    first.join(30)
-    second.join(30)
-    assert results["first"] == results["second"]
+    with open(tmp_path / "second.err", "w") as err:
+        second = subprocess.Popen([sys.executable, "-c", plain], cwd=root, stderr=err)
+        while "waiting for another process preparing" not in (tmp_path / "second.err").read_text():
+            assert second.poll() is None and time.monotonic() < deadline, "the second preparation did not wait"
+            time.sleep(0.01)
+        go_on.touch()
+        assert first.wait(60) == 0 and second.wait(60) == 0
+    out = data / dataset_name(str(src))
     text = " ".join("it was the best of times it was the worst of times one eight five nine".split() * 50)
-    assert decode(np.concatenate([load_split(results["first"], s) for s in ("train", "val", "test")])) == text
+    assert decode(np.concatenate([load_split(out, s) for s in ("train", "val", "test")])) == text

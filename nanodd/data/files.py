@@ -59,10 +59,11 @@ def atomic_write(path: Path, data) -> None:
 
 @contextmanager
 def exclusive(lock: Path, waiting: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on the file ``lock`` within the block, saying ``waiting`` on stderr when
-    another process (or thread) holds it first; the kernel releases it when its holder exits, even by kill -9.
-    Where ``lock`` cannot be created (a read-only directory, where nothing can be written either) the block
-    runs without it."""
+    """Hold an exclusive lock on the file ``lock`` within the block, saying ``waiting`` on stderr when another
+    process holds it first.  A POSIX record lock (``lockf``): it belongs to this process alone, so worker
+    processes forked inside the block do not hold it, and the kernel releases it when the process exits,
+    even by kill -9.  Where ``lock`` cannot be created (a read-only directory, where nothing can be written
+    either) the block runs without it."""
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
         f = open(lock, "a")
@@ -71,8 +72,8 @@ def exclusive(lock: Path, waiting: str) -> Iterator[None]:
         return
     with f:
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # EAGAIN / EACCES: held by another process
             print(waiting, file=sys.stderr, flush=True)
-            fcntl.flock(f, fcntl.LOCK_EX)
+            fcntl.lockf(f, fcntl.LOCK_EX)
         yield

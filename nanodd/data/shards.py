@@ -19,6 +19,7 @@ import hashlib
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,7 +71,15 @@ def encode_piece(tok, piece: Piece, dtype: np.dtype) -> np.ndarray:
 def _load(directory: str) -> None:
     global _TOKENIZER
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one thread per worker process
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     _TOKENIZER = tokenizers.load(Path(directory))
+
+
+def _exit_with(parent: int) -> None:
+    """A worker's watch: it ends within a second of the preparing process (a kill -9 leaves none to stop it)."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
 
 
 def _encode(piece: Piece, dtype: str) -> np.ndarray:
