@@ -64,7 +64,8 @@ def test_an_html_page_served_with_200_is_not_a_text_source(server, tmp_path, hea
     with pytest.raises(DataError, match=r"HTML page") as e:
         prepare(server.base + "/book.txt", tmp_path, seq_len=16, progress=False)
     assert "\n" not in str(e.value)
-    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # neither the page nor a .part is kept
+    kept = [p.name for p in tmp_path.rglob("*") if p.is_file()]
+    assert kept == [f".{dataset_name(server.base + '/book.txt')}.lock"]  # neither the page nor a .part: the lock only
 
 
 def test_data_force_downloads_a_cached_url_again(server, tmp_path):  # noqa: F811

@@ -8,7 +8,8 @@ the tokenizer's (``builtin.bytes``, ``file-book-1a2b3c4d.bpe4096``, ``dir-corpus
 corpus prepared with two tokenizers keeps both.  Those directories also hold
 ``tokenizer/`` (``nanodd.data.tokenizers.save``).  Downloads go to ``<data_dir>/downloads/``.
 ``meta.json`` is written last, so a directory with a matching meta is complete and is reused; one from
-another source, tokenizer or format version is refused unless ``force`` rebuilds it.
+another source, tokenizer or format version is refused unless ``force`` rebuilds it.  One process at a
+time prepares a directory: the others wait on the empty lock file ``<data_dir>/.<name>.lock``, then reuse it.
 
 The text8 tokenizer keeps nanoDD's data: uint8 ids of the normalised text, split by characters; a file or
 URL is normalised in blocks of ``TEXT8_BLOCK`` bytes (``_normalized_ids``), so memory does not grow with it.  The
