@@ -153,3 +153,11 @@ module.prepare({str(src)!r}, {str(data)!r}, seq_len=16, progress=False)
     out = data / dataset_name(str(src))
     text = " ".join("it was the best of times it was the worst of times one eight five nine".split() * 50)
     assert decode(np.concatenate([load_split(out, s) for s in ("train", "val", "test")])) == text
+
+
+def test_a_symbolic_link_where_the_lock_belongs_is_not_followed(tmp_path):
+    src, data = write(tmp_path, "prose.txt", PROSE), tmp_path / "data"
+    data.mkdir()
+    (data / f".{dataset_name(str(src))}.lock").symlink_to(tmp_path / "elsewhere")
+    out = prepare(str(src), data, seq_len=16, progress=False)
+    assert (out / "meta.json").is_file() and not (tmp_path / "elsewhere").exists()

@@ -63,10 +63,10 @@ def exclusive(lock: Path, waiting: str) -> Iterator[None]:
     process holds it first.  A POSIX record lock (``lockf``): it belongs to this process alone, so worker
     processes forked inside the block do not hold it, and the kernel releases it when the process exits,
     even by kill -9.  Where ``lock`` cannot be created (a read-only directory, where nothing can be written
-    either) the block runs without it."""
+    either) or is a symbolic link (not followed: what it names is not ours) the block runs without it."""
     try:
         lock.parent.mkdir(parents=True, exist_ok=True)
-        f = open(lock, "a")
+        f = os.fdopen(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644), "w")
     except OSError:
         yield
         return
