@@ -80,9 +80,12 @@ class Sweep:
     --train.out-dir plus '-sweep')."""
     eval_chunks: int = 64
     """Validation chunks on which every row's bound (mean +- standard error) is evaluated."""
+    n_t: int = 1
+    """Stratified times per validation chunk in that evaluation (more: a smaller standard error)."""
 
     def __post_init__(self):
         checks.at_least("eval_chunks", self.eval_chunks, 2)  # a standard error needs two
+        checks.at_least("n_t", self.n_t, 1)
         checks.named("dir", self.dir)
 
 
@@ -194,7 +197,7 @@ def claim(root: Path, cfg: Config, paths: list[str]) -> None:
     atomic_write(path, (json.dumps(spec, indent=1) + "\n").encode())
 
 
-def run_row(row: Row, eval_chunks: int) -> dict:
+def run_row(row: Row, sweep: Sweep) -> dict:
     """Train the row from scratch, then evaluate its bound; the row's results (not yet recorded)."""
     out = Path(row.cfg.train.out_dir)
     with run_lock(out):  # the row's directory, made by this sweep: no other writer while it is cleared
@@ -203,7 +206,7 @@ def run_row(row: Row, eval_chunks: int) -> dict:
         last = train(row.cfg)
         wall = time.perf_counter() - start
     exit_if_stopped(last)  # SIGINT / SIGTERM, even on the row's last step: exit 130 / 143
-    bound = evaluate_checkpoint(load_checkpoint(out), max_chunks=eval_chunks)["results"]
+    bound = evaluate_checkpoint(load_checkpoint(out), n_t=sweep.n_t, max_chunks=sweep.eval_chunks)["results"]
     return {
         "val_bpc": bound["bpc"],
         "val_se": bound["stderr"],
@@ -263,12 +266,12 @@ def main(cfg: Annotated[PresetChoice, tyro.conf.arg(name="")], sweep: Sweep) -> 
     paths = list(rows[0].values)
     claim(root, cfg, paths)  # another sweep's directory is refused before anything is locked or created
     with run_lock(root):  # one sweep per directory at a time
-        sweep_rows(root, paths, rows, sweep.eval_chunks)
+        sweep_rows(root, paths, rows, sweep)
     print((root / "results.md").read_text())
     print(f"wrote {root / 'results.csv'} and {root / 'results.md'}", file=sys.stderr)
 
 
-def sweep_rows(root: Path, paths: list[str], rows: list[Row], eval_chunks: int) -> None:
+def sweep_rows(root: Path, paths: list[str], rows: list[Row], sweep: Sweep) -> None:
     """Train and record every row not finished yet."""
     done = read_results(root)
     for i, row in enumerate(rows, 1):
@@ -278,7 +281,7 @@ def sweep_rows(root: Path, paths: list[str], rows: list[Row], eval_chunks: int) 
         print(
             f"sweep: row {i}/{len(rows)} {row.name}: training in {row.cfg.train.out_dir}", file=sys.stderr, flush=True
         )
-        done[row.name] = {"row": row.name, **row.values, **run_row(row, eval_chunks)}
+        done[row.name] = {"row": row.name, **row.values, **run_row(row, sweep)}
         write_results(root, paths, done, len(rows))
     write_results(root, paths, done, len(rows))
 
