@@ -20,6 +20,7 @@ from nanodd.model import DiTConfig
 from nanodd.shell import dist
 from nanodd.shell.log import Log
 from nanodd.shell.trainer import Trainer, lr_at, train
+from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
 
 
 def tiny(corpus, out_dir, **train):
@@ -127,6 +128,16 @@ def test_a_short_run_learns(corpus, tmp_path, preset, steps):
     assert bound[-1] < bound[0] - 0.7, bound  # bits per char, averaged over 20 steps each
     assert last["val_bpc"] < 4.0  # below the ~4.1 bits of a unigram model of English
     assert (tmp_path / "run" / "checkpoints" / str(steps)).is_dir()
+
+
+def test_a_run_without_ema_is_loaded_and_evaluated_with_its_trained_weights(corpus, tmp_path):
+    """ema_decay 0 keeps no EMA (its saved EMA is the initial weights): load_checkpoint gives the trained
+    weights, so the evaluator scores the run that trained (it once scored the untrained network)."""
+    last = train(tiny(corpus, tmp_path / "run", ema_decay=0.0, max_iters=40, eval_interval=40, lr=1e-2))
+    loaded, raw = load_checkpoint(tmp_path / "run"), load_checkpoint(tmp_path / "run", ema=False)
+    assert all(torch.equal(v, raw.params[k]) for k, v in loaded.params.items())
+    bound = evaluate_checkpoint(loaded, max_chunks=8)["results"]["bpc"]
+    assert bound < 4.2 and abs(bound - last["val_bpc"]) < 0.3, (bound, last["val_bpc"])  # untrained: ~4.8
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():

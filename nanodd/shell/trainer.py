@@ -462,10 +462,8 @@ def init_from(trainer: Trainer, path: str, log: Log) -> None:
     """Start ``trainer``'s fresh run (step 0, a fresh optimizer) from the weights of the run or checkpoint at
     ``path`` (``workflows.load_checkpoint``): its EMA weights unless ``train.init_from_ema`` is off or it kept
     no EMA, as this run's parameters and EMA.  Refuses another network shape or another tokenizer."""
-    use_ema = trainer.cfg.train.init_from_ema
-    loaded = load_checkpoint(path, ema=use_ema, device=trainer.runtime.device)
-    if use_ema and loaded.cfg.train.ema_decay == 0:  # its saved EMA is its initial weights, never updated
-        use_ema, loaded = False, load_checkpoint(path, ema=False, device=trainer.runtime.device)
+    loaded = load_checkpoint(path, ema=trainer.cfg.train.init_from_ema, device=trainer.runtime.device)
+    use_ema = trainer.cfg.train.init_from_ema and loaded.cfg.train.ema_decay > 0  # as load_checkpoint decides
     flag = checks.Field("train.init_from")
     theirs, ours = loaded.model.cfg, trainer.state.model.cfg
     if any(getattr(theirs, f) != getattr(ours, f) for f in SHAPE):

@@ -77,7 +77,9 @@ class LoadedModel:
 
 def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device | str = "cpu") -> LoadedModel:
     """A run directory, its ``checkpoints/`` directory, one step directory, or a nanoDD ``ckpt.pt``.
-    The model holds the EMA weights unless ``ema=False``; a run directory gives its newest good step."""
+    The model holds the EMA weights unless ``ema=False`` or the run kept no EMA (``ema_decay`` 0: its saved
+    EMA is its initial weights, never updated), then its trained weights; a run directory gives its newest
+    good step."""
     path = Path(path)
     if path.is_file():
         model, params, cfg, _ = upstream.load(path, ema=ema, device=device)
@@ -101,7 +103,7 @@ def load_checkpoint(path: str | Path, *, ema: bool = True, device: torch.device 
     cfg = from_dict(meta["config"])
     model = DiT(network_config(cfg)).to(device).eval()
     model.load_state_dict(arrays["params"])  # the saved config built this DiT, so the shapes agree
-    if ema:
+    if ema and cfg.train.ema_decay > 0:
         model.load_state_dict(arrays["ema"], strict=False)  # EMA covers the parameters, not the buffers
     tokenizer = run_tokenizer(directory.parent, meta)
     return LoadedModel(model, params_of(model), cfg, path, tokenizer, meta.get("data"))
