@@ -73,6 +73,9 @@ class D3PMConfig:
     use cosine for uniform noise."""
     process: Absorbing | Uniform = field(default_factory=Absorbing)
     """absorbing (its data symbols; the mask is one more id) or uniform."""
+    antithetic: bool = False
+    """Stratify the steps over the global batch, k = ceil(t T) for stratified t in (0, 1] (lower variance,
+    unbiased); False: iid k ~ U{1..T}, nanoDD's."""
 
     def __post_init__(self):
         checks.at_least("T", self.T, 1)
@@ -100,9 +103,13 @@ def diffusion(cfg: D3PMConfig) -> Diffusion:
 
 
 def noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig, slot: Slot = Slot()) -> Noise:
-    """Every random draw of one loss evaluation: t ~ U{1..T} per sequence (iid, as nanoDD), u ~ U[0,1) per token."""
+    """Every random draw of one loss evaluation: the step t in 1..T per sequence (iid, as nanoDD, or
+    stratified over the global batch: ``antithetic``), u ~ U[0,1) per token."""
     B, L = x0.shape
-    t = torch.randint(1, cfg.T + 1, (B,), generator=gen, device=gen.device)
+    if cfg.antithetic:  # each step is drawn with probability 1/T either way: the loss stays unbiased
+        t = torch.ceil(draws.stratified_times(gen, B, slot) * cfg.T).long().clamp(1, cfg.T)
+    else:
+        t = torch.randint(1, cfg.T + 1, (B,), generator=gen, device=gen.device)
     return {"t": t, "u": draws.uniforms(gen, (B, L))}
 
 
