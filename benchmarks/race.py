@@ -8,10 +8,10 @@ bound and its default sampler's text under an AR judge trained the same way.
 **Equal time, honestly.**  Each method trains its demo preset (the same DiT, 4 blocks of 128, on
 128 characters, batch 32) with only the corpus changed; ``bd3lm-demo-4``, ``-8`` and ``-16`` are
 ``bd3lm-demo`` at block sizes 4, 8 and 16 (``RACERS``: a racer is a demo preset, or one with overrides).
-A probe of ``probe_steps`` optimizer steps measures the method's seconds per step after warm-up; ``max_iters = budget / (seconds per step)``
-then sets the run's length, so the warmup (scaled with it) and the cosine decay end on time.  The
-table reports the wall time each training really took (startup and the final validation included)
-next to the budget.
+A probe of ``probe_steps`` optimizer steps measures the method's seconds per step after warm-up;
+``max_iters = budget / (seconds per step)`` then sets the run's length, so the warmup (scaled with it)
+and the cosine decay end on time (``experiments.budget``).  The table reports the wall time each
+training really took (startup and the final validation included) next to the budget.
 
 **Corpus**: text8 when it is prepared, else tinyshakespeare at ``../shared/data`` when present (the
 text8 normaliser makes it text8-style), else the built-in corpus; ``--corpus`` picks one.
@@ -29,7 +29,6 @@ words in the training split's vocabulary, the unigram entropy and seconds per sa
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import sys
@@ -42,7 +41,7 @@ import tyro
 
 from benchmarks.demos import which_bound
 from benchmarks.sampling import data_bpc
-from experiments import timesteps
+from experiments import budget, timesteps
 from experiments.cli import exit_if_stopped, run
 from experiments.paths import check_checkpoint, check_corpus, check_directory, check_writable
 from experiments.presets import DEMOS, PRESETS, variant
@@ -158,28 +157,6 @@ def fresh(path: Path) -> Iterator[None]:
         yield
 
 
-def seconds_per_step(cfg: Config, opt: Options) -> float:
-    """The probe: run ``probe_steps`` steps of ``cfg`` and time the second half (after warm-up)."""
-    out = probe_dir(Path(cfg.train.out_dir))
-    with fresh(out):
-        train(
-            dataclasses.replace(
-                cfg,
-                train=dataclasses.replace(
-                    cfg.train,
-                    out_dir=str(out),
-                    max_iters=opt.probe_steps,
-                    log_interval=opt.probe_steps // 2,
-                    eval_batches=1,
-                ),
-            )
-        )
-        lines = (out / "metrics.jsonl").read_text().splitlines()
-        last = [json.loads(line) for line in lines if "tokens_per_s" in line][-1]
-    shutil.rmtree(out)
-    return cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len / last["tokens_per_s"]
-
-
 def race(cfg: Config, opt: Options, out: Path) -> dict:
     """Train ``cfg`` for the budget (probe, then max_iters to fit); returns steps, tokens/s and wall time."""
     with fresh(out):
@@ -187,23 +164,19 @@ def race(cfg: Config, opt: Options, out: Path) -> dict:
 
 
 def race_in(cfg: Config, opt: Options) -> dict:
-    """``race`` in its fresh run directory."""
-    sps = seconds_per_step(cfg, opt)
-    steps = max(1, int(opt.budget / sps))
-    warmup = round(cfg.train.warmup_iters * steps / cfg.train.max_iters)
-    cfg = dataclasses.replace(
-        cfg,
-        train=dataclasses.replace(
-            cfg.train, max_iters=steps, warmup_iters=warmup, eval_interval=steps, log_interval=max(1, steps // 10)
-        ),
-    )
+    """``race`` in its fresh run directory: the probe in a directory of its own, then the run."""
+    probe = probe_dir(Path(cfg.train.out_dir))
+    with fresh(probe):
+        sps = budget.seconds_per_step(cfg, opt.probe_steps, probe)
+    shutil.rmtree(probe)
+    cfg = budget.fit(cfg, opt.budget, sps)
     start = time.perf_counter()
     last = train(cfg)
     exit_if_stopped(last)  # Ctrl-C / SIGTERM: the race is off, not scored on a short run (exit 130 / 143)
     return {
-        "steps": steps,
+        "steps": cfg.train.max_iters,
         "wall_s": time.perf_counter() - start,
-        "tokens_per_s": 1 / sps * cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len,
+        "tokens_per_s": budget.tokens_per_step(cfg) / sps,
         "train_val": last["val_bpc"],
     }
 

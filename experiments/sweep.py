@@ -48,6 +48,7 @@ from typing import Annotated, Any, Literal, Union
 
 import tyro
 
+from experiments import budget
 from experiments.cli import exit_if_stopped, run
 from experiments.presets import PRESETS, choice
 from nanodd import checks, config as config_lib
@@ -82,10 +83,18 @@ class Sweep:
     """Validation chunks on which every row's bound (mean +- standard error) is evaluated."""
     n_t: int = 1
     """Stratified times per validation chunk in that evaluation (more: a smaller standard error)."""
+    budget: float | None = None
+    """Seconds of training per row: a probe of probe_steps steps times the row, then its max_iters is what
+    fits (the warmup scaled with it; experiments.budget).  None: the preset's max_iters."""
+    probe_steps: int = 10
+    """With a budget: optimizer steps of each row's timing probe (the second half is timed)."""
 
     def __post_init__(self):
         checks.at_least("eval_chunks", self.eval_chunks, 2)  # a standard error needs two
         checks.at_least("n_t", self.n_t, 1)
+        if self.budget is not None:
+            checks.at_least("budget", self.budget, 1)
+        checks.at_least("probe_steps", self.probe_steps, 4)
         checks.named("dir", self.dir)
 
 
@@ -183,27 +192,32 @@ def rows_of(cfg: Config, sweep: Sweep, root: Path) -> list[Row]:
     return rows
 
 
-def claim(root: Path, cfg: Config, paths: list[str]) -> None:
-    """Record what this directory sweeps (sweep.json); refuse a directory holding another sweep."""
+def claim(root: Path, cfg: Config, paths: list[str], budget: float | None = None) -> None:
+    """Record what this directory sweeps (sweep.json: the preset, the fields and any budget); refuse a
+    directory holding another sweep."""
     base = config_lib.to_dict(cfg)
     del base["train"]["out_dir"]  # the sweep sets it per row
-    spec = {"base": base, "fields": paths}
+    spec = {"base": base, "fields": paths} | ({} if budget is None else {"budget": budget})
     path = root / "sweep.json"
     if path.exists() and json.loads(path.read_text()) != spec:
         raise ValueError(
-            f"{root} holds a sweep of another preset, overrides or fields ({path}); choose another --sweep.dir"
+            f"{root} holds a sweep of another preset, overrides, fields or budget ({path}); choose another --sweep.dir"
         )
     root.mkdir(parents=True, exist_ok=True)
     atomic_write(path, (json.dumps(spec, indent=1) + "\n").encode())
 
 
 def run_row(row: Row, sweep: Sweep) -> dict:
-    """Train the row from scratch, then evaluate its bound; the row's results (not yet recorded)."""
-    out = Path(row.cfg.train.out_dir)
+    """Train the row from scratch (with a budget: probe, then the steps that fit), then evaluate its
+    bound; the row's results (not yet recorded)."""
+    out, cfg = Path(row.cfg.train.out_dir), row.cfg
     with run_lock(out):  # the row's directory, made by this sweep: no other writer while it is cleared
         lock.clear(out)  # an unfinished earlier attempt
+        if sweep.budget is not None:
+            cfg = budget.fit(cfg, sweep.budget, budget.seconds_per_step(cfg, sweep.probe_steps, out))
+            lock.clear(out)
         start = time.perf_counter()
-        last = train(row.cfg)
+        last = train(cfg)
         wall = time.perf_counter() - start
     exit_if_stopped(last)  # SIGINT / SIGTERM, even on the row's last step: exit 130 / 143
     bound = evaluate_checkpoint(load_checkpoint(out), n_t=sweep.n_t, max_chunks=sweep.eval_chunks)["results"]
@@ -264,7 +278,7 @@ def main(cfg: Annotated[PresetChoice, tyro.conf.arg(name="")], sweep: Sweep) -> 
     root = Path(sweep.dir or f"{cfg.train.out_dir}-sweep")
     rows = rows_of(cfg, sweep, root)
     paths = list(rows[0].values)
-    claim(root, cfg, paths)  # another sweep's directory is refused before anything is locked or created
+    claim(root, cfg, paths, sweep.budget)  # another sweep's directory is refused before anything is locked or created
     with run_lock(root):  # one sweep per directory at a time
         sweep_rows(root, paths, rows, sweep)
     print((root / "results.md").read_text())

@@ -102,6 +102,39 @@ def test_two_values_write_two_rows_and_a_rerun_redoes_neither(corpus, tmp_path, 
     assert capsys.readouterr().err.count("finished earlier, skipped") == 2
 
 
+def test_a_budget_fits_each_row_to_its_seconds_per_step(corpus, tmp_path, monkeypatch):
+    """--sweep.budget: each row is probed in its own directory (probe_steps steps), then trains the steps
+    that fit (the warmup scaled with them), from scratch.  The probe runs, but the test decides what it
+    measured (0.01 s per sequence of the batch), so that the steps are known."""
+    probes, runs = [], []
+
+    def timed(cfg, probe_steps, out):
+        probes.append((cfg.train.batch_size, probe_steps, out.name))
+        assert probe(cfg, probe_steps, out) > 0
+        return 0.01 * cfg.train.batch_size
+
+    def counted(cfg):
+        runs.append(cfg.train)
+        return train(cfg)
+
+    probe, train = sweep.budget.seconds_per_step, sweep.train
+    monkeypatch.setattr(sweep.budget, "seconds_per_step", timed)
+    monkeypatch.setattr(sweep, "train", counted)
+    root = tmp_path / "sweep"
+    batches = ["--sweep.field", "train.batch-size", "--sweep.values", "2", "16"]
+    sweep.cli(args(corpus, tmp_path, "--train.max-iters", "100", "--sweep.budget", "3", *batches))
+    rows = results(root)
+    assert probes == [(2, 10, "train.batch_size=2"), (16, 10, "train.batch_size=16")]
+    assert [r.max_iters for r in runs] == [int(r["steps"]) for r in rows]
+    assert [int(r["steps"]) for r in rows] == [150, 18]  # 3 s / (0.02 s), 3 s / (0.16 s)
+    assert [r.warmup_iters for r in runs] == [3, 0]  # 2 of 100 steps, scaled
+    for row in ("train.batch_size=2", "train.batch_size=16"):  # the probe's log is gone: trained from scratch
+        lines = (root / row / "metrics.jsonl").read_text().splitlines()
+        steps = [sweep.json.loads(line)["step"] for line in lines if '"step"' in line]
+        assert steps == sorted(steps) and steps[-1] == int(rows[0 if row.endswith("=2") else 1]["steps"])
+    assert sweep.json.loads((root / "sweep.json").read_text())["budget"] == 3
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_a_sweep_stopped_mid_row_keeps_the_finished_row_and_a_rerun_finishes_only_the_missing_one(
     corpus, tmp_path, trainings, sig
@@ -201,4 +234,4 @@ def test_a_directory_holding_another_sweep_is_refused(corpus, tmp_path, capsys):
     sweep.claim(root, sweep.tyro.cli(sweep.PresetChoice, args=["demo"]), ["train.lr"])
     with pytest.raises(SystemExit):
         sweep.cli(args(corpus, tmp_path, *LR))
-    assert "holds a sweep of another preset, overrides or fields" in capsys.readouterr().err
+    assert "holds a sweep of another preset, overrides, fields or budget" in capsys.readouterr().err
