@@ -160,16 +160,16 @@ def fresh(path: Path) -> Iterator[None]:
 def race(cfg: Config, opt: Options, out: Path) -> dict:
     """Train ``cfg`` for the budget (probe, then max_iters to fit); returns steps, tokens/s and wall time."""
     with fresh(out):
-        return race_in(on_corpus(cfg, opt.corpus, out), opt)
+        return race_in(on_corpus(cfg, opt.corpus, out), opt.budget, opt.probe_steps)
 
 
-def race_in(cfg: Config, opt: Options) -> dict:
+def race_in(cfg: Config, budget_s: float, probe_steps: int) -> dict:
     """``race`` in its fresh run directory: the probe in a directory of its own, then the run."""
     probe = probe_dir(Path(cfg.train.out_dir))
     with fresh(probe):
-        sps = budget.seconds_per_step(cfg, opt.probe_steps, probe)
+        sps = budget.seconds_per_step(cfg, probe_steps, probe)
     shutil.rmtree(probe)
-    cfg = budget.fit(cfg, opt.budget, sps)
+    cfg = budget.fit(cfg, budget_s, sps)
     start = time.perf_counter()
     last = train(cfg)
     exit_if_stopped(last)  # Ctrl-C / SIGTERM: the race is off, not scored on a short run (exit 130 / 143)

@@ -2,8 +2,10 @@
 
 A probe of ``probe_steps`` optimizer steps measures a config's seconds per step after warm-up (the
 second half of the probe is timed, so start-up, the first step's allocations and any compilation are
-left out); ``fit`` then sets ``max_iters = budget / (seconds per step)`` and scales the warmup with it,
-so that the warmup and the cosine decay end on time, and the run validates once, at its end.  The budget
+left out); ``fit`` then sets ``max_iters = budget / (seconds per step)`` and scales the run's other
+horizons with it: the warmup and the EMA's horizon 1 / (1 - decay) keep their fractions of the run, and
+the cosine decay ends on time.  The run validates once, at its end.  (So a swept warmup or EMA decay
+is read at the preset's max_iters.)  The budget
 covers the optimizer steps: start-up and the final validation come on top (the race's and the sweep's
 tables report the wall time each training really took).  Run nothing else at the same time.
 """
@@ -37,11 +39,18 @@ def tokens_per_step(cfg: Config) -> int:
 
 
 def fit(cfg: Config, budget: float, seconds_per_step: float) -> Config:
-    """``cfg`` with as many steps as fit ``budget`` seconds, its warmup scaled by the same factor (the
-    preset's warmup fraction kept), one validation at the end and ten progress lines."""
+    """``cfg`` with as many steps as fit ``budget`` seconds, its warmup and EMA horizon scaled by the same
+    factor (their fractions of the run kept; an EMA horizon under one step turns EMA off), one validation
+    at the end and ten progress lines."""
     steps = max(1, int(budget / seconds_per_step))
-    warmup = round(cfg.train.warmup_iters * steps / cfg.train.max_iters)
+    scale = steps / cfg.train.max_iters
+    horizon = scale / (1 - cfg.train.ema_decay)  # steps the EMA averages over, 1 / (1 - decay), scaled
     train_cfg = dataclasses.replace(
-        cfg.train, max_iters=steps, warmup_iters=warmup, eval_interval=steps, log_interval=max(1, steps // 10)
+        cfg.train,
+        max_iters=steps,
+        warmup_iters=round(cfg.train.warmup_iters * scale),
+        ema_decay=1 - 1 / horizon if cfg.train.ema_decay > 0 and horizon > 1 else 0.0,
+        eval_interval=steps,
+        log_interval=max(1, steps // 10),
     )
     return dataclasses.replace(cfg, train=train_cfg)

@@ -115,6 +115,40 @@ DEMO = Config(
 )
 
 
+RACE_MODEL = DiTConfig(d_model=256, n_heads=4, n_blocks=4, cond_dim=128, dropout=0.0)
+"""The recipe race's network (``benchmarks.recipes``): nanoDD's DiT at width 256, 4 blocks, no dropout."""
+
+
+NANODD_RACE = Config(
+    model=RACE_MODEL,
+    method=D3PM_TEXT8.method,
+    data=DataConfig(source="builtin", seq_len=256),
+    train=dataclasses.replace(
+        D3PM_TEXT8.train,
+        batch_size=16,
+        grad_accum=1,
+        max_iters=300,
+        warmup_iters=100,
+        ema_decay=0.0,
+        compile=False,
+        eval_interval=300,
+        eval_batches=5,
+        log_interval=30,
+        out_dir="runs/nanodd-race",
+    ),
+)
+"""nanoDD's recipe on 300 steps as the measurement behind the race's goal ran it: 100 steps of warmup, no EMA."""
+
+
+DEMO_RACE = dataclasses.replace(
+    NANODD_RACE,
+    train=dataclasses.replace(
+        NANODD_RACE.train, batch_size=4, max_iters=900, warmup_iters=300, out_dir="runs/demo-race"
+    ),
+)
+"""The recipe our sweeps found at the race's size and 300 s (docs/recipes.md): nanoDD's, at a quarter of the batch."""
+
+
 def demo_of(name: str, method, what: str) -> Preset:
     """demo with another method: the same model, data and budget, its own run directory."""
     return Preset(f"demo's model, data and budget trained with {what}.", variant(DEMO, f"runs/{name}", method=method))
@@ -214,6 +248,24 @@ PRESETS = {
         "network, weight decay and dropout (so its checkpoints fit), 256 characters.  Each step runs the "
         "network over 2L = 512 positions, about twice mdlm-text8's cost.",
         BD3LM_TEXT8,
+    ),
+    "nanodd-race": Preset(
+        "nanoDD's text8 recipe (d3pm-text8) on the recipe race's network, for benchmarks.recipes: DiT 256 wide, "
+        "4 heads, 4 blocks, cond width 128, no dropout, 256 characters, batch 16; D3PM with T = 1000 and "
+        "lambda = 0.05, iid steps; AdamW lr 1e-3 with cosine decay to 1e-5, betas (0.9, 0.98), weight decay "
+        "0.1, clipping at 0.1.  Its 500k steps become 300 (what 300 s gives on 2 CPU cores) with 100 of "
+        "warmup and no EMA, as the measurement that set the race's goal ran nanoDD: its own 0.5% of warmup "
+        "(2 steps here) and its EMA horizon would handicap it (docs/recipes.md).  A budget (benchmarks.recipes, "
+        "--sweep.budget) rescales the steps, the warmup keeping its third.",
+        NANODD_RACE,
+    ),
+    "demo-race": Preset(
+        "The recipe our sweeps found fastest per second on the recipe race's network (docs/recipes.md), for "
+        "benchmarks.recipes: nanodd-race at a quarter of its batch, 4 x 256 characters, so 900 steps (what "
+        "300 s gives on 2 CPU cores; a third of them warming up) instead of 300.  Learning rate, warmup "
+        "fraction, clipping, EMA, antithetic steps, time conditioning, MDLM's loss and compile were searched "
+        "and left as nanoDD has them: none of them gained.",
+        DEMO_RACE,
     ),
     "ar-text8": Preset(
         "The autoregressive judge on text8: d3pm-text8's DiT and recipe with a causal mask, trained on "
