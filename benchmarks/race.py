@@ -9,8 +9,8 @@ bound and its default sampler's text under an AR judge trained the same way.
 128 characters, batch 32) with only the corpus changed; ``bd3lm-demo-4``, ``-8`` and ``-16`` are
 ``bd3lm-demo`` at block sizes 4, 8 and 16 (``RACERS``: a racer is a demo preset, or one with overrides).
 A probe of ``probe_steps`` optimizer steps measures the method's seconds per step after warm-up;
-``max_iters = budget / (seconds per step)`` then sets the run's length, so the warmup (scaled with it)
-and the cosine decay end on time (``experiments.budget``).  The table reports the wall time each
+``max_iters = budget / (seconds per step)`` then sets the run's length, so the warmup and EMA horizon
+(scaled with it) and the cosine decay end on time (``experiments.budget``).  The table reports the wall time each
 training really took (startup and the final validation included) next to the budget.
 
 **Corpus**: text8 when it is prepared, else tinyshakespeare at ``../shared/data`` when present (the

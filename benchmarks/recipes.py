@@ -56,8 +56,9 @@ from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
 class Options:
     budget: float = 300.0
     """Seconds of optimizer steps per run."""
-    corpora: tuple[str, ...] = (str(SHAKESPEARE), "builtin")
-    """Corpora to race on (each prepared with the text8 tokenizer): names, files or URLs."""
+    corpora: tuple[str, ...] = (*([str(SHAKESPEARE)] if SHAKESPEARE.is_file() else []), "builtin")
+    """Corpora to race on (each prepared with the text8 tokenizer): names, files or URLs (default:
+    tinyshakespeare from ../shared/data when present, and the built-in corpus)."""
     seeds: tuple[int, ...] = (0, 1)
     """Training seeds (weights, data order, noise); every recipe runs each."""
     recipes: tuple[str, str] = ("nanodd-race", "demo-race")

@@ -85,7 +85,7 @@ class Sweep:
     """Stratified times per validation chunk in that evaluation (more: a smaller standard error)."""
     budget: float | None = None
     """Seconds of training per row: a probe of probe_steps steps times the row, then its max_iters is what
-    fits (the warmup scaled with it; experiments.budget).  None: the preset's max_iters."""
+    fits (its warmup and EMA horizon scaled with it; experiments.budget).  None: the preset's max_iters."""
     probe_steps: int = 10
     """With a budget: optimizer steps of each row's timing probe (the second half is timed)."""
 

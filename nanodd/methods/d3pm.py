@@ -74,8 +74,8 @@ class D3PMConfig:
     process: Absorbing | Uniform = field(default_factory=Absorbing)
     """absorbing (its data symbols; the mask is one more id) or uniform."""
     antithetic: bool = False
-    """Stratify the steps over the global batch, k = ceil(t T) for stratified t in (0, 1] (lower variance,
-    unbiased); False: iid k ~ U{1..T}, nanoDD's."""
+    """Stratify the steps over the global batch, k = ceil(t T) for stratified t in (0, 1] (unbiased over
+    random batches; less variance where the integrand varies with t); False: iid k ~ U{1..T}, nanoDD's."""
 
     def __post_init__(self):
         checks.at_least("T", self.T, 1)
