@@ -80,6 +80,7 @@ class Options:
         checks.at_least("budget", self.budget, 1)
         checks.at_least("n_t", self.n_t, 1)
         checks.at_least("probe_steps", self.probe_steps, 4)
+        checks.positive("goal", self.goal)
         checks.named("out_dir", self.out_dir)
         for seed in self.seeds:
             checks.seed("seeds", seed)

@@ -531,6 +531,8 @@ BASE_ARGS = {
 LEGAL_MAINS = {
     "--compose.lam": "0 1e12",
     "--budget": "1e12",
+    "--sweep.budget": "1e12",
+    "--goal": "1e12",
     "--ddp-procs": "0",
     "--mb": "1e12",
     "--prepare-mb": "1e12",
