@@ -45,7 +45,7 @@ class Options:
     samples: bool = False
     """Print one sample of each run after the table."""
     max_iters: int | None = None
-    """Train each demo for this many steps instead of its own (1,200)."""
+    """Train each demo for this many steps instead of its own."""
 
     def __post_init__(self):
         unknown = [p for p in self.presets if p not in ALL]

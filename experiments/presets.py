@@ -96,23 +96,25 @@ AR_TEXT8 = variant(D3PM_TEXT8, "runs/ar-text8", method=ARConfig())
 BD3LM_TEXT8 = variant(MDLM_TEXT8, "runs/bd3lm-text8", method=BD3LMConfig(block_size=16))
 DEMO = Config(
     model=DiTConfig(d_model=128, n_heads=4, n_blocks=4, cond_dim=64, dropout=0.0),
-    method=D3PMConfig(T=1000, hybrid_coeff=0.05),
+    method=D3PM_TEXT8.method,
     data=DataConfig(source="builtin", seq_len=128),
-    train=TrainConfig(
-        batch_size=32,
+    train=dataclasses.replace(
+        D3PM_TEXT8.train,
+        batch_size=8,
         grad_accum=1,
-        max_iters=1200,
-        lr=2e-3,
-        min_lr=1e-4,
-        warmup_iters=100,
-        grad_clip=1.0,
-        ema_decay=0.99,
-        eval_interval=400,
-        eval_batches=5,
-        log_interval=50,
+        max_iters=2700,
+        warmup_iters=900,
+        ema_decay=0.0,
+        compile=False,
+        eval_interval=900,
+        eval_batches=20,
+        log_interval=100,
         out_dir="runs/demo",
     ),
 )
+"""nanoDD's text8 recipe (D3PM, lambda = 0.05, its AdamW) at the recipe our sweeps found (docs/recipes.md): a
+quarter of the tokens per step, so about three times the steps in the same time, a third of them warming up,
+no EMA."""
 
 
 RACE_MODEL = DiTConfig(d_model=256, n_heads=4, n_blocks=4, cond_dim=128, dropout=0.0)
@@ -141,12 +143,22 @@ NANODD_RACE = Config(
 
 
 DEMO_RACE = dataclasses.replace(
-    NANODD_RACE,
+    DEMO,
+    model=RACE_MODEL,
+    data=NANODD_RACE.data,
     train=dataclasses.replace(
-        NANODD_RACE.train, batch_size=4, max_iters=900, warmup_iters=300, out_dir="runs/demo-race"
+        DEMO.train,
+        batch_size=DEMO.train.batch_size * DEMO.data.seq_len // NANODD_RACE.data.seq_len,
+        max_iters=900,
+        warmup_iters=300,
+        eval_interval=900,
+        eval_batches=5,
+        log_interval=90,
+        out_dir="runs/demo-race",
     ),
 )
-"""The recipe our sweeps found at the race's size and 300 s (docs/recipes.md): nanoDD's, at a quarter of the batch."""
+"""demo's recipe on the race's network and length: its tokens per step (4 x 256 characters), so 900 steps where
+nanodd-race takes 300, a third of them warming up."""
 
 
 def demo_of(name: str, method, what: str) -> Preset:
@@ -155,7 +167,12 @@ def demo_of(name: str, method, what: str) -> Preset:
 
 
 DEMOS = {
-    "demo": Preset("A small D3PM that learns visibly on 2 CPU cores in a few minutes, on the built-in corpus.", DEMO),
+    "demo": Preset(
+        "A small D3PM that learns visibly on 2 CPU cores in a few minutes, on the built-in corpus.  Its recipe "
+        "is nanoDD's (d3pm-text8's loss and AdamW, no EMA) at 8 x 128 characters per step for 2,700 steps, a "
+        "third of them warming up: what our sweeps found fastest per second (docs/recipes.md).",
+        DEMO,
+    ),
     "mdlm-demo": demo_of(
         "mdlm-demo", MDLMConfig(schedule=LogLinear(eps=1e-3)), "MDLM's continuous-time NELBO (log-linear, antithetic t)"
     ),
@@ -173,7 +190,7 @@ DEMOS = {
         "udlm-demo", UDLMConfig(schedule=LogLinear(eps=1e-3)), "UDLM's continuous-time uniform-state NELBO (log-linear)"
     ),
     "bd3lm-demo": Preset(
-        "demo's model, data and budget (1,200 steps of 32 x 128 characters) trained with BD3-LM's block NELBO: "
+        "demo's model, data and budget trained with BD3-LM's block NELBO: "
         "blocks of 16 characters, autoregressive over blocks, masked diffusion inside them (linear schedule, "
         "unclipped).  Each step runs the network over 2L = 256 positions (the noisy and the clean copy), so it "
         "takes about twice mdlm-demo's time; its default sampler is block (the KV cache), and "
@@ -260,11 +277,11 @@ PRESETS = {
         NANODD_RACE,
     ),
     "demo-race": Preset(
-        "The recipe our sweeps found fastest per second on the recipe race's network (docs/recipes.md), for "
-        "benchmarks.recipes: nanodd-race at a quarter of its batch, 4 x 256 characters, so 900 steps (what "
-        "300 s gives on 2 CPU cores; a third of them warming up) instead of 300.  Learning rate, warmup "
-        "fraction, clipping, EMA, antithetic steps, time conditioning, MDLM's loss and compile were searched "
-        "and left as nanoDD has them: none of them gained.",
+        "demo's recipe on the recipe race's network, for benchmarks.recipes: nanodd-race at a quarter of its "
+        "tokens per step, 4 x 256 characters, so 900 steps (what 300 s gives on 2 CPU cores; a third of them "
+        "warming up) instead of 300.  The fastest per second our sweeps found at 300 s (docs/recipes.md): "
+        "learning rate, warmup fraction, clipping, EMA, antithetic steps, time conditioning, MDLM's loss and "
+        "compile were searched and left as nanoDD has them.",
         DEMO_RACE,
     ),
     "ar-text8": Preset(
@@ -293,7 +310,7 @@ BPE_DEMO = Config(
 BYTES_DEMO = dataclasses.replace(
     BPE_DEMO,
     data=DataConfig(source="builtin", seq_len=256, tokenizer="bytes"),
-    train=dataclasses.replace(DEMO.train, batch_size=16, out_dir="runs/bytes-demo"),
+    train=dataclasses.replace(DEMO.train, batch_size=DEMO.train.batch_size // 2, out_dir="runs/bytes-demo"),
 )
 OWT_DATA = DataConfig(source="hf:openwebtext", seq_len=1024, tokenizer="gpt2")
 OWT_TRAIN = dataclasses.replace(
@@ -321,7 +338,7 @@ CORPUS_DEMOS = {
     ),
     "bytes-demo": Preset(
         "bpe-demo on raw UTF-8 bytes (257 ids: the 256 byte values and the end of document), 256 bytes per "
-        "sequence, batch 16: lossless on any text, no tokenizer to train.",
+        "sequence, batch 4 (demo's tokens per step): lossless on any text, no tokenizer to train.",
         BYTES_DEMO,
     ),
 }

@@ -18,7 +18,16 @@ from conftest import run_main as run, words_text
 TINY = [
     *("--model.d-model", "32", "--model.n-heads", "2", "--model.n-blocks", "1", "--model.cond-dim", "16"),
     *("--data.seq-len", "32", "--train.batch-size", "8", "--train.max-iters", "3", "--train.warmup-iters", "1"),
-    *("--train.eval-interval", "3", "--train.eval-batches", "1", "--train.log-interval", "3"),
+    *(
+        "--train.eval-interval",
+        "3",
+        "--train.eval-batches",
+        "1",
+        "--train.log-interval",
+        "3",
+        "--train.ema-decay",
+        "0.99",
+    ),
     *("--train.dtype", "fp32", "--train.device", "cpu"),
 ]
 SAMPLE = ["--sample.no-live", "--sample.device", "cpu", "--sample.steps", "4"]
@@ -182,5 +191,9 @@ def test_the_bd3lm_presets_have_their_mdlm_runs_network_so_init_from_fits():
             dataclasses.replace(mdlm.train, out_dir="x"),
         )
     demo = DEMOS["bd3lm-demo"].cfg
-    assert (demo.model, demo.data, demo.train.max_iters, demo.train.batch_size) == (DEMO.model, DEMO.data, 1200, 32)
+    assert (demo.model, demo.data, dataclasses.replace(demo.train, out_dir="x")) == (
+        DEMO.model,
+        DEMO.data,
+        dataclasses.replace(DEMO.train, out_dir="x"),
+    )
     assert demo.train.out_dir == "runs/bd3lm-demo" and "--method.block-size 4" in PRESETS["bd3lm-text8"].about

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from benchmarks import recipes
-from experiments.presets import DEMO, Preset
+from experiments.presets import DEMO, PRESETS, Preset
 from nanodd.config import DataConfig
 from nanodd.model import DiTConfig
 
@@ -95,3 +95,22 @@ def test_a_run_directory_the_race_did_not_make_is_refused(presets, tmp_path, cap
         )
     assert exit.value.code == 2 and "not made by a race" in capsys.readouterr().err
     assert (run / "mine.txt").read_text() == "keep" and not presets
+
+
+def test_demo_race_is_demos_recipe_on_nanodd_races_network():
+    """The race's challenger is the demo preset's recipe: nanoDD's method and optimiser (as nanodd-race
+    has them) at a quarter of nanodd-race's tokens per step, a third of the run warming up; only the
+    network and the sequence length are the race's."""
+    demo, ours, nanodd = (PRESETS[name].cfg for name in ("demo", "demo-race", "nanodd-race"))
+
+    def tokens_per_step(cfg):
+        return cfg.train.batch_size * cfg.train.grad_accum * cfg.data.seq_len
+
+    def optimiser(t):
+        return (t.lr, t.min_lr, t.weight_decay, t.beta1, t.beta2, t.grad_clip, t.ema_decay)
+
+    assert tokens_per_step(demo) == tokens_per_step(ours) == tokens_per_step(nanodd) // 4
+    assert optimiser(demo.train) == optimiser(ours.train) == optimiser(nanodd.train)
+    assert demo.method == ours.method == nanodd.method == PRESETS["d3pm-text8"].cfg.method
+    assert (ours.model, ours.data) == (nanodd.model, nanodd.data)
+    assert 3 * demo.train.warmup_iters == demo.train.max_iters and 3 * ours.train.warmup_iters == ours.train.max_iters
