@@ -112,7 +112,7 @@ DEMO = Config(
         out_dir="runs/demo",
     ),
 )
-"""nanoDD's text8 recipe (D3PM, lambda = 0.05, its AdamW) at the recipe our sweeps found (docs/recipes.md): a
+"""nanoDD's text8 recipe (D3PM, lambda = 0.05, its AdamW) changed as our sweeps found (docs/recipes.md): a
 quarter of the tokens per step, so about three times the steps in the same time, a third of them warming up,
 no EMA."""
 
