@@ -155,7 +155,7 @@ def checksum(model: torch.nn.Module) -> torch.Tensor:
 
 
 def ddp_worker(rank: int, args: Args, world: int, port: int, results) -> None:
-    """One DDP rank: the bf16 run's warm-up and timed steps, then every rank's checksums on rank 0."""
+    """One DDP rank: ``ddp_steps``, then leave the process group."""
     os.environ |= {
         "RANK": str(rank),
         "LOCAL_RANK": str(rank),
@@ -164,25 +164,33 @@ def ddp_worker(rank: int, args: Args, world: int, port: int, results) -> None:
         "MASTER_PORT": str(port),
     }
     try:
-        t = trainer(args, "bf16", args.compile)  # dist.setup joins the process group
-        losses(t, args.loss_steps)  # warm-up
-        torch.distributed.barrier()
-        seconds = torch.tensor([timed(t, args.steps)], device=t.runtime.device)
-        torch.distributed.all_reduce(seconds, op=torch.distributed.ReduceOp.MAX)  # the slowest rank sets the pace
-        local = checksum(t.state.model)
-        gathered = [torch.empty_like(local) for _ in range(world)]
-        torch.distributed.all_gather(gathered, local)
-        if rank == 0:
-            tokens = world * args.steps * args.batch_size * args.seq_len
-            results.put(
-                {
-                    "tokens_per_s": tokens / seconds.item(),
-                    "identical": all(torch.equal(g, local) for g in gathered),
-                    "backend": torch.distributed.get_backend(),
-                }
-            )
+        ddp_steps(rank, args, world, results)
     finally:
+        # The trainer's DDP wrapper holds the process group: it is gone by now, so the group is destroyed
+        # here and not during interpreter shutdown, where gloo's threads can abort the process (SIGABRT).
         dist.teardown()
+
+
+def ddp_steps(rank: int, args: Args, world: int, results) -> None:
+    """The bf16 run's warm-up and timed steps on this rank, then every rank's checksums on rank 0."""
+    t = trainer(args, "bf16", args.compile)  # dist.setup joins the process group
+    losses(t, args.loss_steps)  # warm-up
+    torch.distributed.barrier()
+    seconds = torch.tensor([timed(t, args.steps)], device=t.runtime.device)
+    torch.distributed.all_reduce(seconds, op=torch.distributed.ReduceOp.MAX)  # the slowest rank sets the pace
+    local = checksum(t.state.model)
+    gathered = [torch.empty_like(local) for _ in range(world)]
+    torch.distributed.all_gather(gathered, local)
+    if rank == 0:
+        tokens = world * args.steps * args.batch_size * args.seq_len
+        results.put(
+            {
+                "tokens_per_s": tokens / seconds.item(),
+                "identical": all(torch.equal(g, local) for g in gathered),
+                "backend": torch.distributed.get_backend(),
+            }
+        )
+    torch.distributed.barrier()  # no rank leaves while another still works
 
 
 def ddp(args: Args, world: int) -> dict:

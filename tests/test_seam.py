@@ -241,6 +241,7 @@ def ddp_worker(rank, world, port, cfg_dict, compile, real_compile, out):
         },
         f"{out}/rank{rank}.pt",
     )
+    del trainer  # its DDP wrapper holds the process group: destroy it now, not at interpreter exit
     dist.teardown()
 
 

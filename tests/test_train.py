@@ -65,6 +65,7 @@ def ddp_worker(rank, world, port, cfg_dict, steps, out):
     torch.save(
         {"params": {k: v.detach() for k, v in params_of(trainer.state.model).items()}, "x0": x0}, f"{out}/rank{rank}.pt"
     )
+    del trainer  # its DDP wrapper holds the process group: destroy it now, not at interpreter exit
     dist.teardown()
 
 
