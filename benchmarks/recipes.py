@@ -13,9 +13,12 @@ to the run, and ``demo-race``, the ``demo`` preset's recipe at the same size and
 ``--recipes`` races any presets.
 
 **Equal time.**  Each run is fitted to ``--budget`` seconds of optimizer steps as the race fits them
-(``experiments.budget``: a 10-step probe, then the steps that fit, the warmup and EMA horizon keeping
-their fractions of the run, the cosine ending on time), so a recipe is scaled to the budget as its
-authors' schedule would be.  Run nothing else at the same time: the budget is wall-clock.
+(``experiments.budget``: a probe, then the steps that fit, the warmup and EMA horizon keeping their
+fractions of the run, the cosine ending on time), so a recipe is scaled to the budget as its authors'
+schedule would be.  Every probe trains the same tokens (``--probe-steps`` steps of the recipe with the
+most tokens per step, proportionally more of a smaller step), so each is timed for about as long: a
+probe of a few short steps misjudges a run by 10-25%.  Run nothing else at the same time: the budget is
+wall-clock.
 
 **Scores.**  Each run's own bound (``evaluate``: ``--n-t`` stratified times on every validation chunk,
 the EMA weights when the run keeps an EMA, the same draws for every run), mean and standard error.
@@ -42,11 +45,12 @@ from typing import Annotated
 import tyro
 
 from benchmarks.race import SHAKESPEARE, check_ours, fresh, probe_dir, race_in
+from experiments.budget import tokens_per_step
 from experiments.cli import run
 from experiments.paths import check_corpus, check_directory
 from experiments.presets import PRESETS
 from nanodd import checks
-from nanodd.config import DataConfig
+from nanodd.config import Config, DataConfig
 from nanodd.data.prepare import atomic_write, prepare_data
 from nanodd.shell.lock import run_lock
 from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
@@ -66,7 +70,8 @@ class Options:
     n_t: int = 4
     """Stratified times per validation chunk in each evaluation."""
     probe_steps: int = 10
-    """Optimizer steps of each run's timing probe (the second half is timed)."""
+    """Optimizer steps of the timing probe of the recipe with the most tokens per step (the second half
+    is timed); every other recipe's probe trains as many tokens, in proportionally more steps."""
     goal: float = 0.15
     """Bits per character the challenger must gain (and at least 3 standard errors) for the verdict."""
     out_dir: str = "runs/recipes"
@@ -104,9 +109,15 @@ def run_once(opt: Options, corpus: str, recipe: str, seed: int, out: Path) -> di
         train=dataclasses.replace(cfg.train, out_dir=str(out), seed=seed),
     )
     with fresh(out):
-        trained = race_in(cfg, opt.budget, opt.probe_steps)
+        trained = race_in(cfg, opt.budget, probe_steps(opt, cfg))
     report = evaluate_checkpoint(load_checkpoint(out), n_t=opt.n_t)["results"]
     return trained | {"bpc": report["bpc"], "stderr": report["stderr"], "n_chunks": report["n_chunks"]}
+
+
+def probe_steps(opt: Options, cfg: Config) -> int:
+    """Steps of ``cfg``'s probe: as many tokens as ``opt.probe_steps`` steps of the largest racer's step."""
+    largest = max(tokens_per_step(PRESETS[r].cfg) for r in opt.recipes)
+    return math.ceil(opt.probe_steps * largest / tokens_per_step(cfg))
 
 
 def gain(base: list[dict], challenger: list[dict]) -> tuple[float, float]:
