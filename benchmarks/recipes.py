@@ -45,12 +45,12 @@ from typing import Annotated
 import tyro
 
 from benchmarks.race import SHAKESPEARE, check_ours, fresh, probe_dir, race_in
-from experiments.budget import tokens_per_step
+from experiments.budget import probe_steps
 from experiments.cli import run
 from experiments.paths import check_corpus, check_directory
 from experiments.presets import PRESETS
 from nanodd import checks
-from nanodd.config import Config, DataConfig
+from nanodd.config import DataConfig
 from nanodd.data.prepare import atomic_write, prepare_data
 from nanodd.shell.lock import run_lock
 from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
@@ -109,15 +109,9 @@ def run_once(opt: Options, corpus: str, recipe: str, seed: int, out: Path) -> di
         train=dataclasses.replace(cfg.train, out_dir=str(out), seed=seed),
     )
     with fresh(out):
-        trained = race_in(cfg, opt.budget, probe_steps(opt, cfg))
+        trained = race_in(cfg, opt.budget, probe_steps(opt.probe_steps, cfg, [PRESETS[r].cfg for r in opt.recipes]))
     report = evaluate_checkpoint(load_checkpoint(out), n_t=opt.n_t)["results"]
     return trained | {"bpc": report["bpc"], "stderr": report["stderr"], "n_chunks": report["n_chunks"]}
-
-
-def probe_steps(opt: Options, cfg: Config) -> int:
-    """Steps of ``cfg``'s probe: as many tokens as ``opt.probe_steps`` steps of the largest racer's step."""
-    largest = max(tokens_per_step(PRESETS[r].cfg) for r in opt.recipes)
-    return math.ceil(opt.probe_steps * largest / tokens_per_step(cfg))
 
 
 def gain(base: list[dict], challenger: list[dict]) -> tuple[float, float]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 from experiments.cli import exit_if_stopped
@@ -31,6 +32,13 @@ def seconds_per_step(cfg: Config, probe_steps: int, out: Path) -> float:
     lines = (out / "metrics.jsonl").read_text().splitlines()
     last = [json.loads(line) for line in lines if "tokens_per_s" in line][-1]
     return tokens_per_step(cfg) / last["tokens_per_s"]
+
+
+def probe_steps(steps: int, cfg: Config, racers: list[Config]) -> int:
+    """Steps of ``cfg``'s probe: as many tokens as ``steps`` steps of the racer with the most tokens per
+    step, so every probe is timed for about as long (a few short steps misjudge a run by 10-25%)."""
+    largest = max(tokens_per_step(c) for c in racers)
+    return math.ceil(steps * largest / tokens_per_step(cfg))
 
 
 def tokens_per_step(cfg: Config) -> int:

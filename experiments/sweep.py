@@ -87,7 +87,8 @@ class Sweep:
     """Seconds of training per row: a probe of probe_steps steps times the row, then its max_iters is what
     fits (its warmup and EMA horizon scaled with it; experiments.budget).  None: the preset's max_iters."""
     probe_steps: int = 10
-    """With a budget: optimizer steps of each row's timing probe (the second half is timed)."""
+    """With a budget: optimizer steps of the timing probe of the row with the most tokens per step (the
+    second half is timed); every other row's probe trains as many tokens, in proportionally more steps."""
 
     def __post_init__(self):
         checks.at_least("eval_chunks", self.eval_chunks, 2)  # a standard error needs two
@@ -207,14 +208,15 @@ def claim(root: Path, cfg: Config, paths: list[str], budget: float | None = None
     atomic_write(path, (json.dumps(spec, indent=1) + "\n").encode())
 
 
-def run_row(row: Row, sweep: Sweep) -> dict:
-    """Train the row from scratch (with a budget: probe, then the steps that fit), then evaluate its
-    bound; the row's results (not yet recorded)."""
+def run_row(row: Row, sweep: Sweep, rows: list[Row]) -> dict:
+    """Train the row from scratch (with a budget: probe, as many tokens as every row's probe, then the
+    steps that fit), then evaluate its bound; the row's results (not yet recorded)."""
     out, cfg = Path(row.cfg.train.out_dir), row.cfg
     with run_lock(out):  # the row's directory, made by this sweep: no other writer while it is cleared
         lock.clear(out)  # an unfinished earlier attempt
         if sweep.budget is not None:
-            cfg = budget.fit(cfg, sweep.budget, budget.seconds_per_step(cfg, sweep.probe_steps, out))
+            steps = budget.probe_steps(sweep.probe_steps, cfg, [r.cfg for r in rows])
+            cfg = budget.fit(cfg, sweep.budget, budget.seconds_per_step(cfg, steps, out))
             lock.clear(out)
         start = time.perf_counter()
         last = train(cfg)
@@ -295,7 +297,7 @@ def sweep_rows(root: Path, paths: list[str], rows: list[Row], sweep: Sweep) -> N
         print(
             f"sweep: row {i}/{len(rows)} {row.name}: training in {row.cfg.train.out_dir}", file=sys.stderr, flush=True
         )
-        done[row.name] = {"row": row.name, **row.values, **run_row(row, sweep)}
+        done[row.name] = {"row": row.name, **row.values, **run_row(row, sweep, rows)}
         write_results(root, paths, done, len(rows))
     write_results(root, paths, done, len(rows))
 

@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from experiments.budget import fit
+from experiments.budget import fit, probe_steps
 from experiments.presets import PRESETS
 
 
@@ -26,3 +26,12 @@ def test_fit_keeps_the_fractions_of_warmup_and_ema_horizon(budget, steps):
 def test_fit_leaves_a_run_without_ema_without_it():
     cfg = PRESETS["demo"].cfg
     assert cfg.train.ema_decay == 0.0 and fit(cfg, 100.0, 0.1).train.ema_decay == 0.0
+
+
+def test_every_probe_trains_the_tokens_of_the_largest_steps_probe():
+    """A racer with a quarter of the largest's tokens per step probes four times the steps; a third
+    (not a divisor) is rounded up; the largest itself probes the steps asked for."""
+    big = PRESETS["nanodd-race"].cfg
+    small, odd = (dataclasses.replace(big, train=dataclasses.replace(big.train, batch_size=b)) for b in (4, 3))
+    racers = [small, big]
+    assert [probe_steps(10, c, racers) for c in (big, small, odd)] == [10, 40, 54]  # 10 x 16 / 3 = 53.3

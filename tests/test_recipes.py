@@ -112,14 +112,3 @@ def test_demo_race_is_demos_recipe_on_nanodd_races_network():
     assert demo.method == ours.method == nanodd.method == PRESETS["d3pm-text8"].cfg.method
     assert (ours.model, ours.data) == (nanodd.model, nanodd.data)
     assert 3 * demo.train.warmup_iters == demo.train.max_iters and 3 * ours.train.warmup_iters == ours.train.max_iters
-
-
-def test_every_probe_trains_the_tokens_of_the_largest_steps_probe(monkeypatch):
-    """A racer with a quarter of the other's tokens per step probes four times the steps (rounded up)."""
-    big, small = tiny(1e-3), tiny(1e-3)
-    small = Preset("small", dataclasses.replace(small.cfg, train=dataclasses.replace(small.cfg.train, batch_size=2)))
-    monkeypatch.setattr(recipes, "PRESETS", {"big": big, "small": small})
-    opt = recipes.Options(recipes=("small", "big"), probe_steps=10, corpora=("builtin",))
-    assert [recipes.probe_steps(opt, p.cfg) for p in (big, small)] == [10, 40]
-    odd = dataclasses.replace(small.cfg, train=dataclasses.replace(small.cfg.train, batch_size=3))
-    assert recipes.probe_steps(opt, odd) == 27  # 10 x 8 / 3, rounded up

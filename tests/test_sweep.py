@@ -103,9 +103,10 @@ def test_two_values_write_two_rows_and_a_rerun_redoes_neither(corpus, tmp_path, 
 
 
 def test_a_budget_fits_each_row_to_its_seconds_per_step(corpus, tmp_path, monkeypatch):
-    """--sweep.budget: each row is probed in its own directory (probe_steps steps), then trains the steps
-    that fit (the warmup scaled with them), from scratch.  The probe runs, but the test decides what it
-    measured (0.01 s per sequence of the batch), so that the steps are known."""
+    """--sweep.budget: each row is probed in its own directory (the tokens of probe_steps steps of the
+    largest row), then trains the steps that fit (the warmup scaled with them), from scratch.  The probe
+    runs, but the test decides what it measured (0.01 s per sequence of the batch), so that the steps are
+    known."""
     probes, runs = [], []
 
     def timed(cfg, probe_steps, out):
@@ -124,7 +125,7 @@ def test_a_budget_fits_each_row_to_its_seconds_per_step(corpus, tmp_path, monkey
     batches = ["--sweep.field", "train.batch-size", "--sweep.values", "2", "16"]
     sweep.cli(args(corpus, tmp_path, "--train.max-iters", "100", "--sweep.budget", "3", *batches))
     rows = results(root)
-    assert probes == [(2, 10, "train.batch_size=2"), (16, 10, "train.batch_size=16")]
+    assert probes == [(2, 80, "train.batch_size=2"), (16, 10, "train.batch_size=16")]  # equal tokens
     assert [r.max_iters for r in runs] == [int(r["steps"]) for r in rows]
     assert [int(r["steps"]) for r in rows] == [150, 18]  # 3 s / (0.02 s), 3 s / (0.16 s)
     assert [r.warmup_iters for r in runs] == [3, 0]  # 2 of 100 steps, scaled
