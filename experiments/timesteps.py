@@ -6,7 +6,10 @@ denoises there, and how noisy its gradient is (``nanodd.analysis``).
 For each checkpoint, on the same validation chunks and the same noise at every t of the midpoint grid
 t_i = (i - 1/2) / n: the bound's integrand in bits per token, per character for text8 (mean and standard error
 over the chunks; its mean over the grid is a quadrature of the bound), the accuracy on corrupted tokens, and
-the norm and variance of the per-sequence gradient.  Several checkpoints share the axes of the plot
+the norm, variance and second moment of the per-sequence gradient, from which it prints what the best
+importance sampling of t would keep of that second moment (``analysis.importance``).  ``--of loss``
+analyses what D3PM trains on, its hybrid loss, instead of its bound (every other method trains on its
+bound).  Several checkpoints share the axes of the plot
 (the optional ``plot`` extra: matplotlib).  Autoregressive judges have no time axis and are refused.
 """
 
@@ -19,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 import tyro
@@ -30,9 +33,10 @@ from experiments.paths import check_writable
 from nanodd import analysis, checks
 from nanodd.data import canonical_chunks, load_split
 from nanodd.data.files import atomic_write
+from nanodd.methods import d3pm
 from nanodd.shell.workflows import LoadedModel, load_checkpoint, trained_dir
 
-COLUMNS = ("checkpoint", "method", "t", "f_bits", "f_se_bits", "accuracy", "grad_norm", "grad_var")
+COLUMNS = ("checkpoint", "method", "t", "f_bits", "f_se_bits", "accuracy", "grad_norm", "grad_var", "grad_sq")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,9 @@ class Options:
     """Times per vmapped call: memory grows as chunk_size x batch x parameters (per-sequence gradients)."""
     seed: int = 0
     """Seeds the integrand's noise, shared by every t."""
+    of: Literal["bound", "loss"] = "bound"
+    """bound: the method's bound; loss: D3PM's hybrid loss, what it trains on (the gradient a training
+    step sees; its mean over t is the loss, not a bound)."""
     csv: str = "timesteps.csv"
     """Where the table goes (one row per checkpoint and t)."""
     plot: str | None = None
@@ -74,6 +81,12 @@ def profile(ckpt: LoadedModel, opt: Options) -> dict[str, torch.Tensor]:
     if len(x0) < 2:
         raise ValueError(f"{ckpt.path}: the validation split holds fewer than 2 chunks of {ckpt.cfg.data.seq_len}")
     integrand, diffusion = ckpt.method.bound(ckpt.cfg.method), ckpt.method.diffusion(ckpt.cfg.method)
+    if opt.of == "loss":
+        if not isinstance(ckpt.cfg.method, d3pm.D3PMConfig):
+            raise ValueError(
+                f"{ckpt.path}: --of loss is D3PM's hybrid loss; this method trains on its bound (--of bound)"
+            )
+        integrand = d3pm.hybrid_loss(ckpt.cfg.method)
     noise = integrand.noise(torch.Generator(ckpt.device).manual_seed(opt.seed), x0)
     process = diffusion.process if diffusion.output == "x0" else None
     parts, start = [], time.perf_counter()
@@ -129,10 +142,11 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         ckpt = load_checkpoint(path)
         key = (path, type(ckpt.cfg.method).__name__.removesuffix("Config").lower())
         curves[key] = c = profile(ckpt, opt)
-        worst = int(c["grad_var"].argmax())
+        worst, (_, kept) = int(c["grad_var"].argmax()), analysis.importance(c["grad_sq"])
         print(
-            f"{path} ({key[1]}): mean over t {float(c['f_bits'].mean()):.3f} bits/token (the bound by quadrature); "
-            f"gradient variance largest at t = {float(c['t'][worst]):.3f}"
+            f"{path} ({key[1]}): mean over t {float(c['f_bits'].mean()):.3f} bits/token (the {opt.of} by "
+            f"quadrature); gradient variance largest at t = {float(c['t'][worst]):.3f}; the best importance "
+            f"sampling of t keeps {kept:.2f} of the gradient's second moment"
         )
     text = io.StringIO(newline="")
     writer = csv.writer(text)

@@ -11,7 +11,8 @@ times t_1..t_n, ``per_timestep`` returns, at each t (nats per token, divided by 
                 argmax p(x0 | z_t) is x0^i  (x0 networks only; NaN for a ratio network);
     grad_norm:  || g(t) ||,  g(t) = (1/B) sum_b g_b(t),  g_b(t) = grad_theta f(x0_b, t) / L;
     grad_var:   (1/(B - 1)) sum_b || g_b(t) - g(t) ||^2, the trace of the covariance of one sequence's
-                gradient at t: how much noise a training step drawing this t gets.
+                gradient at t: how much noise a training step drawing this t gets;
+    grad_sq:    m(t) = (1/B) sum_b || g_b(t) ||^2, the second moment, which ``importance`` reads.
 
 The mean of f over a midpoint grid (``midpoints``) is a quadrature of the bound itself.  It is
 computed as the papers' equations read: ``torch.func.grad`` of one sequence's f, ``torch.func.vmap``
@@ -76,7 +77,7 @@ def per_timestep(
 ) -> dict[str, Tensor]:
     """The statistics above at each of ``ts`` [n] (float64 in (0, 1]) for x0 [B, L] (B >= 2) and the
     integrand's ``noise`` for x0; ``process`` (that of an x0 network) enables the accuracy.  Returns a
-    dict of [n] float64 tensors: t, f, f_se, accuracy, grad_norm, grad_var."""
+    dict of [n] float64 tensors: t, f, f_se, accuracy, grad_norm, grad_var, grad_sq."""
     B = x0.shape[0]
     if B < 2:
         raise ValueError(f"per-timestep statistics need at least 2 sequences (a standard error), got {B}")
@@ -93,6 +94,7 @@ def per_timestep(
             "accuracy": correct.sum() / corrupted.sum(),
             "grad_norm": sum(v.mean(0).double().pow(2).sum() for v in g.values()).sqrt(),
             "grad_var": sum((v - v.mean(0)).double().pow(2).sum() for v in g.values()) / (B - 1),
+            "grad_sq": sum(v.double().pow(2).sum() for v in g.values()) / B,
         }
         # detached per chunk: a chunk's results would otherwise keep its autograd graph (params that
         # require grad) alive until every chunk is done, so memory grew with len(ts), not chunk_size
@@ -104,3 +106,17 @@ def per_timestep(
         warnings.filterwarnings("ignore", message=".*batching rule.*")
         out = vmap(at, chunk_size=chunk_size)(ts)
     return {"t": ts, **out}
+
+
+def importance(grad_sq: Tensor) -> tuple[Tensor, float]:
+    """Importance sampling of t for the training gradient, from m(t) = E_b ||g_b(t)||^2 on a midpoint grid.
+
+    A step that draws t ~ p and weights its gradient by 1/p(t) stays unbiased, and its second moment is
+    E_{t ~ U} m(t) / p(t), least at p(t) = sqrt m(t) / E_U sqrt m (Cauchy-Schwarz), where it is
+    (E_U sqrt m)^2.  Returns that density at the grid's times [n] (mean 1) and the ratio
+    (E_U sqrt m)^2 / E_U m in (0, 1]: the share of uniform t's second moment the best sampler of t keeps
+    (1: nothing to gain).  The variance is the second moment less ||E g||^2, the same for every p, so
+    its share falls further still.
+    """
+    root = grad_sq.double().sqrt()
+    return root / root.mean(), float(root.mean() ** 2 / grad_sq.double().mean())

@@ -109,6 +109,26 @@ def test_vmap_over_timesteps_equals_loop(setup):
     torch.testing.assert_close(vmapped, looped, rtol=1e-5, atol=1e-6)
 
 
+def test_hybrid_loss_integrand_averaged_over_every_step_is_the_loss(setup):
+    # t on the T midpoints reads every step k = 1..T once; each step's loss with that k for the whole
+    # batch, averaged over k, is the integrand's mean over t (per sequence, divided by L).
+    model, x0, noise = setup
+    apply, params = make_apply(model), params_of(model)
+    f, (B, L) = d3pm.hybrid_loss(CFG), x0.shape
+    ts = (torch.arange(CFG.T, dtype=torch.float64) + 0.5) / CFG.T
+    with torch.no_grad():
+        per_t = torch.stack([f(apply, params, x0, t.expand(B), {"u": noise["u"]}) for t in ts])  # [T, B]
+        losses = torch.stack(
+            [
+                d3pm.loss(apply, params, x0, {"t": k.expand(B), "u": noise["u"]}, cfg=CFG)[0]
+                for k in d3pm.step_of(ts, CFG.T)
+            ]
+        )
+    assert torch.equal(d3pm.step_of(ts, CFG.T), torch.arange(1, CFG.T + 1))
+    torch.testing.assert_close(per_t.double().mean(1) / L, losses.double(), rtol=1e-5, atol=1e-7)
+    assert f.T == CFG.T and f.noise(torch.Generator().manual_seed(0), x0)["u"].shape == x0.shape
+
+
 def test_compiled_loss_equals_eager(setup):
     model, x0, noise = setup
     apply, params = make_apply(model), params_of(model)

@@ -51,8 +51,28 @@ def test_two_methods_on_one_table_and_plot(runs, tmp_path, capsys):
     bound = evaluate_checkpoint(load_checkpoint(runs["demo"]), max_chunks=3, n_t=16)["results"]["bpc"]
     quadrature = sum(float(r["f_bits"]) for r in rows[:n_t]) / n_t
     assert math.isclose(quadrature, bound, rel_tol=0.25), (quadrature, bound)
-    assert "(the bound by quadrature)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(the bound by quadrature)" in out
+    kept = [float(line.split(" keeps ")[1].split()[0]) for line in out.splitlines() if " keeps " in line]
+    assert len(kept) == 2 and all(0 < k <= 1 for k in kept)
+    for r in rows:  # the second moment is the variance (over B - 1) plus the squared norm of the mean
+        B = 3
+        assert math.isclose(
+            float(r["grad_sq"]), (B - 1) / B * float(r["grad_var"]) + float(r["grad_norm"]) ** 2, rel_tol=1e-4
+        )
     assert not has_matplotlib() or picture.stat().st_size > 10_000
+
+
+def test_of_loss_is_d3pms_hybrid_loss(runs, tmp_path, capsys):
+    # the hybrid loss is ~lambda times the masked cross-entropy: its mean over t is far below the bound
+    options = dict(n_t=4, batch=3, chunk_size=2)
+    timesteps.main(timesteps.Options((runs["demo"],), of="loss", csv=str(tmp_path / "loss.csv"), **options))
+    timesteps.main(timesteps.Options((runs["demo"],), csv=str(tmp_path / "bound.csv"), **options))
+    loss, bound = (
+        sum(float(r["f_bits"]) for r in csv.DictReader((tmp_path / f"{name}.csv").open())) for name in ("loss", "bound")
+    )
+    assert 0 < loss < 0.2 * bound, (loss, bound)
+    assert "(the loss by quadrature)" in capsys.readouterr().out
 
 
 def has_matplotlib() -> bool:
@@ -67,10 +87,11 @@ def has_matplotlib() -> bool:
         (["--chunk-size", "0"], "--chunk-size must be >= 1"),
         (["JUDGE"], "is an autoregressive judge"),
         (["/nonexistent/run"], "not found"),
+        (["MDLM", "--of", "loss"], "this method trains on its bound"),
     ],
 )
 def test_bad_input_is_one_line(runs, tmp_path, args, message):
-    args = [runs["ar-demo"] if a == "JUDGE" else a for a in args]
+    args = [{"JUDGE": runs["ar-demo"], "MDLM": runs["mdlm-demo"]}.get(a, a) for a in args]
     if not any(not a.startswith("-") and not a.isdigit() for a in args):
         args = [runs["demo"], *args]
     proc = subprocess.run(

@@ -102,12 +102,17 @@ def diffusion(cfg: D3PMConfig) -> Diffusion:
     return Diffusion(cfg.process, cfg.schedule, cfg.T, lambda t: t * cfg.T)
 
 
+def step_of(t: Tensor, T: int) -> Tensor:
+    """The step k = ceil(t T) in 1..T that a time t in (0, 1] reads (uniform t: uniform k), long."""
+    return torch.ceil(t * T).long().clamp(1, T)
+
+
 def noise(gen: torch.Generator, x0: Tensor, cfg: D3PMConfig, slot: Slot = Slot()) -> Noise:
     """Every random draw of one loss evaluation: the step t in 1..T per sequence (iid, as nanoDD, or
     stratified over the global batch: ``antithetic``), u ~ U[0,1) per token."""
     B, L = x0.shape
     if cfg.antithetic:  # each step is drawn with probability 1/T either way: the loss stays unbiased
-        t = torch.ceil(draws.stratified_times(gen, B, slot) * cfg.T).long().clamp(1, cfg.T)
+        t = step_of(draws.stratified_times(gen, B, slot), cfg.T)
     else:
         t = torch.randint(1, cfg.T + 1, (B,), generator=gen, device=gen.device)
     return {"t": t, "u": draws.uniforms(gen, (B, L))}
@@ -147,8 +152,7 @@ class StepBound:
 
     def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
         """T * L_{k-1} at k = ceil(t T) plus the prior term, per sequence, nats [B]."""
-        k = torch.ceil(t * self.T).long().clamp(1, self.T)
-        vb, _ = self.terms(apply, params, x0, k, noise["u"])
+        vb, _ = self.terms(apply, params, x0, step_of(t, self.T), noise["u"])
         return self.T * vb.double() + self.process.prior_kl(x0, discretize(self.schedule, self.T)[-1]).sum(-1)
 
 
@@ -156,6 +160,35 @@ def step_bound(cfg: D3PMConfig) -> StepBound:
     """L_vb of this config as the sum of per-step KLs."""
     d = diffusion(cfg)
     return StepBound(cfg.process, d.schedule, d.T, d.time_input)
+
+
+@dataclass(frozen=True)
+class HybridLoss:
+    """What D3PM trains on, as an integrand over t (for ``nanodd.analysis``): at k = ceil(t T),
+
+        f(x0, t) = L_{k-1} + lambda * sum_i -log p~(x0^i | x_k)      nats per sequence,
+
+    so E_{t ~ U(0, 1]} f / L is the hybrid loss (eq. 5) that ``loss`` estimates with one k per sequence.
+    Unlike the bound it is not a likelihood: evaluate with ``bound``, analyse training with this."""
+
+    steps: StepBound
+    hybrid_coeff: float
+
+    @property
+    def T(self) -> int:
+        return self.steps.T
+
+    def noise(self, gen: torch.Generator, x0: Tensor) -> Noise:
+        return self.steps.noise(gen, x0)
+
+    def __call__(self, apply: Apply, params: Params, x0: Tensor, t: Tensor, noise: Noise) -> Tensor:
+        vb, nll = self.steps.terms(apply, params, x0, step_of(t, self.T), noise["u"])
+        return vb.to(nll.dtype) + self.hybrid_coeff * nll
+
+
+def hybrid_loss(cfg: D3PMConfig) -> HybridLoss:
+    """The hybrid loss of this config as an integrand over t."""
+    return HybridLoss(step_bound(cfg), cfg.hybrid_coeff)
 
 
 def loss(apply: Apply, params: Params, x0: Tensor, noise: Noise, *, cfg: D3PMConfig) -> tuple[Tensor, D3PMAux]:
