@@ -4,6 +4,7 @@ budget, on several corpora and seeds, scored by the evaluator.
     python -m benchmarks.recipes                                     # 300 s per run; ~50 min on 2 cores
     python -m benchmarks.recipes --budget 1200 --seeds 0             # the longer budget
     python -m benchmarks.recipes --corpora my.txt --seeds 0 1 2      # your own text
+    python -m benchmarks.recipes --dtype fp32                        # fp32 on a bf16 host too
 
 **Racers** are two presets on one network (``experiments.presets.RACE_MODEL``: nanoDD's DiT at width
 256, 4 blocks, cond width 128, no dropout, 256 characters): ``nanodd-race``, nanoDD's recipe (its
@@ -40,8 +41,9 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
+import torch
 import tyro
 
 from benchmarks.race import SHAKESPEARE, check_ours, fresh, probe_dir, race_in
@@ -52,6 +54,7 @@ from experiments.presets import PRESETS
 from nanodd import checks
 from nanodd.config import DataConfig
 from nanodd.data.prepare import atomic_write, prepare_data
+from nanodd.shell.dist import autocast_dtype
 from nanodd.shell.lock import run_lock
 from nanodd.shell.workflows import evaluate_checkpoint, load_checkpoint
 
@@ -74,8 +77,11 @@ class Options:
     is timed); every other recipe's probe trains as many tokens, in proportionally more steps."""
     goal: float = 0.15
     """Bits per character the challenger must gain (and at least 3 standard errors) for the verdict."""
+    dtype: Literal["auto", "fp32", "bf16"] | None = None
+    """Precision of every run (None: each preset's own; nanodd-race's and demo-race's is 'auto', bf16 on
+    CUDA and on CPUs with native bf16, else fp32). Race fp32 and bf16 on one host to see what each adds."""
     out_dir: str = "runs/recipes"
-    """One run directory per corpus, recipe and seed, and results.jsonl."""
+    """One run directory per corpus, recipe, seed and precision, and results.jsonl."""
 
     def __post_init__(self):
         unknown = [r for r in self.recipes if r not in PRESETS]
@@ -96,20 +102,33 @@ def slug(corpus: str) -> str:
     return re.sub(r"[^\w.-]", "_", Path(corpus).stem or corpus)
 
 
-def key(corpus: str, recipe: str, seed: int, budget: float) -> str:
-    return f"{slug(corpus)}/{recipe}/seed={seed}/budget={budget:g}"
+def key(corpus: str, recipe: str, seed: int, budget: float, precision: str) -> str:
+    return f"{slug(corpus)}/{recipe}/seed={seed}/budget={budget:g}/{precision}"
+
+
+def config(opt: Options, recipe: str):
+    """``recipe``'s preset at ``--dtype``, and the precision it will train in on this machine ('fp32', 'bf16')."""
+    cfg = PRESETS[recipe].cfg
+    if opt.dtype is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, dtype=opt.dtype))
+    device = torch.device("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    return cfg, "bf16" if autocast_dtype(cfg.train.dtype, device) else "fp32"
+
+
+def run_key(opt: Options, corpus: str, recipe: str, seed: int) -> str:
+    return key(corpus, recipe, seed, opt.budget, config(opt, recipe)[1])
 
 
 def run_once(opt: Options, corpus: str, recipe: str, seed: int, out: Path) -> dict:
     """Train ``recipe`` on ``corpus`` with ``seed`` for the budget in ``out``, then evaluate it."""
-    cfg = PRESETS[recipe].cfg
+    cfg, _ = config(opt, recipe)
     cfg = dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, source=corpus),
         train=dataclasses.replace(cfg.train, out_dir=str(out), seed=seed),
     )
     with fresh(out):
-        trained = race_in(cfg, opt.budget, probe_steps(opt.probe_steps, cfg, [PRESETS[r].cfg for r in opt.recipes]))
+        trained = race_in(cfg, opt.budget, probe_steps(opt.probe_steps, cfg, [config(opt, r)[0] for r in opt.recipes]))
     report = evaluate_checkpoint(load_checkpoint(out), n_t=opt.n_t)["results"]
     return trained | {"bpc": report["bpc"], "stderr": report["stderr"], "n_chunks": report["n_chunks"]}
 
@@ -130,20 +149,20 @@ def table(opt: Options, done: dict[str, dict]) -> str:
         f"{opt.budget:g} s of optimizer steps per run; bound: the run's own, bits/char, {opt.n_t} stratified "
         "times on every validation chunk (mean ± s.e.).",
         "",
-        "| corpus | recipe | seed | steps | tokens/s | train wall time | val bound |",
-        "|---|---|---|---|---|---|---|",
+        "| corpus | recipe | precision | seed | steps | tokens/s | train wall time | val bound |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for corpus in opt.corpora:
         for recipe in opt.recipes:
             for seed in opt.seeds:
-                r = done[key(corpus, recipe, seed, opt.budget)]
+                r = done[run_key(opt, corpus, recipe, seed)]
                 lines.append(
-                    f"| {slug(corpus)} | `{recipe}` | {seed} | {r['steps']} | {r['tokens_per_s'] / 1e3:.1f}k | "
+                    f"| {slug(corpus)} | `{recipe}` | {config(opt, recipe)[1]} | {seed} | {r['steps']} | {r['tokens_per_s'] / 1e3:.1f}k | "
                     f"{r['wall_s']:.0f} s | {r['bpc']:.3f} ± {r['stderr']:.3f} |"
                 )
     lines += ["", f"| corpus | `{base}` | `{challenger}` | gain | verdict |", "|---|---|---|---|---|"]
     for corpus in opt.corpora:
-        rows = [[done[key(corpus, r, s, opt.budget)] for s in opt.seeds] for r in opt.recipes]
+        rows = [[done[run_key(opt, corpus, r, s)] for s in opt.seeds] for r in opt.recipes]
         mean = [sum(r["bpc"] for r in runs) / len(runs) for runs in rows]
         g, se = gain(*rows)
         verdict, z = ("met" if g >= opt.goal and g >= 3 * se else "not met"), g / se if se else math.inf
@@ -173,15 +192,15 @@ def main(opt: Annotated[Options, tyro.conf.arg(name="")]) -> None:
         check_corpus("--corpora", corpus, None, must_exist=True)
     runs = [(c, r, s) for c in opt.corpora for r in opt.recipes for s in opt.seeds]
     for corpus, recipe, seed in runs:
-        check_ours(root / key(corpus, recipe, seed, opt.budget))
-        check_ours(probe_dir(root / key(corpus, recipe, seed, opt.budget)))
+        check_ours(root / run_key(opt, corpus, recipe, seed))
+        check_ours(probe_dir(root / run_key(opt, corpus, recipe, seed)))
     for corpus in opt.corpora:
         prepare_data(DataConfig(source=corpus))  # a missing file or a failed download stops it here
     with run_lock(root):  # one recipe race per directory at a time
         path = root / "results.jsonl"
         done = read_done(path)
         for i, (corpus, recipe, seed) in enumerate(runs, 1):
-            k = key(corpus, recipe, seed, opt.budget)
+            k = run_key(opt, corpus, recipe, seed)
             if k in done:
                 print(f"recipes: run {i}/{len(runs)} {k}: finished earlier, skipped", file=sys.stderr)
                 continue

@@ -17,9 +17,9 @@ from nanodd.model import DiTConfig
 TINY_MODEL = DiTConfig(d_model=32, n_heads=2, n_blocks=1, cond_dim=16, dropout=0.0)
 
 
-def tiny(lr: float) -> Preset:
+def tiny(lr: float, dtype: str = "fp32") -> Preset:
     train = dataclasses.replace(
-        DEMO.train, batch_size=8, max_iters=40, warmup_iters=4, lr=lr, dtype="fp32", device="cpu"
+        DEMO.train, batch_size=8, max_iters=40, warmup_iters=4, lr=lr, dtype=dtype, device="cpu"
     )
     return Preset("tiny", dataclasses.replace(DEMO, model=TINY_MODEL, data=DataConfig(seq_len=32), train=train))
 
@@ -46,7 +46,7 @@ def test_two_recipes_on_two_corpora_and_two_seeds_then_a_rerun_trains_nothing(pr
     assert [line.split(" | ")[0] for line in gains] == [f"| {recipes.slug(str(corpus))}", "| builtin"]
     by = {r["key"]: r for r in done}
     for corpus_name, line in zip([str(corpus), "builtin"], gains):
-        runs = [[by[recipes.key(corpus_name, r, s, 2.0)] for s in (0, 1)] for r in ("slow", "fast")]
+        runs = [[by[recipes.key(corpus_name, r, s, 2.0, "fp32")] for s in (0, 1)] for r in ("slow", "fast")]
         g = (sum(r["bpc"] for r in runs[0]) - sum(r["bpc"] for r in runs[1])) / 2
         assert float(line.split(" | ")[3].split(" ± ")[0]) == pytest.approx(g, abs=1e-3)
         se = float(line.split(" | ")[3].split(" ± ")[1].split()[0])
@@ -75,7 +75,7 @@ def test_bad_options_are_one_line_before_anything_runs(tmp_path, capsys, args, m
 
 
 def test_a_run_directory_the_race_did_not_make_is_refused(presets, tmp_path, capsys):
-    run = tmp_path / "r" / recipes.key("builtin", "slow", 0, 2.0)
+    run = tmp_path / "r" / recipes.key("builtin", "slow", 0, 2.0, "fp32")
     run.mkdir(parents=True)
     (run / "mine.txt").write_text("keep")
     with pytest.raises(SystemExit) as exit:
@@ -112,3 +112,39 @@ def test_demo_race_is_demos_recipe_on_nanodd_races_network():
     assert demo.method == ours.method == nanodd.method == PRESETS["d3pm-text8"].cfg.method
     assert (ours.model, ours.data) == (nanodd.model, nanodd.data)
     assert 3 * demo.train.warmup_iters == demo.train.max_iters and 3 * ours.train.warmup_iters == ours.train.max_iters
+
+
+def test_dtype_sets_every_runs_precision_and_names_it_in_the_keys_and_the_table(monkeypatch, tmp_path, capsys):
+    """--dtype overrides each preset's precision (here a bf16 preset is raced in fp32, so nothing runs at
+    bf16 speed on a CPU without it); the run keys and the table name the precision the runs trained in."""
+    monkeypatch.setenv("NANODD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(recipes, "PRESETS", {"slow": tiny(1e-4, "bf16"), "fast": tiny(3e-3, "bf16")})
+    dtypes = []
+    race_in = recipes.race_in
+    monkeypatch.setattr(recipes, "race_in", lambda cfg, *a: dtypes.append(cfg.train.dtype) or race_in(cfg, *a))
+    recipes.cli(
+        [
+            "--budget",
+            "2",
+            "--corpora",
+            "builtin",
+            "--seeds",
+            "0",
+            "--recipes",
+            "slow",
+            "fast",
+            "--n-t",
+            "1",
+            "--dtype",
+            "fp32",
+            "--out-dir",
+            str(tmp_path / "r"),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert dtypes == ["fp32", "fp32"]
+    keys = [json.loads(line)["key"] for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
+    assert keys == [recipes.key("builtin", r, 0, 2.0, "fp32") for r in ("slow", "fast")]
+    assert all(k.endswith("/fp32") for k in keys)
+    assert [line.split(" | ")[2] for line in out.splitlines() if line.startswith("| builtin | `")] == ["fp32"] * 2
+    assert recipes.config(recipes.Options(recipes=("slow", "fast")), "slow")[0].train.dtype == "bf16"
