@@ -14,6 +14,8 @@ from experiments.presets import DEMO, PRESETS, Preset
 from nanodd.config import DataConfig
 from nanodd.model import DiTConfig
 
+ONE_RUN_EACH = ["--budget", "2", "--corpora", "builtin", "--seeds", "0", "--recipes", "slow", "fast"]
+"""A race of the two tiny recipes, one 2 s run each on the built-in corpus."""
 TINY_MODEL = DiTConfig(d_model=32, n_heads=2, n_blocks=1, cond_dim=16, dropout=0.0)
 
 
@@ -79,21 +81,7 @@ def test_a_run_directory_the_race_did_not_make_is_refused(presets, tmp_path, cap
     run.mkdir(parents=True)
     (run / "mine.txt").write_text("keep")
     with pytest.raises(SystemExit) as exit:
-        recipes.cli(
-            [
-                "--budget",
-                "2",
-                "--corpora",
-                "builtin",
-                "--seeds",
-                "0",
-                "--recipes",
-                "slow",
-                "fast",
-                "--out-dir",
-                str(tmp_path / "r"),
-            ]
-        )
+        recipes.cli([*ONE_RUN_EACH, "--out-dir", str(tmp_path / "r")])
     assert exit.value.code == 2 and "not made by a race" in capsys.readouterr().err
     assert (run / "mine.txt").read_text() == "keep" and not presets
 
@@ -122,25 +110,7 @@ def test_dtype_sets_every_runs_precision_and_names_it_in_the_keys_and_the_table(
     dtypes = []
     race_in = recipes.race_in
     monkeypatch.setattr(recipes, "race_in", lambda cfg, *a: dtypes.append(cfg.train.dtype) or race_in(cfg, *a))
-    recipes.cli(
-        [
-            "--budget",
-            "2",
-            "--corpora",
-            "builtin",
-            "--seeds",
-            "0",
-            "--recipes",
-            "slow",
-            "fast",
-            "--n-t",
-            "1",
-            "--dtype",
-            "fp32",
-            "--out-dir",
-            str(tmp_path / "r"),
-        ]
-    )
+    recipes.cli([*ONE_RUN_EACH, "--n-t", "1", "--dtype", "fp32", "--out-dir", str(tmp_path / "r")])
     out = capsys.readouterr().out
     assert dtypes == ["fp32", "fp32"]
     keys = [json.loads(line)["key"] for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
