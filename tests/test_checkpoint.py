@@ -183,6 +183,10 @@ def test_missing_or_partial_checkpoint_directories_are_clear_errors(tmp_path):
 # ---- training runs in subprocesses: kill -9 and SIGTERM ---------------------------------------
 
 
+STEPS = 120
+"""Optimizer steps of each run below; it checkpoints every 20 and is killed or stopped part way."""
+
+
 def train_cmd(corpus, out, *extra, dtype="fp32"):
     return [
         sys.executable,
@@ -209,11 +213,11 @@ def train_cmd(corpus, out, *extra, dtype="fp32"):
         "--train.batch-size",
         "8",
         "--train.max-iters",
-        "300",
+        str(STEPS),
         "--train.warmup-iters",
         "10",
         "--train.eval-interval",
-        "40",
+        "20",
         "--train.eval-batches",
         "1",
         "--train.log-interval",
@@ -261,11 +265,11 @@ def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path, dtype):
 
     cut = tmp_path / "cut"
     proc = subprocess.Popen(train_cmd(corpus, cut, dtype=dtype), cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    wait_for_step(cut, 150, proc)
+    wait_for_step(cut, STEPS // 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     killed_at = max(step_losses(cut))
-    assert killed_at < 300, "the run finished before it could be killed"
+    assert killed_at < STEPS, "the run finished before it could be killed"
     done = subprocess.run(
         train_cmd(corpus, cut, "--train.resume", dtype=dtype), cwd=ROOT, env=env, capture_output=True, text=True
     )
@@ -273,13 +277,13 @@ def test_resume_after_kill_9_is_bitwise_identical(corpus, tmp_path, dtype):
     resumed_from = int(done.stderr.split("resumed from step ")[1].split()[0])
     assert 0 < resumed_from <= killed_at
 
-    a, b = final_state(whole, 300), final_state(cut, 300)
+    a, b = final_state(whole, STEPS), final_state(cut, STEPS)
     for part in ("params", "ema", "opt"):
         assert a[part].keys() == b[part].keys()
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     la, lb = step_losses(whole), step_losses(cut)
-    assert [la[s] for s in range(resumed_from + 1, 301)] == [lb[s] for s in range(resumed_from + 1, 301)]
+    assert [la[s] for s in range(resumed_from + 1, STEPS + 1)] == [lb[s] for s in range(resumed_from + 1, STEPS + 1)]
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint_and_resume_finishes(corpus, tmp_path):
@@ -291,7 +295,7 @@ def test_sigterm_stops_cleanly_with_a_checkpoint_and_resume_finishes(corpus, tmp
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err  # 128 + SIGTERM, after the checkpoint is saved, as a shell reports it
     stopped = max(step_losses(out))
-    assert stopped < 300 and f"stopped at step {stopped}" in err and "--train.resume" in err
+    assert stopped < STEPS and f"stopped at step {stopped}" in err and "--train.resume" in err
     assert stopped in Checkpoints(out / "checkpoints", is_main=False).steps()
     changed = subprocess.run(
         train_cmd(corpus, out, "--train.resume", "--model.n-blocks", "3"),
