@@ -103,6 +103,9 @@ class TrainConfig:
     """AdamW beta1 (momentum)."""
     beta2: float = 0.98
     """AdamW beta2 (second-moment decay)."""
+    optimizer: Literal["adamw", "muon"] = "adamw"
+    """'adamw': AdamW on every parameter. 'muon': Muon (momentum orthogonalised by Newton-Schulz, its update
+    scaled to AdamW's RMS, so lr and weight_decay carry over) on the blocks' weight matrices, AdamW on the rest."""
     grad_clip: float = 0.1
     """Clip the global gradient norm to this value (0 disables)."""
     ema_decay: float = 0.9999

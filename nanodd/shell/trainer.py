@@ -53,6 +53,7 @@ from nanodd.protocols import Aux, Noise, Slot
 from nanodd.shell import dist
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 from nanodd.shell.lock import RunLocked, run_lock
+from nanodd.shell.optim import Chained, build_optimizer
 from nanodd.shell.workflows import load_checkpoint
 from nanodd.shell.log import Log, duration, warn
 
@@ -80,22 +81,12 @@ def lr_at(step: int, tc: TrainConfig) -> float:
     return tc.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (tc.lr - tc.min_lr)
 
 
-def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on 2-D parameters only (matrices, embeddings); torch's fused kernel (CPU and CUDA)."""
-    params = list(model.parameters())
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=True)
-
-
 @dataclass
 class State:
     """Everything that changes during training."""
 
     model: nn.Module  # the raw DiT; its parameters are the ones the optimizer updates in place
-    optimizer: torch.optim.AdamW
+    optimizer: torch.optim.AdamW | Chained
     ema: dict[str, torch.Tensor]
     step: int = 0
     best_val_bpc: float = math.inf
@@ -169,7 +160,7 @@ class Trainer:
         return x0, self.noise(gen, x0, slot)
 
     def train_step(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Accumulate grad_accum micro-batches, clip, AdamW, EMA.  Returns the micro-batch mean of
+        """Accumulate grad_accum micro-batches, clip, the optimizer step, EMA.  Returns the micro-batch mean of
         (loss, aux) as device tensors (no host sync).  Each phase is a ``record_function`` range, so
         ``benchmarks/profile_step.py`` can say what share of the step it takes."""
         tc, st = self.cfg.train, self.state
@@ -444,6 +435,12 @@ def resume(trainer: Trainer, ckpts: Checkpoints, log: Log) -> bool:
                 f"checkpoint step {meta['step']} in {ckpts.directory} was trained with {part} "
                 f"{getattr(saved, part)}, but this run asks for {getattr(trainer.cfg, part)}"
             )
+    if (was := saved.train.optimizer) != (now := trainer.cfg.train.optimizer):
+        raise CheckpointError(
+            f"checkpoint step {meta['step']} in {ckpts.directory} was trained with --train.optimizer {was}, but "
+            f"this run asks for {now}: its optimizer state cannot carry over (resume with {was}, or start a new "
+            f"run from its weights with --train.init-from)"
+        )
     if (recorded := meta.get("data")) and recorded["sha256"] != (now := trainer.meta()["data"])["sha256"]:
         warn(
             f"checkpoint step {meta['step']} was trained on other data ({recorded['source']}, sha256 "
