@@ -106,6 +106,8 @@ class TrainConfig:
     optimizer: Literal["adamw", "muon"] = "adamw"
     """'adamw': AdamW on every parameter. 'muon': Muon (momentum orthogonalised by Newton-Schulz, its update
     scaled to AdamW's RMS, so lr and weight_decay carry over) on the blocks' weight matrices, AdamW on the rest."""
+    muon_lr_scale: float = 1.0
+    """With optimizer 'muon': Muon's learning rate as a multiple of lr, on lr's schedule (AdamW's stays lr)."""
     grad_clip: float = 0.1
     """Clip the global gradient norm to this value (0 disables)."""
     ema_decay: float = 0.9999
@@ -155,6 +157,7 @@ class TrainConfig:
             checks.at_least(name, getattr(self, name), 0)
         checks.seed("seed", self.seed)
         checks.positive("lr", self.lr)
+        checks.positive("muon_lr_scale", self.muon_lr_scale)
         checks.between("min_lr", self.min_lr, 0, self.lr)
         for name in ("beta1", "beta2", "ema_decay"):
             checks.between(name, getattr(self, name), 0, 1, open_high=True)

@@ -57,6 +57,7 @@ LEGAL = {
     "--train.ema-decay": "0",
     "--train.min-lr": "0",
     "--train.lr": "1e12",
+    "--train.muon-lr-scale": "1e12",
     "--train.out-dir": "missing dir",
     "--data.data-dir": "missing dir",
     "--method.hybrid-coeff": "0 1e12",

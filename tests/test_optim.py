@@ -10,7 +10,9 @@ import torch
 from nanodd.methods import mdlm
 from nanodd.shell.checkpoint import CheckpointError, Checkpoints
 from nanodd.shell.optim import NS_COEFFICIENTS, Chained, Muon, build_optimizer, orthogonalize
-from nanodd.shell.trainer import train
+from nanodd.shell import dist
+from nanodd.shell.log import Log
+from nanodd.shell.trainer import Trainer, lr_at, train
 import dataclasses
 
 from nanodd.config import TrainConfig
@@ -103,3 +105,14 @@ def test_a_muon_run_resumed_from_a_checkpoint_is_bitwise_the_uninterrupted_one(c
     adamw = dataclasses.replace(resumed.train, resume=True, optimizer="adamw", max_iters=9)
     with pytest.raises(CheckpointError, match="was trained with --train.optimizer muon, but this run asks for adamw"):
         train(dataclasses.replace(resumed, train=adamw))
+
+
+def test_the_trainer_sets_muons_lr_to_its_scale_times_the_schedule_and_adamws_to_the_schedule(corpus, tmp_path):
+    cfg = tiny(corpus, tmp_path / "run", mdlm.MDLMConfig(), optimizer="muon", muon_lr_scale=2.5)
+    trainer = Trainer(cfg, dist.setup("cpu"), Log(None, True))
+    for _ in range(3):
+        trainer.train_step()
+    adamw, muon = trainer.state.optimizer.optimizers
+    expected = lr_at(2, cfg.train)
+    assert [g["lr"] for g in adamw.param_groups] == [expected, expected]
+    assert muon.param_groups[0]["lr"] == 2.5 * expected

@@ -114,12 +114,17 @@ def adamw(params: list[nn.Parameter], tc: TrainConfig) -> torch.optim.AdamW:
 
 def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.AdamW | Chained:
     """``tc.optimizer``: AdamW on every parameter, or Muon on the blocks' weight matrices (attention,
-    MLP, adaLN) and AdamW on the rest (embedding, conditioning MLP, final layer, biases, norms)."""
+    MLP, adaLN) and AdamW on the rest (embedding, conditioning MLP, final layer, biases, norms).  A group's
+    ``lr_scale`` (Muon's: ``tc.muon_lr_scale``) multiplies the schedule's lr the trainer sets."""
     if tc.optimizer == "adamw":
         return adamw(list(model.parameters()), tc)
     hidden = {n for n, p in model.named_parameters() if n.startswith("blocks.") and p.dim() == 2}
     named = list(model.named_parameters())
     return Chained(
         adamw([p for n, p in named if n not in hidden], tc),
-        Muon([p for n, p in named if n in hidden], lr=tc.lr, weight_decay=tc.weight_decay),
+        Muon(
+            [{"params": [p for n, p in named if n in hidden], "lr_scale": tc.muon_lr_scale}],
+            lr=tc.lr * tc.muon_lr_scale,
+            weight_decay=tc.weight_decay,
+        ),
     )

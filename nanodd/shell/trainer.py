@@ -186,7 +186,7 @@ class Trainer:
             grad_norm = nn.utils.clip_grad_norm_(st.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
         with record_function("optimizer"):
             for group in st.optimizer.param_groups:
-                group["lr"] = lr_at(st.step, tc)
+                group["lr"] = lr_at(st.step, tc) * group.get("lr_scale", 1.0)
             st.optimizer.step()
             st.optimizer.zero_grad(set_to_none=True)
         if tc.ema_decay > 0:
