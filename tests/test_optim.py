@@ -1,22 +1,21 @@
 """Muon and the chained optimizer: Newton-Schulz against the SVD, the update against its equations and
 torch.optim.Muon, and a Muon run resumed from a checkpoint against an uninterrupted one."""
 
+import dataclasses
 import math
 import shutil
 
 import pytest
 import torch
 
-from nanodd.methods import mdlm
-from nanodd.shell.checkpoint import CheckpointError, Checkpoints
-from nanodd.shell.optim import NS_COEFFICIENTS, Chained, Muon, build_optimizer, orthogonalize
-from nanodd.shell import dist
-from nanodd.shell.log import Log
-from nanodd.shell.trainer import Trainer, lr_at, train
-import dataclasses
-
 from nanodd.config import TrainConfig
+from nanodd.methods import mdlm
 from nanodd.model import DiT, DiTConfig
+from nanodd.shell import dist
+from nanodd.shell.checkpoint import CheckpointError, Checkpoints
+from nanodd.shell.log import Log
+from nanodd.shell.optim import NS_COEFFICIENTS, Chained, Muon, build_optimizer, orthogonalize
+from nanodd.shell.trainer import Trainer, lr_at, train
 from test_seam import tiny
 
 

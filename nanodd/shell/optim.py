@@ -23,8 +23,9 @@ def orthogonalize(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.T
 
     The iteration is an odd polynomial in G, so it keeps G's singular vectors and maps each singular
     value x = σ / ||G||_F through x <- a x + b x^3 + c x^5: every x ≥ 2e-3 ends in [0.68, 1.21] (not at
-    1: the coefficients trade convergence for speed).  torch.optim.Muon runs this in bf16, 50-80x slower on a CPU without
-    native bf16 than the fp32 step here; on a GPU, fp32 costs little beside the training step."""
+    1: the coefficients trade convergence for speed).  torch.optim.Muon runs this in bf16, which made a
+    batch-16 step of the recipe race's network 10x slower on an AMD Zen 3 CPU (no native bf16); here it
+    runs in G's dtype, fp32 in training: 1.1x AdamW's step there (docs/recipes.md)."""
     a, b, c = NS_COEFFICIENTS
     wide = G.size(0) <= G.size(1)
     X = G if wide else G.T  # (m, n), m <= n: the Gram matrix A is the small one
@@ -118,8 +119,8 @@ def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.AdamW | Ch
     ``lr_scale`` (Muon's: ``tc.muon_lr_scale``) multiplies the schedule's lr the trainer sets."""
     if tc.optimizer == "adamw":
         return adamw(list(model.parameters()), tc)
-    hidden = {n for n, p in model.named_parameters() if n.startswith("blocks.") and p.dim() == 2}
     named = list(model.named_parameters())
+    hidden = {n for n, p in named if n.startswith("blocks.") and p.dim() == 2}
     return Chained(
         adamw([p for n, p in named if n not in hidden], tc),
         Muon(
