@@ -19,7 +19,9 @@ fractions of the run, the cosine ending on time), so a recipe is scaled to the b
 schedule would be.  Every probe trains the same tokens (``--probe-steps`` steps of the recipe with the
 most tokens per step, proportionally more of a smaller step), so each is timed for about as long: a
 probe of a few short steps misjudges a run by 10-25%.  Run nothing else at the same time: the budget is
-wall-clock.
+wall-clock.  The table gives the tokens each run trained: they, more than the seconds, say where on
+its learning curve a run ended, and a faster machine ends later (docs/recipes.md: the lead of a
+quarter batch shrinks as the tokens grow).
 
 **Scores.**  Each run's own bound (``evaluate``: ``--n-t`` stratified times on every validation chunk,
 the EMA weights when the run keeps an EMA, the same draws for every run), mean and standard error.
@@ -47,7 +49,7 @@ import torch
 import tyro
 
 from benchmarks.race import SHAKESPEARE, check_ours, fresh, probe_dir, race_in
-from experiments.budget import probe_steps
+from experiments.budget import probe_steps, tokens_per_step
 from experiments.cli import run
 from experiments.paths import check_corpus, check_directory
 from experiments.presets import PRESETS
@@ -149,15 +151,16 @@ def table(opt: Options, done: dict[str, dict]) -> str:
         f"{opt.budget:g} s of optimizer steps per run; bound: the run's own, bits/char, {opt.n_t} stratified "
         "times on every validation chunk (mean ± s.e.).",
         "",
-        "| corpus | recipe | precision | seed | steps | tokens/s | train wall time | val bound |",
-        "|---|---|---|---|---|---|---|---|",
+        "| corpus | recipe | precision | seed | steps | tokens trained | tokens/s | train wall time | val bound |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for corpus in opt.corpora:
         for recipe in opt.recipes:
             for seed in opt.seeds:
-                r = done[run_key(opt, corpus, recipe, seed)]
+                r, (cfg, precision) = done[run_key(opt, corpus, recipe, seed)], config(opt, recipe)
                 lines.append(
-                    f"| {slug(corpus)} | `{recipe}` | {config(opt, recipe)[1]} | {seed} | {r['steps']} | {r['tokens_per_s'] / 1e3:.1f}k | "
+                    f"| {slug(corpus)} | `{recipe}` | {precision} | {seed} | {r['steps']} | "
+                    f"{r['steps'] * tokens_per_step(cfg) / 1e6:.2f}M | {r['tokens_per_s'] / 1e3:.1f}k | "
                     f"{r['wall_s']:.0f} s | {r['bpc']:.3f} ± {r['stderr']:.3f} |"
                 )
     lines += ["", f"| corpus | `{base}` | `{challenger}` | gain | verdict |", "|---|---|---|---|---|"]

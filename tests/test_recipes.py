@@ -53,6 +53,11 @@ def test_two_recipes_on_two_corpora_and_two_seeds_then_a_rerun_trains_nothing(pr
         assert float(line.split(" | ")[3].split(" ± ")[0]) == pytest.approx(g, abs=1e-3)
         se = float(line.split(" | ")[3].split(" ± ")[1].split()[0])
         assert se >= math.sqrt(sum(r["stderr"] ** 2 for rs in runs for r in rs)) / 2 - 1e-3
+    runs = [cells for cells in (line.split(" | ") for line in out.splitlines()) if cells[2:3] == ["fp32"]]
+    assert len(runs) == 8
+    for cells in runs:  # corpus, recipe, precision, seed, steps, tokens trained: steps x tokens per step
+        per_step = tokens_per_step(recipes.PRESETS[cells[1].strip("`")].cfg)
+        assert float(cells[5].rstrip("M")) == pytest.approx(int(cells[4]) * per_step / 1e6, abs=0.006)
     assert (tmp_path / "r" / "results-2s.md").read_text() in out
 
     recipes.cli(args)
