@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from experiments import compose
+from nanodd.config import DataConfig
+from nanodd.data.prepare import prepare_data
 from nanodd.functional import make_apply, params_of
 from nanodd.methods import method_of
 from nanodd.methods.d3pm import D3PMConfig
@@ -125,7 +127,10 @@ def test_the_example_trains_20_steps_and_reports_each_parts_bound(corpus, tmp_pa
         (["extra:ar"], "causal"),
     ],
 )
-def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, args, message):
+def test_bad_input_is_one_error_line_and_exit_2(monkeypatch, tmp_path, capsys, args, message):
+    monkeypatch.setenv("NANODD_CACHE", str(tmp_path / "cache"))
+    prepare_data(DataConfig())  # the corpus is ready, as after any first run: its progress line is not the error's
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit:
         compose.cli(["mdlm-demo", *TINY_ARGS, "--train.out-dir", str(tmp_path / "run"), *args])
     err = capsys.readouterr().err

@@ -234,12 +234,15 @@ def run_main(cli, argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def test_the_method_options_under_compose_extra_are_walked_and_refusals_name_the_extra_flag(monkeypatch):
+def test_the_method_options_under_compose_extra_are_walked_and_refusals_name_the_extra_flag(tmp_path, monkeypatch):
     """The method configs of ``python -m experiments.text8 train`` sit under ``--extra.`` in
     ``experiments.compose``: the same checks, and every refusal names the flag as typed there."""
     from experiments import compose
     from nanodd.config import MethodConfig
+    from nanodd.data.prepare import prepare_data
 
+    monkeypatch.setenv("NANODD_CACHE", str(tmp_path / "cache"))
+    prepare_data(DataConfig())  # compose reads the corpus before its checks: its progress line is no error's
     monkeypatch.setattr(compose, "check", lambda *_: sys.exit(0))  # parsed and built: stop before training
     options = [o for name, cls in union_members(MethodConfig) for o in walk(cls, "--extra.", (f"extra:{name}",))]
     options += list(walk(compose.Options, "--compose."))
